@@ -1,0 +1,941 @@
+/* benchmarks/bench.c — `sampan bench`: prompt and decode speed against measured ceilings.
+ *
+ * One harness, one schema (nccl-tests): a run first measures, with each requested thread count,
+ *   read   GB/s     AVX2 read-sum of a 1 GiB buffer (far above the caches), best of 5 passes
+ *   triad  GB/s     STREAM a[i] = b[i] + s*c[i] on doubles, 3 x 128 MiB, 24 B per element counted
+ *   fma    GFLOP/s  12 independent ymm FMA chains per thread (2 flops x 8 lanes per FMA)
+ * then, for each model and thread count,
+ *   pp  one batch of --pp tokens:  tokens/s, GFLOP/s (2 x weight params x tokens + attention),
+ *       fraction of the FMA ceiling
+ *   tg  --tg single-token steps:   tokens/s, weight GB/s (weight bytes streamed per token x
+ *       tokens/s), fraction of the read ceiling
+ * Models: each -m file, or tinyllama-1.1b-shaped synthetic models (synth_model) of each --types
+ * entry, made once in --model-dir. --matmul measures kern_matmul alone on the same shapes
+ * (7 matrices per layer plus the output head) with random weights in memory, no model file.
+ * Output: a table on stdout and, with --json, the machine, the ceilings and every run.
+ */
+#include <errno.h>
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "bench.h"
+#include "kern.h"
+#include "model.h"
+#include "pool.h"
+#include "synth.h"
+
+#define BENCH_SCHEMA "sampan-bench-1"
+#define BENCH_MAX_LIST 16
+
+typedef struct {
+    const char *models[BENCH_MAX_LIST];
+    int n_models;
+    int types[BENCH_MAX_LIST];
+    int n_types;
+    int threads[BENCH_MAX_LIST];
+    int n_threads;
+    int pp, tg, reps, layers;
+    const char *json;
+    const char *model_dir;
+    int quick, matmul;
+} bench_opts;
+
+typedef struct {
+    int threads;
+    double read_gbs, triad_gbs, fma_gflops;
+} bench_ceil;
+
+typedef struct {
+    const char *kind;     /* "model" or "matmul" */
+    char model[256];      /* file, or the shape for matmul runs */
+    char type[16];        /* weight type of the layer matrices */
+    int threads;
+    const char *test;     /* "pp" or "tg" */
+    int tokens;
+    double seconds;       /* best of the repetitions */
+    double flops;         /* per repetition */
+    double bytes;         /* weight bytes streamed per repetition */
+} bench_result;
+
+typedef struct {
+    bench_ceil ceil[BENCH_MAX_LIST];
+    int n_ceil;
+    bench_result *res;
+    int n_res, cap_res;
+} bench_log;
+
+static double bench__now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t bench__rng(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* ---- ceilings --------------------------------------------------------------------------- */
+
+static void *bench__alloc(size_t bytes) {
+    void *p = NULL;
+    size_t align = 2u << 20;
+    bytes = (bytes + align - 1) / align * align;
+    if (posix_memalign(&p, align, bytes) != 0) return NULL;
+    madvise(p, bytes, MADV_HUGEPAGE);   /* fewer TLB misses; advisory */
+    return p;
+}
+
+typedef struct {
+    uint8_t *buf;
+    size_t bytes;
+    double *a, *b, *c;
+    size_t n;             /* triad elements */
+    long iters;           /* fma loop */
+    uint64_t sink[BENCH_MAX_LIST * 8];
+} bench__job;
+
+static void bench__slice(size_t n, size_t align, int ith, int nth, size_t *lo, size_t *hi) {
+    size_t per = (n / nth + align - 1) / align * align;
+    *lo = per * (size_t)ith < n ? per * (size_t)ith : n;
+    *hi = *lo + per < n ? *lo + per : n;
+}
+
+__attribute__((target("avx2"))) static uint64_t bench__read_avx2(const uint8_t *p, size_t n) {
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 128 <= n; i += 128) {
+        s0 = _mm256_add_epi64(s0, _mm256_load_si256((const __m256i *)(p + i)));
+        s1 = _mm256_add_epi64(s1, _mm256_load_si256((const __m256i *)(p + i + 32)));
+        s2 = _mm256_add_epi64(s2, _mm256_load_si256((const __m256i *)(p + i + 64)));
+        s3 = _mm256_add_epi64(s3, _mm256_load_si256((const __m256i *)(p + i + 96)));
+    }
+    s0 = _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3));
+    uint64_t v[4];
+    _mm256_storeu_si256((__m256i *)v, s0);
+    return v[0] + v[1] + v[2] + v[3];
+}
+
+static uint64_t bench__read_plain(const uint8_t *p, size_t n) {
+    uint64_t s = 0, w;
+    for (size_t i = 0; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        s += w;
+    }
+    return s;
+}
+
+static int bench__have_avx2(void) {
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+static void bench__touch_job(void *arg, int ith, int nth) {
+    bench__job *j = arg;
+    size_t lo, hi;
+    bench__slice(j->bytes, 4096, ith, nth, &lo, &hi);
+    for (size_t i = lo; i < hi; i++) j->buf[i] = (uint8_t)(i * 131u);
+}
+
+static void bench__read_job(void *arg, int ith, int nth) {
+    bench__job *j = arg;
+    size_t lo, hi;
+    bench__slice(j->bytes, 4096, ith, nth, &lo, &hi);
+    j->sink[ith * 8] += bench__have_avx2() ? bench__read_avx2(j->buf + lo, hi - lo)
+                                           : bench__read_plain(j->buf + lo, hi - lo);
+}
+
+__attribute__((target("avx2,fma"))) static void bench__triad_avx2(double *a, const double *b,
+                                                                  const double *c, size_t n,
+                                                                  double s) {
+    for (size_t i = 0; i < n; i++) a[i] = b[i] + s * c[i];
+}
+
+static void bench__triad_plain(double *a, const double *b, const double *c, size_t n, double s) {
+    for (size_t i = 0; i < n; i++) a[i] = b[i] + s * c[i];
+}
+
+static void bench__triad_init_job(void *arg, int ith, int nth) {
+    bench__job *j = arg;
+    size_t lo, hi;
+    bench__slice(j->n, 512, ith, nth, &lo, &hi);
+    for (size_t i = lo; i < hi; i++) {
+        j->a[i] = 0.0;
+        j->b[i] = 1.0;
+        j->c[i] = 2.0;
+    }
+}
+
+static void bench__triad_job(void *arg, int ith, int nth) {
+    bench__job *j = arg;
+    size_t lo, hi;
+    bench__slice(j->n, 512, ith, nth, &lo, &hi);
+    if (bench__have_avx2()) bench__triad_avx2(j->a + lo, j->b + lo, j->c + lo, hi - lo, 3.0);
+    else bench__triad_plain(j->a + lo, j->b + lo, j->c + lo, hi - lo, 3.0);
+}
+
+#define BENCH_FMA_CHAINS 12
+/* 12 chains in named registers: 12 in flight cover 2 FMA ports x 4-5 cycles of latency */
+__attribute__((target("avx2,fma"))) static double bench__fma_avx2(long iters) {
+    const __m256 m = _mm256_set1_ps(0.9999999f), c = _mm256_set1_ps(1e-7f);
+    __m256 a0 = _mm256_set1_ps(1.0f), a1 = _mm256_set1_ps(2.0f), a2 = _mm256_set1_ps(3.0f);
+    __m256 a3 = _mm256_set1_ps(4.0f), a4 = _mm256_set1_ps(5.0f), a5 = _mm256_set1_ps(6.0f);
+    __m256 a6 = _mm256_set1_ps(7.0f), a7 = _mm256_set1_ps(8.0f), a8 = _mm256_set1_ps(9.0f);
+    __m256 a9 = _mm256_set1_ps(10.0f), a10 = _mm256_set1_ps(11.0f), a11 = _mm256_set1_ps(12.0f);
+    for (long i = 0; i < iters; i++) {
+        a0 = _mm256_fmadd_ps(a0, m, c);
+        a1 = _mm256_fmadd_ps(a1, m, c);
+        a2 = _mm256_fmadd_ps(a2, m, c);
+        a3 = _mm256_fmadd_ps(a3, m, c);
+        a4 = _mm256_fmadd_ps(a4, m, c);
+        a5 = _mm256_fmadd_ps(a5, m, c);
+        a6 = _mm256_fmadd_ps(a6, m, c);
+        a7 = _mm256_fmadd_ps(a7, m, c);
+        a8 = _mm256_fmadd_ps(a8, m, c);
+        a9 = _mm256_fmadd_ps(a9, m, c);
+        a10 = _mm256_fmadd_ps(a10, m, c);
+        a11 = _mm256_fmadd_ps(a11, m, c);
+    }
+    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                             _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+    s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
+    float v[8];
+    _mm256_storeu_ps(v, s);
+    return v[0] + v[7];
+}
+
+static void bench__fma_job(void *arg, int ith, int nth) {
+    bench__job *j = arg;
+    double r = bench__have_avx2() ? bench__fma_avx2(j->iters) : 0.0;
+    j->sink[ith * 8] += (uint64_t)r;
+}
+
+/* Best-of-passes ceilings with `threads` threads; 0 or an error message. */
+static int bench__ceilings(const bench_opts *o, int threads, bench_ceil *out, char *err,
+                           size_t errlen) {
+    pool *p = pool_new(threads);
+    if (!p) {
+        snprintf(err, errlen, "bench: cannot start a pool of %d threads", threads);
+        return -1;
+    }
+    bench__job j;
+    memset(&j, 0, sizeof j);
+    out->threads = threads;
+    int passes = o->quick ? 3 : 5;
+
+    j.bytes = (o->quick ? 64u : 1024u) << 20;
+    j.buf = bench__alloc(j.bytes);
+    if (!j.buf) goto oom;
+    pool_run(p, bench__touch_job, &j);
+    double best = 1e30;
+    for (int i = 0; i < passes; i++) {
+        double t0 = bench__now();
+        pool_run(p, bench__read_job, &j);
+        double t = bench__now() - t0;
+        best = t < best ? t : best;
+    }
+    out->read_gbs = (double)j.bytes / best * 1e-9;
+    free(j.buf);
+    j.buf = NULL;
+
+    j.n = ((o->quick ? 16u : 128u) << 20) / sizeof(double);
+    j.a = bench__alloc(j.n * sizeof(double));
+    j.b = bench__alloc(j.n * sizeof(double));
+    j.c = bench__alloc(j.n * sizeof(double));
+    if (!j.a || !j.b || !j.c) goto oom;
+    pool_run(p, bench__triad_init_job, &j);
+    best = 1e30;
+    for (int i = 0; i < passes; i++) {
+        double t0 = bench__now();
+        pool_run(p, bench__triad_job, &j);
+        double t = bench__now() - t0;
+        best = t < best ? t : best;
+    }
+    out->triad_gbs = 3.0 * sizeof(double) * (double)j.n / best * 1e-9;
+    free(j.a);
+    free(j.b);
+    free(j.c);
+    j.a = j.b = j.c = NULL;
+
+    j.iters = o->quick ? 200000 : 10000000;
+    best = 1e30;
+    for (int i = 0; i < 3; i++) {
+        double t0 = bench__now();
+        pool_run(p, bench__fma_job, &j);
+        double t = bench__now() - t0;
+        best = t < best ? t : best;
+    }
+    out->fma_gflops = bench__have_avx2()
+        ? (double)j.iters * BENCH_FMA_CHAINS * 16.0 * threads / best * 1e-9 : 0.0;
+    pool_free(p);
+    return 0;
+oom:
+    free(j.buf);
+    free(j.a);
+    free(j.b);
+    free(j.c);
+    pool_free(p);
+    snprintf(err, errlen, "bench: out of memory for the bandwidth buffers");
+    return -1;
+}
+
+/* ---- results ---------------------------------------------------------------------------- */
+
+static bench_result *bench__add(bench_log *lg) {
+    if (lg->n_res == lg->cap_res) {
+        int cap = lg->cap_res ? 2 * lg->cap_res : 16;
+        bench_result *r = realloc(lg->res, (size_t)cap * sizeof *r);
+        if (!r) return NULL;
+        lg->res = r;
+        lg->cap_res = cap;
+    }
+    bench_result *r = &lg->res[lg->n_res++];
+    memset(r, 0, sizeof *r);
+    return r;
+}
+
+static const bench_ceil *bench__ceil_for(const bench_log *lg, int threads) {
+    for (int i = 0; i < lg->n_ceil; i++)
+        if (lg->ceil[i].threads == threads) return &lg->ceil[i];
+    return NULL;
+}
+
+static void bench__print_header(void) {
+    printf("%-34s %-5s %3s %4s %6s %9s %10s %9s %6s %8s %6s\n", "model", "type", "thr", "test",
+           "tokens", "time_s", "tok/s", "GFLOP/s", "%fma", "GB/s", "%read");
+}
+
+static void bench__print(const bench_log *lg, const bench_result *r) {
+    const bench_ceil *c = bench__ceil_for(lg, r->threads);
+    double gf = r->flops / r->seconds * 1e-9, gb = r->bytes / r->seconds * 1e-9;
+    const char *name = strrchr(r->model, '/') ? strrchr(r->model, '/') + 1 : r->model;
+    printf("%-34.34s %-5s %3d %4s %6d %9.4f %10.2f %9.2f %6.1f %8.2f %6.1f\n", name, r->type,
+           r->threads, r->test, r->tokens, r->seconds, r->tokens / r->seconds, gf,
+           c && c->fma_gflops > 0 ? 100.0 * gf / c->fma_gflops : 0.0, gb,
+           c && c->read_gbs > 0 ? 100.0 * gb / c->read_gbs : 0.0);
+    fflush(stdout);
+}
+
+static void bench__cpu_model(char *buf, size_t len) {
+    snprintf(buf, len, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) != 0) continue;
+        char *v = strchr(line, ':');
+        if (!v) break;
+        v++;
+        while (*v == ' ' || *v == '\t') v++;
+        v[strcspn(v, "\n")] = 0;
+        snprintf(buf, len, "%s", v);
+        break;
+    }
+    fclose(f);
+}
+
+static int bench__write_json(const bench_opts *o, const bench_log *lg, char *err, size_t errlen) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "schema", BENCH_SCHEMA);
+    cJSON *mach = cJSON_AddObjectToObject(root, "machine");
+    char cpu[256], host[256] = "unknown";
+    bench__cpu_model(cpu, sizeof cpu);
+    gethostname(host, sizeof host - 1);
+    cJSON_AddStringToObject(mach, "host", host);
+    cJSON_AddStringToObject(mach, "cpu", cpu);
+    cJSON_AddStringToObject(mach, "isa", kern_isa());
+    cJSON_AddNumberToObject(mach, "cpus_online", (double)sysconf(_SC_NPROCESSORS_ONLN));
+    cJSON_AddNumberToObject(mach, "cpus_affinity", pool_default_threads());
+    cJSON *opts = cJSON_AddObjectToObject(root, "options");
+    cJSON_AddBoolToObject(opts, "quick", o->quick);
+    cJSON_AddStringToObject(opts, "mode", o->matmul ? "matmul" : "model");
+    cJSON_AddNumberToObject(opts, "pp", o->pp);
+    cJSON_AddNumberToObject(opts, "tg", o->tg);
+    cJSON_AddNumberToObject(opts, "reps", o->reps);
+    cJSON *ceils = cJSON_AddArrayToObject(root, "ceilings");
+    for (int i = 0; i < lg->n_ceil; i++) {
+        const bench_ceil *c = &lg->ceil[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "threads", c->threads);
+        cJSON_AddNumberToObject(e, "read_gbs", c->read_gbs);
+        cJSON_AddNumberToObject(e, "triad_gbs", c->triad_gbs);
+        cJSON_AddNumberToObject(e, "fma_gflops", c->fma_gflops);
+        cJSON_AddItemToArray(ceils, e);
+    }
+    cJSON *runs = cJSON_AddArrayToObject(root, "runs");
+    for (int i = 0; i < lg->n_res; i++) {
+        const bench_result *r = &lg->res[i];
+        const bench_ceil *c = bench__ceil_for(lg, r->threads);
+        double gf = r->flops / r->seconds * 1e-9, gb = r->bytes / r->seconds * 1e-9;
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "kind", r->kind);
+        cJSON_AddStringToObject(e, "model", r->model);
+        cJSON_AddStringToObject(e, "type", r->type);
+        cJSON_AddNumberToObject(e, "threads", r->threads);
+        cJSON_AddStringToObject(e, "test", r->test);
+        cJSON_AddNumberToObject(e, "tokens", r->tokens);
+        cJSON_AddNumberToObject(e, "seconds", r->seconds);
+        cJSON_AddNumberToObject(e, "tokens_per_s", r->tokens / r->seconds);
+        cJSON_AddNumberToObject(e, "flops", r->flops);
+        cJSON_AddNumberToObject(e, "gflops", gf);
+        cJSON_AddNumberToObject(e, "frac_fma_peak", c && c->fma_gflops > 0 ? gf / c->fma_gflops : 0);
+        cJSON_AddNumberToObject(e, "weight_bytes", r->bytes);
+        cJSON_AddNumberToObject(e, "weight_gbs", gb);
+        cJSON_AddNumberToObject(e, "frac_read_bw", c && c->read_gbs > 0 ? gb / c->read_gbs : 0);
+        cJSON_AddItemToArray(runs, e);
+    }
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!text) {
+        snprintf(err, errlen, "bench: out of memory writing JSON");
+        return -1;
+    }
+    FILE *f = fopen(o->json, "w");
+    int rc = 0;
+    if (!f || fputs(text, f) < 0 || fputc('\n', f) < 0) {
+        snprintf(err, errlen, "bench: cannot write %s: %s", o->json, strerror(errno));
+        rc = -1;
+    }
+    if (f && fclose(f) != 0 && rc == 0) {
+        snprintf(err, errlen, "bench: cannot write %s: %s", o->json, strerror(errno));
+        rc = -1;
+    }
+    free(text);
+    return rc;
+}
+
+/* ---- matmul mode: kern_matmul on model shapes, random weights in memory ------------------ */
+
+typedef struct {
+    const char *name;
+    int C, F, KV, V, L;   /* dim, ffn, kv heads x head dim, vocab, layers */
+} bench_shape;
+
+static const bench_shape bench__tinyllama = { "tinyllama-1.1b", 2048, 5632, 256, 32000, 22 };
+static const bench_shape bench__small = { "small", 256, 768, 128, 4096, 4 };
+
+/* Random blocks with finite, moderate values: random bits, then the scale fields overwritten. */
+static void bench__fill_weight(int type, uint8_t *p, size_t bytes, uint64_t seed) {
+    uint64_t s = seed | 1;
+    size_t i = 0;
+    for (; i + 8 <= bytes; i += 8) {
+        uint64_t r = bench__rng(&s);
+        memcpy(p + i, &r, 8);
+    }
+    for (; i < bytes; i++) p[i] = (uint8_t)bench__rng(&s);
+    const qt_traits *t = qt_get(type);
+    size_t bs = t->type_size, nb = bytes / bs;
+    const uint16_t h = 0x2c00;   /* 1/16 */
+    for (size_t b = 0; b < nb; b++) {
+        uint8_t *q = p + b * bs;
+        switch (type) {
+        case QT_F16: {
+            uint16_t v;
+            memcpy(&v, q, 2);
+            v = (uint16_t)((v & 0x83ffu) | 0x2c00u);
+            memcpy(q, &v, 2);
+            break;
+        }
+        case QT_BF16: {
+            uint16_t v;
+            memcpy(&v, q, 2);
+            v = (uint16_t)((v & 0x807fu) | 0x3d00u);
+            memcpy(q, &v, 2);
+            break;
+        }
+        case QT_F32: {
+            uint32_t v;
+            memcpy(&v, q, 4);
+            v = (v & 0x807fffffu) | 0x3c000000u;
+            memcpy(q, &v, 4);
+            break;
+        }
+        case QT_Q4_K: memcpy(q, &h, 2); memcpy(q + 2, &h, 2); break;   /* d, dmin */
+        case QT_Q8_0:
+        case QT_Q4_0: memcpy(q, &h, 2); break;
+        case QT_Q6_K: memcpy(q + offsetof(block_q6_K, d), &h, 2); break;
+        default: break;
+        }
+    }
+}
+
+typedef struct {
+    kern_weight w[8];       /* wq wk wv wo gate up down, output (only in the last layer slot) */
+    int n;
+    uint8_t *buf;
+} bench_layer;
+
+static int bench__layer_new(bench_layer *l, const bench_shape *s, int type, int with_output,
+                            uint64_t seed) {
+    int64_t dims[8][2] = { { s->C, s->C }, { s->KV, s->C }, { s->KV, s->C }, { s->C, s->C },
+                           { s->F, s->C }, { s->F, s->C }, { s->C, s->F }, { s->V, s->C } };
+    l->n = with_output ? 8 : 7;
+    size_t total = 0, off[8];
+    for (int i = 0; i < l->n; i++) {
+        size_t row = qt_row_size(type, dims[i][1]);
+        if (!row) return -1;
+        off[i] = total;
+        total += row * (size_t)dims[i][0];
+        l->w[i] = (kern_weight){ NULL, type, dims[i][0], dims[i][1], row };
+    }
+    l->buf = bench__alloc(total);
+    if (!l->buf) return -1;
+    bench__fill_weight(type, l->buf, total, seed);
+    for (int i = 0; i < l->n; i++) l->w[i].data = l->buf + off[i];
+    return 0;
+}
+
+static double bench__layer_params(const bench_layer *l, int with_output) {
+    double p = 0;
+    for (int i = 0; i < (with_output ? l->n : 7); i++)
+        p += (double)l->w[i].n_rows * (double)l->w[i].n_cols;
+    return p;
+}
+
+static double bench__layer_bytes(const bench_layer *l, int with_output) {
+    double b = 0;
+    for (int i = 0; i < (with_output ? l->n : 7); i++)
+        b += (double)l->w[i].n_rows * (double)l->w[i].row_stride;
+    return b;
+}
+
+static int bench__matmul_type(const bench_opts *o, const bench_shape *s, int type, bench_log *lg,
+                              char *err, size_t errlen) {
+    const qt_traits *t = qt_get(type);
+    int L = o->layers > 0 ? o->layers : s->L;
+    bench_layer *ls = calloc((size_t)L, sizeof *ls);
+    int T = o->pp > 1 ? o->pp : 1;
+    int64_t xdim = s->F > s->C ? s->F : s->C;
+    float *x = malloc(sizeof(float) * (size_t)T * (size_t)xdim);
+    float *out = malloc(sizeof(float) * (size_t)T * (size_t)(s->V > xdim ? s->V : xdim));
+    void *scratch = NULL;
+    int rc = -1;
+    if (!ls || !x || !out) goto oom;
+    for (int l = 0; l < L; l++)
+        if (bench__layer_new(&ls[l], s, type, l == L - 1, 1000 + (uint64_t)l) != 0) goto oom;
+    size_t ss = 0;
+    for (int i = 0; i < ls[L - 1].n; i++) {
+        size_t need = kern_matmul_scratch(&ls[L - 1].w[i], T);
+        ss = need > ss ? need : ss;
+    }
+    scratch = malloc(ss ? ss : 1);
+    if (!scratch) goto oom;
+    uint64_t r = 7;
+    for (size_t i = 0; i < (size_t)T * (size_t)xdim; i++)
+        x[i] = (float)((int64_t)(bench__rng(&r) >> 40) - (1 << 23)) / (float)(1 << 23);
+    double params = 0, bytes = 0;
+    for (int l = 0; l < L; l++) {
+        params += bench__layer_params(&ls[l], 1);
+        bytes += bench__layer_bytes(&ls[l], 1);
+    }
+    for (int ti = 0; ti < o->n_threads; ti++) {
+        int nth = o->threads[ti];
+        pool *p = pool_new(nth);
+        if (!p) {
+            snprintf(err, errlen, "bench: cannot start a pool of %d threads", nth);
+            goto done;
+        }
+        /* pp: one layer's seven matrices with T = pp */
+        if (o->pp > 0) {
+            double best = 1e30;
+            for (int rep = 0; rep <= o->reps; rep++) {   /* rep 0 warms up */
+                double t0 = bench__now();
+                for (int i = 0; i < 7; i++) kern_matmul(p, out, &ls[0].w[i], x, o->pp, scratch);
+                double dt = bench__now() - t0;
+                if (rep > 0 && dt < best) best = dt;
+            }
+            bench_result *res = bench__add(lg);
+            if (!res) goto oom_pool;
+            *res = (bench_result){ .kind = "matmul", .threads = nth, .test = "pp",
+                                   .tokens = o->pp, .seconds = best,
+                                   .flops = 2.0 * bench__layer_params(&ls[0], 0) * o->pp,
+                                   .bytes = bench__layer_bytes(&ls[0], 0) };
+            snprintf(res->model, sizeof res->model, "matmul %s x1 layer", s->name);
+            snprintf(res->type, sizeof res->type, "%s", t->name);
+            bench__print(lg, res);
+        }
+        /* tg: every matrix of every layer plus the output head, T = 1, --tg times */
+        if (o->tg > 0) {
+            double best = 1e30;
+            for (int rep = 0; rep <= o->reps; rep++) {
+                int n = rep == 0 ? 1 : o->tg;
+                double t0 = bench__now();
+                for (int k = 0; k < n; k++)
+                    for (int l = 0; l < L; l++)
+                        for (int i = 0; i < ls[l].n; i++)
+                            kern_matmul(p, out, &ls[l].w[i], x, 1, scratch);
+                double dt = bench__now() - t0;
+                if (rep > 0 && dt < best) best = dt;
+            }
+            bench_result *res = bench__add(lg);
+            if (!res) goto oom_pool;
+            *res = (bench_result){ .kind = "matmul", .threads = nth, .test = "tg",
+                                   .tokens = o->tg, .seconds = best,
+                                   .flops = 2.0 * params * o->tg, .bytes = bytes * o->tg };
+            snprintf(res->model, sizeof res->model, "matmul %s x%d layers", s->name, L);
+            snprintf(res->type, sizeof res->type, "%s", t->name);
+            bench__print(lg, res);
+        }
+        pool_free(p);
+        continue;
+    oom_pool:
+        pool_free(p);
+        goto oom;
+    }
+    rc = 0;
+    goto done;
+oom:
+    snprintf(err, errlen, "bench: out of memory for %s weights of shape %s", t->name, s->name);
+done:
+    if (ls)
+        for (int l = 0; l < L; l++) free(ls[l].buf);
+    free(ls);
+    free(x);
+    free(out);
+    free(scratch);
+    return rc;
+}
+
+/* ---- model mode ------------------------------------------------------------------------- */
+
+static double bench__weight_params(const kern_weight *w) {
+    return w->data ? (double)w->n_rows * (double)w->n_cols : 0.0;
+}
+static double bench__weight_bytes(const kern_weight *w) {
+    return w->data ? (double)w->n_rows * (double)w->row_stride : 0.0;
+}
+
+static int bench__model(const bench_opts *o, const char *path, int nth, bench_log *lg, char *err,
+                        size_t errlen) {
+    model *m = NULL;
+    model_state *st = NULL;
+    int32_t *tok = NULL, *pos = NULL;
+    float *logits = NULL;
+    int rc = -1;
+    model_opts mo = { .n_threads = nth };
+    if (model_load(path, &mo, &m, err, errlen) != 0) return -1;
+    const model_cfg *c = &m->cfg;
+    int n_ctx = (o->pp > o->tg ? o->pp : o->tg) + 1;
+    int max_batch = o->pp > 1 ? o->pp : 1;
+    st = model_state_new(m, 1, n_ctx, max_batch, err, errlen);
+    if (!st) goto done;
+    tok = malloc(sizeof(int32_t) * (size_t)max_batch);
+    pos = malloc(sizeof(int32_t) * (size_t)max_batch);
+    logits = malloc(sizeof(float) * (size_t)c->n_vocab);
+    if (!tok || !pos || !logits) {
+        snprintf(err, errlen, "bench: out of memory for a batch of %d", max_batch);
+        goto done;
+    }
+    uint64_t r = 11;
+    for (int i = 0; i < max_batch; i++) {
+        tok[i] = (int32_t)(bench__rng(&r) % (uint64_t)c->n_vocab);
+        pos[i] = i;
+    }
+    /* weight params and bytes streamed per token (the token embedding is a row lookup) */
+    double params = 0, bytes = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const model_layer *ly = &m->layers[l];
+        const kern_weight *ws[7] = { &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up,
+                                     &ly->w_down };
+        for (int i = 0; i < 7; i++) {
+            params += bench__weight_params(ws[i]);
+            bytes += bench__weight_bytes(ws[i]);
+        }
+        bytes += 2.0 * c->dim * sizeof(float);
+    }
+    double out_params = bench__weight_params(&m->output);
+    double out_bytes = bench__weight_bytes(&m->output) + c->dim * sizeof(float);
+    double att = 4.0 * c->n_heads * c->head_dim * c->n_layers;   /* flops per (query, key) pair */
+    char type[16];
+    const qt_traits *wt = qt_get(m->layers[0].wq.type);
+    snprintf(type, sizeof type, "%s", wt ? wt->name : "?");
+
+    /* warm-up: one decode step touches every weight page */
+    model_batch b1 = { .n = 1, .tokens = tok, .pos = pos };
+    if (model_forward(m, st, &b1, logits, err, errlen) != 0) goto done;
+    if (o->pp > 0) {
+        double best = 1e30;
+        for (int rep = 0; rep < o->reps; rep++) {
+            model_batch b = { .n = o->pp, .tokens = tok, .pos = pos };
+            double t0 = bench__now();
+            if (model_forward(m, st, &b, logits, err, errlen) != 0) goto done;
+            double dt = bench__now() - t0;
+            best = dt < best ? dt : best;
+        }
+        bench_result *res = bench__add(lg);
+        if (!res) goto oom;
+        double n = o->pp;
+        *res = (bench_result){ .kind = "model", .threads = nth, .test = "pp", .tokens = o->pp,
+                               .seconds = best,
+                               .flops = 2.0 * params * n + 2.0 * out_params + att * n * (n + 1) / 2,
+                               .bytes = bytes + out_bytes };
+        snprintf(res->model, sizeof res->model, "%s", path);
+        snprintf(res->type, sizeof res->type, "%s", type);
+        bench__print(lg, res);
+    }
+    if (o->tg > 0) {
+        double best = 1e30;
+        for (int rep = 0; rep < o->reps; rep++) {
+            double t0 = bench__now();
+            for (int i = 0; i < o->tg; i++) {
+                int32_t p1 = i, t1 = tok[i % max_batch];
+                model_batch b = { .n = 1, .tokens = &t1, .pos = &p1 };
+                if (model_forward(m, st, &b, logits, err, errlen) != 0) goto done;
+            }
+            double dt = bench__now() - t0;
+            best = dt < best ? dt : best;
+        }
+        bench_result *res = bench__add(lg);
+        if (!res) goto oom;
+        double n = o->tg;
+        *res = (bench_result){ .kind = "model", .threads = nth, .test = "tg", .tokens = o->tg,
+                               .seconds = best,
+                               .flops = n * (2.0 * params + 2.0 * out_params) + att * n * (n + 1) / 2,
+                               .bytes = n * (bytes + out_bytes) };
+        snprintf(res->model, sizeof res->model, "%s", path);
+        snprintf(res->type, sizeof res->type, "%s", type);
+        bench__print(lg, res);
+    }
+    rc = 0;
+    goto done;
+oom:
+    snprintf(err, errlen, "bench: out of memory for results");
+done:
+    free(tok);
+    free(pos);
+    free(logits);
+    model_state_free(st);
+    model_free(m);
+    return rc;
+}
+
+/* ---- options ---------------------------------------------------------------------------- */
+
+static void bench__usage(FILE *f) {
+    fputs("usage: sampan bench [-m MODEL ...] [--types F16,Q8_0,Q4_0,Q4_K] [--threads 1,2]\n"
+          "                    [--pp 512] [--tg 128] [--reps N] [--json OUT.json]\n"
+          "                    [--model-dir DIR] [--matmul] [--layers N] [--quick]\n"
+          "  -m MODEL      a GGUF model (repeatable); without -m, tinyllama-1.1b-shaped synthetic\n"
+          "                models of each --types entry are made in --model-dir (default\n"
+          "                build/bench-models) and reused\n"
+          "  --threads     comma list of thread counts (default: the CPUs of the affinity mask)\n"
+          "  --pp N        prompt tokens in one batch (0 skips); --tg N decode steps (0 skips)\n"
+          "  --reps N      timed repetitions, best kept (default 1, or 2 with --matmul)\n"
+          "  --matmul      kern_matmul alone on the model's matrix shapes (no model file)\n"
+          "  --layers N    layers of the synthetic model or matmul set (default: the shape's)\n"
+          "  --quick       smoke test: small shapes and buffers, finishes in seconds\n"
+          "Ceilings (read, triad, fma) are measured first with each thread count.\n",
+          f);
+}
+
+static int bench__int(const char *opt, const char *s, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "sampan: bench: %s wants an integer in [%d, %d], got '%s'\n", opt, lo, hi,
+                s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int bench__list(const char *opt, const char *s, int is_type, int *out, int *n) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", s);
+    *n = 0;
+    for (char *save = NULL, *tokn = strtok_r(buf, ",", &save); tokn;
+         tokn = strtok_r(NULL, ",", &save)) {
+        if (*n == BENCH_MAX_LIST) {
+            fprintf(stderr, "sampan: bench: %s takes at most %d entries\n", opt, BENCH_MAX_LIST);
+            return -1;
+        }
+        if (is_type) {
+            int t = synth_type_from_name(tokn);
+            if (t < 0 || !qt_get(t)) {
+                fprintf(stderr, "sampan: bench: %s: unknown type '%s'\n", opt, tokn);
+                return -1;
+            }
+            out[(*n)++] = t;
+        } else if (bench__int(opt, tokn, 1, 1024, &out[(*n)++]) != 0) {
+            return -1;
+        }
+    }
+    if (*n == 0) {
+        fprintf(stderr, "sampan: bench: %s needs at least one entry\n", opt);
+        return -1;
+    }
+    return 0;
+}
+
+static int bench__parse(int argc, char **argv, bench_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->pp = -1;
+    o->tg = -1;
+    o->reps = -1;
+    o->model_dir = "build/bench-models";
+    const char *types = NULL, *threads = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int need = !strcmp(a, "-m") || !strcmp(a, "--types") || !strcmp(a, "--threads") ||
+                   !strcmp(a, "--pp") || !strcmp(a, "--tg") || !strcmp(a, "--json") ||
+                   !strcmp(a, "--model-dir") || !strcmp(a, "--reps") || !strcmp(a, "--layers");
+        if (need && !v) {
+            fprintf(stderr, "sampan: bench: %s needs a value\n", a);
+            return -1;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            bench__usage(stdout);
+            return 1;
+        } else if (!strcmp(a, "-m")) {
+            if (o->n_models == BENCH_MAX_LIST) {
+                fprintf(stderr, "sampan: bench: at most %d models\n", BENCH_MAX_LIST);
+                return -1;
+            }
+            o->models[o->n_models++] = v;
+        } else if (!strcmp(a, "--types")) {
+            types = v;
+        } else if (!strcmp(a, "--threads")) {
+            threads = v;
+        } else if (!strcmp(a, "--pp")) {
+            if (bench__int(a, v, 0, 1 << 16, &o->pp)) return -1;
+        } else if (!strcmp(a, "--tg")) {
+            if (bench__int(a, v, 0, 1 << 16, &o->tg)) return -1;
+        } else if (!strcmp(a, "--reps")) {
+            if (bench__int(a, v, 1, 1000, &o->reps)) return -1;
+        } else if (!strcmp(a, "--layers")) {
+            if (bench__int(a, v, 1, 1000, &o->layers)) return -1;
+        } else if (!strcmp(a, "--json")) {
+            o->json = v;
+        } else if (!strcmp(a, "--model-dir")) {
+            o->model_dir = v;
+        } else if (!strcmp(a, "--quick")) {
+            o->quick = 1;
+        } else if (!strcmp(a, "--matmul")) {
+            o->matmul = 1;
+        } else {
+            fprintf(stderr, "sampan: bench: unknown option '%s' (see sampan bench --help)\n", a);
+            return -1;
+        }
+        if (need) i++;
+    }
+    if (o->pp < 0) o->pp = o->quick ? 32 : 512;
+    if (o->tg < 0) o->tg = o->quick ? 8 : 128;
+    if (o->reps < 0) o->reps = o->matmul ? 2 : 1;
+    if (types) {
+        if (bench__list("--types", types, 1, o->types, &o->n_types)) return -1;
+    } else {
+        static const int def[] = { QT_F16, QT_Q8_0, QT_Q4_0, QT_Q4_K };
+        static const int quick[] = { QT_F32, QT_Q4_0 };
+        const int *d = o->quick ? quick : def;
+        o->n_types = o->quick ? 2 : 4;
+        memcpy(o->types, d, sizeof(int) * (size_t)o->n_types);
+    }
+    if (threads) {
+        if (bench__list("--threads", threads, 0, o->threads, &o->n_threads)) return -1;
+    } else {
+        o->threads[0] = pool_default_threads();
+        o->n_threads = 1;
+    }
+    return 0;
+}
+
+/* mkdir -p */
+static int bench__mkdirs(const char *dir, char *err, size_t errlen) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", dir);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == 0) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+                snprintf(err, errlen, "bench: cannot create directory %.400s: %s", buf,
+                         strerror(errno));
+                return -1;
+            }
+            *p = c;
+            if (!c) break;
+        }
+    }
+    return 0;
+}
+
+int bench_main(int argc, char **argv) {
+    bench_opts o;
+    int prc = bench__parse(argc, argv, &o);
+    if (prc) return prc > 0 ? 0 : 2;
+    char err[512] = "";
+    bench_log lg;
+    memset(&lg, 0, sizeof lg);
+    int rc = 0;
+    const bench_shape *shape = o.quick ? &bench__small : &bench__tinyllama;
+
+    char cpu[256];
+    bench__cpu_model(cpu, sizeof cpu);
+    printf("# sampan bench (%s): cpu %s, isa %s, %d cpus in affinity mask\n", BENCH_SCHEMA, cpu,
+           kern_isa(), pool_default_threads());
+    for (int i = 0; i < o.n_threads; i++) {
+        bench_ceil *c = &lg.ceil[lg.n_ceil];
+        if (bench__ceilings(&o, o.threads[i], c, err, sizeof err) != 0) {
+            fprintf(stderr, "sampan: %s\n", err);
+            return 1;
+        }
+        lg.n_ceil++;
+        printf("# ceilings, %d thread%s: read %.2f GB/s, triad %.2f GB/s, fma %.1f GFLOP/s\n",
+               c->threads, c->threads == 1 ? "" : "s", c->read_gbs, c->triad_gbs, c->fma_gflops);
+    }
+    bench__print_header();
+
+    if (o.matmul) {
+        for (int i = 0; i < o.n_types && rc == 0; i++)
+            if (bench__matmul_type(&o, shape, o.types[i], &lg, err, sizeof err) != 0) rc = 1;
+    } else {
+        char paths[BENCH_MAX_LIST][1024];
+        const char *models[BENCH_MAX_LIST];
+        int n_models = o.n_models;
+        for (int i = 0; i < o.n_models; i++) models[i] = o.models[i];
+        if (n_models == 0) {
+            if (bench__mkdirs(o.model_dir, err, sizeof err) != 0) rc = 1;
+            for (int i = 0; i < o.n_types && rc == 0; i++) {
+                const qt_traits *t = qt_get(o.types[i]);
+                char lay[32] = "";
+                if (o.layers > 0) snprintf(lay, sizeof lay, "-L%d", o.layers);
+                snprintf(paths[i], sizeof paths[i], "%s/%s%s-%s.gguf", o.model_dir, shape->name,
+                         lay, t->name);
+                struct stat sb;
+                if (stat(paths[i], &sb) != 0) {
+                    printf("# making %s\n", paths[i]);
+                    fflush(stdout);
+                    if (synth_model(paths[i], shape->name, o.types[i], o.layers, 1, err,
+                                    sizeof err) != 0) {
+                        rc = 1;
+                        break;
+                    }
+                }
+                models[n_models++] = paths[i];
+            }
+        }
+        for (int i = 0; i < n_models && rc == 0; i++)
+            for (int j = 0; j < o.n_threads && rc == 0; j++)
+                if (bench__model(&o, models[i], o.threads[j], &lg, err, sizeof err) != 0) rc = 1;
+    }
+    if (rc) fprintf(stderr, "sampan: %s\n", err);
+    if (o.json && bench__write_json(&o, &lg, err, sizeof err) != 0) {
+        fprintf(stderr, "sampan: %s\n", err);
+        rc = 1;
+    }
+    free(lg.res);
+    return rc;
+}

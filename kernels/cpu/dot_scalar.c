@@ -1,0 +1,116 @@
+/* kernels/cpu/dot_scalar.c — scalar reference dot products, one per weight type.
+ *
+ * These are the definitions the SIMD variants are tested against. Float types accumulate in
+ * double. Quantized types compute each block's sum exactly in int32, then add
+ * isum * (weight scale * activation scale) in float, the same per-block value the SIMD
+ * variants produce, so the two differ only by the order of the float additions.
+ * Each function: w is one weight row of n elements, x the activation row in the weight type's
+ * vec_dot_type (see quant_impl.h), n a multiple of the block size.
+ */
+#include "kern.h"
+#include "quant_impl.h"
+
+float qt_dot_f32_scalar(int64_t n, const void *w, const void *x) {
+    const float *a = w, *b = x;
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return (float)s;
+}
+
+float qt_dot_f16_scalar(int64_t n, const void *w, const void *x) {
+    const qt_f16 *a = w, *b = x;
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)qt_f16_to_f32(a[i]) * qt_f16_to_f32(b[i]);
+    return (float)s;
+}
+
+float qt_dot_bf16_scalar(int64_t n, const void *w, const void *x) {
+    const qt_bf16 *a = w, *b = x;
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)qt_bf16_to_f32(a[i]) * qt_bf16_to_f32(b[i]);
+    return (float)s;
+}
+
+float qt_dot_q8_0_scalar(int64_t n, const void *w, const void *x) {
+    const block_q8_0 *a = w, *b = x;
+    float s = 0.0f;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        int32_t isum = 0;
+        for (int j = 0; j < QK8_0; j++) isum += a[i].qs[j] * b[i].qs[j];
+        s += (float)isum * (qt_f16_to_f32(a[i].d) * qt_f16_to_f32(b[i].d));
+    }
+    return s;
+}
+
+float qt_dot_q4_0_scalar(int64_t n, const void *w, const void *x) {
+    const block_q4_0 *a = w;
+    const block_q8_0 *b = x;
+    float s = 0.0f;
+    for (int64_t i = 0; i < n / QK4_0; i++) {
+        int32_t isum = 0;
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            isum += ((a[i].qs[j] & 0xF) - 8) * b[i].qs[j];
+            isum += ((a[i].qs[j] >> 4) - 8) * b[i].qs[j + QK4_0 / 2];
+        }
+        s += (float)isum * (qt_f16_to_f32(a[i].d) * qt_f16_to_f32(b[i].d));
+    }
+    return s;
+}
+
+/* per block: d*yd*sum_j sc[j]*(q4·y8 over sub-block j) - dmin*yd*sum_j m[j]*(sum of y8 over j),
+ * the second sum read from the activation's bsums (two per sub-block of 32) */
+float qt_dot_q4_K_scalar(int64_t n, const void *w, const void *x) {
+    const block_q4_K *a = w;
+    const block_q8_K *b = x;
+    float s = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int32_t isum = 0, msum = 0;
+        const uint8_t *q = a[i].qs;
+        const int8_t *y = b[i].qs;
+        for (int c = 0; c < QK_K / 64; c++, q += 32, y += 64) {
+            uint8_t sc1, m1, sc2, m2;
+            qt_q4k_scale_min(2 * c, a[i].scales, &sc1, &m1);
+            qt_q4k_scale_min(2 * c + 1, a[i].scales, &sc2, &m2);
+            int32_t s1 = 0, s2 = 0;
+            for (int l = 0; l < 32; l++) {
+                s1 += (q[l] & 0xF) * y[l];
+                s2 += (q[l] >> 4) * y[l + 32];
+            }
+            isum += sc1 * s1 + sc2 * s2;
+            msum += m1 * (b[i].bsums[4 * c] + b[i].bsums[4 * c + 1]) +
+                    m2 * (b[i].bsums[4 * c + 2] + b[i].bsums[4 * c + 3]);
+        }
+        s += (qt_f16_to_f32(a[i].d) * b[i].d) * (float)isum -
+             (qt_f16_to_f32(a[i].dmin) * b[i].d) * (float)msum;
+    }
+    return s;
+}
+
+/* per block: d*yd*sum_g scales[g]*((q6-32)·y8 over sub-block g of 16) */
+float qt_dot_q6_K_scalar(int64_t n, const void *w, const void *x) {
+    const block_q6_K *a = w;
+    const block_q8_K *b = x;
+    float s = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int32_t gsum[16] = {0};
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = a[i].ql + 64 * h, *qh = a[i].qh + 32 * h;
+            const int8_t *y = b[i].qs + 128 * h;
+            for (int l = 0; l < 32; l++) {
+                const int q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32;
+                const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                const int g = 8 * h + l / 16;
+                gsum[g] += q1 * y[l];
+                gsum[g + 2] += q2 * y[l + 32];
+                gsum[g + 4] += q3 * y[l + 64];
+                gsum[g + 6] += q4 * y[l + 96];
+            }
+        }
+        int32_t isum = 0;
+        for (int g = 0; g < 16; g++) isum += a[i].scales[g] * gsum[g];
+        s += (qt_f16_to_f32(a[i].d) * b[i].d) * (float)isum;
+    }
+    return s;
+}

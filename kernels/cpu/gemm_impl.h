@@ -1,0 +1,58 @@
+/* kernels/cpu/gemm_impl.h — private seam between the matmul driver (matmul.c, no ISA flags) and
+ * the AVX2 tile kernels (gemm_avx2.c, built with -mavx2 -mfma -mf16c).
+ *
+ * The tile kernels define the arithmetic of one output element out[t][n] once, for every
+ * batch size: 8 f32 lanes accumulated block by block in k order (per lane: one FMA per block,
+ * fed by an exact integer block sum for the quantized types), then one fixed horizontal sum.
+ * A tile of R rows x TT tokens only shares loads between elements, never arithmetic, so the
+ * value of out[t][n] is the same whatever tile, batch size, batch position or thread computed it.
+ *
+ * Activations reach the kernels converted (gemm_avx2_x_row_size bytes per token row) to the
+ * same values as the traits' vec_dot_type, laid out for the kernels:
+ *   F32 weights  -> f32 (the caller's x itself)
+ *   F16 weights  -> f32 values rounded to f16 (exactly ggml's F16 vec_dot operands, kept in f32
+ *                   so the inner loop converts only the weights)
+ *   Q8_0, Q4_0   -> gemm_q8x blocks: a Q8_0 block with its scale widened to f32 and, per lane
+ *                   of 4 values, 8 x their sum (Q4_0 kernels use unsigned nibbles and subtract it)
+ *   Q4_K, Q6_K   -> Q8_K blocks as they are
+ */
+#ifndef SAMPAN_GEMM_IMPL_H
+#define SAMPAN_GEMM_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kern.h"
+
+typedef struct {
+    float d;             /* the Q8_0 block's f16 scale, exactly */
+    int32_t sum8[8];     /* 8 * (qs[4l] + qs[4l+1] + qs[4l+2] + qs[4l+3]) */
+    int8_t qs[32];
+} gemm_q8x;              /* 68 B */
+
+typedef struct {
+    const uint8_t *w;     /* row 0 of the weight, (N, K) in its type */
+    size_t w_stride;      /* bytes between weight rows */
+    int type;             /* qt_type of w */
+    int64_t K;
+    const uint8_t *x;     /* (T, K) activations converted as above */
+    size_t x_stride;      /* bytes between activation rows */
+    float *out;           /* (T, N) */
+    int64_t N;            /* row stride of out */
+    int T;
+} gemm_args;
+
+/* 1 if gemm_avx2_rows handles weights of this type */
+int gemm_avx2_supported(int type);
+/* bytes of one converted activation row of K elements */
+size_t gemm_avx2_x_row_size(int type, int64_t K);
+/* elements per block of the converted activations (conversion splits on these) */
+int gemm_avx2_x_block(int type);
+/* converts n elements of x (a whole number of blocks, or the tail of a row for F16) for
+ * weights of `type`, using the vec_dot_type's from_float where the values need quantizing;
+ * dst is the converted position of x[0] */
+void gemm_avx2_convert(int type, const float *x, void *dst, int64_t n, const qt_traits *vdt);
+/* out[t][n] for all t < T and n0 <= n < n1 */
+void gemm_avx2_rows(const gemm_args *a, int64_t n0, int64_t n1);
+
+#endif

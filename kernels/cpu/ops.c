@@ -1,0 +1,45 @@
+/* kernels/cpu/ops.c — element-wise transformer ops on the CPU (RMSNorm, RoPE, softmax, SwiGLU),
+ * built from the shared per-element math in kernels/ops_math.h. */
+#include "kern.h"
+#include "ops_math.h"
+
+void kern_rmsnorm(float *out, const float *x, const float *w, int C, float eps) {
+    double sum = 0.0;
+    for (int i = 0; i < C; i++) sum += (double)x[i] * (double)x[i];
+    float scale = om_rms_scale(sum, C, eps);
+    for (int i = 0; i < C; i++) out[i] = (x[i] * scale) * w[i];
+}
+
+void kern_rope(float *x, int H, int D, int n_rot, int pos, float freq_base, int neox,
+               const float *freq_factors) {
+    float theta_scale = om_rope_theta_scale(freq_base, n_rot);
+    float theta = (float)pos;
+    for (int i = 0; i < n_rot / 2; i++) {
+        float t = freq_factors ? theta / freq_factors[i] : theta;
+        float c = cosf(t), s = sinf(t);
+        for (int h = 0; h < H; h++) {
+            float *xh = x + (size_t)h * D;
+            int a = neox ? i : 2 * i;
+            int b = neox ? i + n_rot / 2 : 2 * i + 1;
+            om_rope_pair(&xh[a], &xh[b], c, s);
+        }
+        theta *= theta_scale;
+    }
+}
+
+void kern_softmax(float *x, int n) {
+    float max = -INFINITY;
+    for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        float e = expf(x[i] - max);
+        x[i] = e;
+        sum += e;
+    }
+    float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+void kern_swiglu(float *out, const float *gate, const float *up, int n) {
+    for (int i = 0; i < n; i++) out[i] = om_silu(gate[i]) * up[i];
+}

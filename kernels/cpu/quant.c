@@ -1,0 +1,371 @@
+/* kernels/cpu/quant.c — to_float and from_float for every tensor type (layouts in qtypes.h).
+ *
+ * Dequantization follows the GGUF definitions element for element. Quantizers come in two kinds:
+ * - activation quantizers (Q8_0, Q8_K) reproduce llama.cpp's x86 CPU backend bit for bit, because
+ *   our agreement with llama.cpp reference logits depends on rounding activations the same way:
+ *     Q8_0: d = amax/127 (stored f16), q = round_half_even(x * (127/amax))
+ *     Q8_K: max = the element of largest |x| (signed), iscale = -127/max, q = min(127,
+ *           round_half_even(iscale*x)), d = 1/iscale (f32, negative when max > 0),
+ *           bsums[i] = sum of quants 16i..16i+15
+ * - weight quantizers (Q4_0, Q4_K, Q6_K) aim for low error with simple searched scales; they are
+ *   not bit-identical to llama.cpp's and need not be.
+ * All functions take n a multiple of the type's block size; rows are processed block by block.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "kern.h"
+#include "quant_impl.h"
+
+/* ---- to_float ------------------------------------------------------------------------- */
+
+void qt_dequant_f32(const void *src, float *dst, int64_t n) {
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+void qt_dequant_f16(const void *src, float *dst, int64_t n) {
+    const qt_f16 *s = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = qt_f16_to_f32(s[i]);
+}
+
+void qt_dequant_bf16(const void *src, float *dst, int64_t n) {
+    const qt_bf16 *s = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = qt_bf16_to_f32(s[i]);
+}
+
+void qt_dequant_q8_0(const void *src, float *dst, int64_t n) {
+    const block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / QK8_0; i++, dst += QK8_0) {
+        const float d = qt_f16_to_f32(b[i].d);
+        for (int j = 0; j < QK8_0; j++) dst[j] = d * (float)b[i].qs[j];
+    }
+}
+
+void qt_dequant_q4_0(const void *src, float *dst, int64_t n) {
+    const block_q4_0 *b = src;
+    for (int64_t i = 0; i < n / QK4_0; i++, dst += QK4_0) {
+        const float d = qt_f16_to_f32(b[i].d);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            dst[j] = d * (float)((b[i].qs[j] & 0xF) - 8);
+            dst[j + QK4_0 / 2] = d * (float)((b[i].qs[j] >> 4) - 8);
+        }
+    }
+}
+
+/* 8 sub-blocks of 32: x = d*sc[j]*q - dmin*m[j]; qs byte l of chunk c (64 elements) holds
+ * element 64c+l in its low nibble and 64c+32+l in its high nibble. */
+void qt_dequant_q4_K(const void *src, float *dst, int64_t n) {
+    const block_q4_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = qt_f16_to_f32(b[i].d), dmin = qt_f16_to_f32(b[i].dmin);
+        const uint8_t *q = b[i].qs;
+        for (int c = 0; c < QK_K / 64; c++, q += 32) {
+            uint8_t sc, m;
+            qt_q4k_scale_min(2 * c, b[i].scales, &sc, &m);
+            const float d1 = d * sc, m1 = dmin * m;
+            qt_q4k_scale_min(2 * c + 1, b[i].scales, &sc, &m);
+            const float d2 = d * sc, m2 = dmin * m;
+            for (int l = 0; l < 32; l++) {
+                *dst++ = d1 * (float)(q[l] & 0xF) - m1;
+            }
+            for (int l = 0; l < 32; l++) {
+                *dst++ = d2 * (float)(q[l] >> 4) - m2;
+            }
+        }
+    }
+}
+
+/* Q6_K: 16 sub-blocks of 16 with int8 scales; x = d*scales[e/16]*(q-32). In each half of 128
+ * elements, ql byte l holds (low 4 bits) element l and element 64+l (high nibble), ql byte 32+l
+ * holds elements 32+l and 96+l; qh byte l holds the 2 high bits of elements l, 32+l, 64+l, 96+l
+ * at bit 0, 2, 4, 6. */
+static int qt__q6k_get(const uint8_t *ql, const uint8_t *qh, int e) {
+    const int l = e & 31, part = e >> 5; /* part 0..3 within a half */
+    const int lo = (part & 1) ? ql[32 + l] : ql[l];
+    const int nib = (part & 2) ? (lo >> 4) : (lo & 0xF);
+    return (nib | (((qh[l] >> (2 * part)) & 3) << 4)) - 32;
+}
+
+void qt_dequant_q6_K(const void *src, float *dst, int64_t n) {
+    const block_q6_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = qt_f16_to_f32(b[i].d);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
+            for (int e = 0; e < 128; e++) {
+                const int g = 8 * h + e / 16;
+                *dst++ = d * (float)b[i].scales[g] * (float)qt__q6k_get(ql, qh, e);
+            }
+        }
+    }
+}
+
+void qt_dequant_q8_K(const void *src, float *dst, int64_t n) {
+    const block_q8_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, dst += QK_K) {
+        for (int j = 0; j < QK_K; j++) dst[j] = b[i].d * (float)b[i].qs[j];
+    }
+}
+
+/* ---- from_float: plain types ---------------------------------------------------------- */
+
+void qt_quant_f32(const float *src, void *dst, int64_t n) {
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+void qt_quant_f16(const float *src, void *dst, int64_t n) {
+    qt_f16 *d = dst;
+    for (int64_t i = 0; i < n; i++) d[i] = qt_f32_to_f16(src[i]);
+}
+
+void qt_quant_bf16(const float *src, void *dst, int64_t n) {
+    qt_bf16 *d = dst;
+    for (int64_t i = 0; i < n; i++) d[i] = qt_f32_to_bf16(src[i]);
+}
+
+/* ---- from_float: activation types (llama.cpp x86 semantics, see the header comment) ------ */
+
+/* round half to even, as vroundps with _MM_ROUND_NEAREST and ggml's nearest_int do */
+static int qt__rne(float v) {
+    return (int)rintf(v);
+}
+
+void qt_quant_q8_0(const float *src, void *dst, int64_t n) {
+    block_q8_0 *b = dst;
+    for (int64_t i = 0; i < n / QK8_0; i++, src += QK8_0) {
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(src[j]));
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        b[i].d = qt_f32_to_f16(d);
+        for (int j = 0; j < QK8_0; j++) {
+            int q = qt__rne(src[j] * id);
+            b[i].qs[j] = (int8_t)(q > 127 ? 127 : q < -128 ? -128 : q);
+        }
+    }
+}
+
+void qt_quant_q8_K(const float *src, void *dst, int64_t n) {
+    block_q8_K *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, src += QK_K) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK_K; j++) {
+            const float ax = fabsf(src[j]);
+            if (ax > amax) {
+                amax = ax;
+                max = src[j];
+            }
+        }
+        if (amax == 0.0f) {
+            memset(&b[i], 0, sizeof(b[i]));
+            continue;
+        }
+        const float iscale = -127.0f / max;
+        for (int j = 0; j < QK_K; j++) {
+            const int q = qt__rne(iscale * src[j]);
+            b[i].qs[j] = (int8_t)(q > 127 ? 127 : q);
+        }
+        for (int g = 0; g < QK_K / 16; g++) {
+            int s = 0;
+            for (int j = 0; j < 16; j++) s += b[i].qs[16 * g + j];
+            b[i].bsums[g] = (int16_t)s;
+        }
+        b[i].d = 1.0f / iscale;
+    }
+}
+
+/* ---- from_float: weight types --------------------------------------------------------- */
+
+void qt_quant_q4_0(const float *src, void *dst, int64_t n) {
+    block_q4_0 *b = dst;
+    for (int64_t i = 0; i < n / QK4_0; i++, src += QK4_0) {
+        /* the element of largest magnitude maps to -8, the one level with no positive twin */
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK4_0; j++) {
+            if (fabsf(src[j]) > amax) {
+                amax = fabsf(src[j]);
+                max = src[j];
+            }
+        }
+        b[i].d = qt_f32_to_f16(max / -8.0f);
+        const float d = qt_f16_to_f32(b[i].d);
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint8_t q[QK4_0];
+        for (int j = 0; j < QK4_0; j++) {
+            int v = qt__rne(src[j] * id) + 8;
+            q[j] = (uint8_t)(v < 0 ? 0 : v > 15 ? 15 : v);
+        }
+        for (int j = 0; j < QK4_0 / 2; j++) b[i].qs[j] = (uint8_t)(q[j] | (q[j + QK4_0 / 2] << 4));
+    }
+}
+
+/* Fit x ~ s*q + o with q in [0, nmax] integers for one sub-block of n values: try a grid of
+ * step sizes around (max-min)/nmax, quantize, solve the 2x2 least squares for (s, o) given q,
+ * keep the fit with the least squared error. o is kept <= 0 (Q4_K stores -o as an unsigned min). */
+static void qt__fit_affine(const float *x, int n, int nmax, float *s_out, float *o_out) {
+    float lo = x[0], hi = x[0];
+    for (int i = 1; i < n; i++) {
+        lo = fminf(lo, x[i]);
+        hi = fmaxf(hi, x[i]);
+    }
+    if (lo > 0.0f) lo = 0.0f;
+    if (hi <= lo) {
+        *s_out = 0.0f;
+        *o_out = lo;
+        return;
+    }
+    float best_err = INFINITY, best_s = (hi - lo) / (float)nmax, best_o = lo;
+    for (int t = -10; t <= 10; t++) {
+        const float iscale = ((float)nmax + 0.1f * (float)t) / (hi - lo);
+        double sq = 0, sqq = 0, sx = 0, sqx = 0;
+        for (int i = 0; i < n; i++) {
+            int q = qt__rne(iscale * (x[i] - lo));
+            q = q < 0 ? 0 : q > nmax ? nmax : q;
+            sq += q;
+            sqq += (double)q * q;
+            sx += x[i];
+            sqx += (double)q * x[i];
+        }
+        const double det = n * sqq - sq * sq;
+        if (det <= 0) continue;
+        double s = (n * sqx - sq * sx) / det;
+        double o = (sqq * sx - sq * sqx) / det;
+        if (o > 0) { /* the offset may only lower values: refit the scale alone */
+            o = 0;
+            s = sqx / sqq;
+        }
+        if (s <= 0) continue;
+        double err = 0;
+        for (int i = 0; i < n; i++) {
+            int q = (int)lrint((x[i] - o) / s);
+            q = q < 0 ? 0 : q > nmax ? nmax : q;
+            const double e = s * q + o - x[i];
+            err += e * e;
+        }
+        if (err < best_err) {
+            best_err = (float)err;
+            best_s = (float)s;
+            best_o = (float)o;
+        }
+    }
+    *s_out = best_s;
+    *o_out = best_o;
+}
+
+void qt_quant_q4_K(const float *src, void *dst, int64_t n) {
+    block_q4_K *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, src += QK_K) {
+        float sc[8], mn[8], max_sc = 0.0f, max_mn = 0.0f;
+        for (int j = 0; j < 8; j++) {
+            float o;
+            qt__fit_affine(src + 32 * j, 32, 15, &sc[j], &o);
+            mn[j] = -o;
+            max_sc = fmaxf(max_sc, sc[j]);
+            max_mn = fmaxf(max_mn, mn[j]);
+        }
+        b[i].d = qt_f32_to_f16(max_sc / 63.0f);
+        b[i].dmin = qt_f32_to_f16(max_mn / 63.0f);
+        const float d = qt_f16_to_f32(b[i].d), dmin = qt_f16_to_f32(b[i].dmin);
+        uint8_t ls[8], lm[8];
+        for (int j = 0; j < 8; j++) {
+            int l = d > 0.0f ? qt__rne(sc[j] / d) : 0;
+            ls[j] = (uint8_t)(l < 0 ? 0 : l > 63 ? 63 : l);
+            l = dmin > 0.0f ? qt__rne(mn[j] / dmin) : 0;
+            lm[j] = (uint8_t)(l < 0 ? 0 : l > 63 ? 63 : l);
+        }
+        for (int j = 0; j < 4; j++) {
+            b[i].scales[j] = (uint8_t)(ls[j] | ((ls[j + 4] >> 4) << 6));
+            b[i].scales[j + 4] = (uint8_t)(lm[j] | ((lm[j + 4] >> 4) << 6));
+            b[i].scales[j + 8] = (uint8_t)((ls[j + 4] & 0xF) | ((lm[j + 4] & 0xF) << 4));
+        }
+        /* requantize with the scales as stored */
+        uint8_t q[QK_K];
+        for (int j = 0; j < 8; j++) {
+            const float s = d * ls[j], m = dmin * lm[j];
+            for (int l = 0; l < 32; l++) {
+                int v = s > 0.0f ? qt__rne((src[32 * j + l] + m) / s) : 0;
+                q[32 * j + l] = (uint8_t)(v < 0 ? 0 : v > 15 ? 15 : v);
+            }
+        }
+        for (int c = 0; c < 4; c++) {
+            for (int l = 0; l < 32; l++) {
+                b[i].qs[32 * c + l] = (uint8_t)(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+            }
+        }
+    }
+}
+
+/* Symmetric fit x ~ s*q, q in [-32, 31], for a sub-block of 16: the element of largest
+ * magnitude maps near -32 (the level with no positive twin) and a small grid around that step
+ * is searched with a least-squares refit of s. */
+static float qt__fit_q6(const float *x) {
+    float amax = 0.0f, max = 0.0f;
+    for (int i = 0; i < 16; i++) {
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    }
+    if (amax == 0.0f) return 0.0f;
+    float best_s = max / -32.0f;
+    double best_err = INFINITY;
+    for (int t = -6; t <= 6; t++) {
+        const float iscale = -(32.0f + 0.25f * (float)t) / max;
+        double sqq = 0, sqx = 0;
+        for (int i = 0; i < 16; i++) {
+            int q = qt__rne(iscale * x[i]);
+            q = q < -32 ? -32 : q > 31 ? 31 : q;
+            sqq += (double)q * q;
+            sqx += (double)q * x[i];
+        }
+        if (sqq <= 0) continue;
+        const double s = sqx / sqq;
+        double err = 0;
+        for (int i = 0; i < 16; i++) {
+            int q = (int)lrint(x[i] / s);
+            q = q < -32 ? -32 : q > 31 ? 31 : q;
+            const double e = s * q - x[i];
+            err += e * e;
+        }
+        if (err < best_err) {
+            best_err = err;
+            best_s = (float)s;
+        }
+    }
+    return best_s;
+}
+
+void qt_quant_q6_K(const float *src, void *dst, int64_t n) {
+    block_q6_K *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, src += QK_K) {
+        float sc[16], amax = 0.0f;
+        for (int g = 0; g < 16; g++) {
+            sc[g] = qt__fit_q6(src + 16 * g);
+            amax = fmaxf(amax, fabsf(sc[g]));
+        }
+        b[i].d = qt_f32_to_f16(amax / 127.0f);
+        const float d = qt_f16_to_f32(b[i].d);
+        uint8_t q[QK_K];
+        for (int g = 0; g < 16; g++) {
+            int l = d > 0.0f ? qt__rne(sc[g] / d) : 0;
+            l = l < -127 ? -127 : l > 127 ? 127 : l;
+            b[i].scales[g] = (int8_t)l;
+            const float s = d * (float)l;
+            for (int e = 0; e < 16; e++) {
+                int v = s != 0.0f ? qt__rne(src[16 * g + e] / s) : 0;
+                v = v < -32 ? -32 : v > 31 ? 31 : v;
+                q[16 * g + e] = (uint8_t)(v + 32);
+            }
+        }
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *Q = q + 128 * h;
+            uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
+            for (int l = 0; l < 32; l++) {
+                ql[l] = (uint8_t)((Q[l] & 0xF) | ((Q[64 + l] & 0xF) << 4));
+                ql[32 + l] = (uint8_t)((Q[32 + l] & 0xF) | ((Q[96 + l] & 0xF) << 4));
+                qh[l] = (uint8_t)((Q[l] >> 4) | ((Q[32 + l] >> 4) << 2) | ((Q[64 + l] >> 4) << 4) |
+                                  ((Q[96 + l] >> 4) << 6));
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+/* kernels/kern.h — the CPU kernel library: type traits, row conversions, dot products, matmul
+ * and the element-wise ops of a transformer block.
+ *
+ * Legend: T = tokens in the batch, K = input features (row length of a weight), N = output
+ * features (rows of a weight), H = heads, D = head dim. Weights are stored row-major as GGUF
+ * stores them: a weight with GGUF dims ne = [K, N] is N rows of K elements each, in blocks of
+ * its type. Activations are f32, row-major (T,K).
+ *
+ * Dot products follow ggml's scheme so that quantized results agree with llama.cpp: a weight
+ * type names a `vec_dot_type`; the activation row is first converted to that type
+ * (Q8_0 for Q8_0/Q4_0, Q8_K for Q4_K/Q6_K, F16 for F16, BF16 for BF16, F32 for F32), then each
+ * weight row is dotted with it. Each (type, ISA) pair has a scalar reference in
+ * kernels/cpu/dot_scalar.c; SIMD variants (dot_avx2.c, dot_avx512.c) are chosen at run time
+ * from CPUID and tested against the scalar reference on random data.
+ */
+#ifndef SAMPAN_KERN_H
+#define SAMPAN_KERN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "qtypes.h"
+
+/* ---- type traits ---------------------------------------------------------------------- */
+
+/* dst = dot(w_row, x_row) over n elements; w_row of the weight type, x_row of its vec_dot_type. */
+typedef float (*qt_vec_dot_fn)(int64_t n, const void *w_row, const void *x_row);
+/* convert n floats (n a multiple of the block size) to blocks of a type */
+typedef void (*qt_from_float_fn)(const float *src, void *dst, int64_t n);
+/* convert n elements of a type back to float */
+typedef void (*qt_to_float_fn)(const void *src, float *dst, int64_t n);
+
+typedef struct {
+    const char *name;        /* "F32", "Q4_K", ... as GGUF tools print them */
+    int block_size;          /* elements per block */
+    size_t type_size;        /* bytes per block */
+    qt_type vec_dot_type;    /* what activations are converted to before vec_dot */
+    qt_to_float_fn to_float; /* dequantize */
+    qt_from_float_fn from_float; /* quantize (reference quality; used for activations and
+                                    by `sampan model quantize`); NULL if not supported */
+    qt_vec_dot_fn vec_dot;   /* best variant for this CPU, set by kern_init() */
+} qt_traits;
+
+/* Call once per process before any other kern_ function: reads CPUID, picks SIMD variants.
+ * force: NULL = best available, or "scalar", "avx2", "avx512" (tests use this to compare paths;
+ * returns -1 if the CPU lacks the requested ISA). */
+int kern_init(const char *force);
+const char *kern_isa(void);                    /* "scalar", "avx2" or "avx512" */
+/* NULL for an id we do not support (callers print the id) */
+const qt_traits *qt_get(int type);
+int qt_supported(int type);
+/* bytes of a row of n elements, or 0 if n is not a multiple of the block size */
+size_t qt_row_size(int type, int64_t n);
+
+/* Scalar references, always available, for tests: */
+qt_vec_dot_fn qt_vec_dot_scalar(int type);
+
+/* ---- matmul --------------------------------------------------------------------------- */
+
+struct pool;   /* kernels/pool.h: persistent worker threads */
+
+/* A weight matrix view (N,K) in its stored type. Rows may be a slice of a bigger tensor. */
+typedef struct {
+    const void *data;   /* first byte of row 0 */
+    int type;           /* qt_type */
+    int64_t n_rows;     /* N */
+    int64_t n_cols;     /* K (multiple of the type's block size) */
+    size_t row_stride;  /* bytes between rows (== qt_row_size(type, K) for a whole tensor) */
+} kern_weight;
+
+/* out (T,N) = x (T,K) · W^T. `scratch` must hold kern_matmul_scratch(w, T) bytes (the
+ * activations converted to vec_dot_type). Work is split over the pool's threads by rows of W;
+ * the result for each (t, n) is computed by exactly one vec_dot of the same operands whatever T
+ * and the thread count are, so it is batch- and thread-invariant bit for bit.
+ * pool may be NULL (runs on the calling thread). */
+size_t kern_matmul_scratch(const kern_weight *w, int T);
+void kern_matmul(struct pool *pool, float *out, const kern_weight *w, const float *x, int T,
+                 void *scratch);
+
+/* ---- element-wise ops (f32) ----------------------------------------------------------- */
+
+/* out (C) = x (C) / rms(x) * w (C) */
+void kern_rmsnorm(float *out, const float *x, const float *w, int C, float eps);
+/* Rotate q or k in place: x is (H, D); pairs are (2i, 2i+1) when neox == 0, (i, i + D/2) when
+ * neox != 0, for i < n_rot/2. freq_factors (n_rot/2) may be NULL (Llama-3 rope_freqs). */
+void kern_rope(float *x, int H, int D, int n_rot, int pos, float freq_base, int neox,
+               const float *freq_factors);
+void kern_softmax(float *x, int n);   /* in place, max-subtracted */
+/* out = silu(gate) * up, n elements */
+void kern_swiglu(float *out, const float *gate, const float *up, int n);
+
+#endif

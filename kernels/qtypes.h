@@ -1,0 +1,139 @@
+/* kernels/qtypes.h — tensor element types and their on-disk block layouts.
+ *
+ * Owns: the type ids (identical to GGUF/ggml type ids, so a tensor's type field is used as is),
+ * the block structs (bit-exact with the GGUF layouts), and the scalar conversions between
+ * f32 and f16/bf16. Everything here is `static inline` and marked QT_HD so the CPU backend and the
+ * CUDA backend compile the exact same math: CPU tests exercise the code the GPU runs.
+ *
+ * Block layouts (QK = elements per block, bytes = block size):
+ *   F32    1 elem   4 B
+ *   F16    1 elem   2 B   IEEE half
+ *   BF16   1 elem   2 B   upper 16 bits of an f32
+ *   Q8_0   32      34 B   d (f16), qs[32] int8                 x = d*q
+ *   Q4_0   32      18 B   d (f16), qs[16] nibbles              x = d*(q-8); low nibbles are
+ *                                                              elements 0..15, high 16..31
+ *   Q4_K   256    144 B   d, dmin (f16), scales[12] (8 x 6-bit scale + 8 x 6-bit min), qs[128]
+ *   Q6_K   256    210 B   ql[128], qh[64], scales[16] int8, d (f16)
+ *   Q8_K   256    292 B   d (f32), qs[256] int8, bsums[16] int16 (activations only, never on disk)
+ */
+#ifndef SAMPAN_QTYPES_H
+#define SAMPAN_QTYPES_H
+
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __CUDACC__
+#define QT_HD __host__ __device__
+#else
+#define QT_HD
+#endif
+
+typedef enum {
+    QT_F32 = 0,
+    QT_F16 = 1,
+    QT_Q4_0 = 2,
+    QT_Q8_0 = 8,
+    QT_Q4_K = 12,
+    QT_Q6_K = 14,
+    QT_Q8_K = 15,
+    QT_BF16 = 30,
+    QT_COUNT = 40 /* upper bound on ids we know by name; unsupported ids are refused */
+} qt_type;
+
+#define QK8_0 32
+#define QK4_0 32
+#define QK_K 256
+#define K_SCALE_SIZE 12
+
+typedef uint16_t qt_f16;
+typedef uint16_t qt_bf16;
+
+typedef struct { qt_f16 d; int8_t qs[QK8_0]; } block_q8_0;                     /* 34 B */
+typedef struct { qt_f16 d; uint8_t qs[QK4_0 / 2]; } block_q4_0;                /* 18 B */
+typedef struct { qt_f16 d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K / 2]; } block_q4_K; /* 144 B */
+typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; qt_f16 d; } block_q6_K; /* 210 B */
+typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K; /* 292 B */
+
+_Static_assert(sizeof(block_q8_0) == 34, "q8_0 layout");
+_Static_assert(sizeof(block_q4_0) == 18, "q4_0 layout");
+_Static_assert(sizeof(block_q4_K) == 144, "q4_K layout");
+_Static_assert(sizeof(block_q6_K) == 210, "q6_K layout");
+_Static_assert(sizeof(block_q8_K) == 292, "q8_K layout");
+
+/* IEEE half -> float, exact for every input including subnormals, inf and nan. */
+static inline QT_HD float qt_f16_to_f32(qt_f16 h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+    uint32_t bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do { man <<= 1; e++; } while (!(man & 0x400u));
+            man &= 0x3ffu;
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | (man << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* float -> IEEE half, round to nearest even, overflow to inf, nan kept nan. */
+static inline QT_HD qt_f16 qt_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t absx = x & 0x7fffffffu;
+    if (absx > 0x7f800000u) return (qt_f16)(sign | 0x7e00u);           /* nan */
+    if (absx >= 0x477ff000u) return (qt_f16)(sign | 0x7c00u);          /* >= 65520: inf */
+    if (absx < 0x38800000u) {                                          /* subnormal or zero */
+        if (absx < 0x33000000u) return (qt_f16)sign;                   /* < 2^-25: 0 */
+        uint32_t e = absx >> 23;
+        uint32_t m = (absx & 0x7fffffu) | 0x800000u;
+        uint32_t shift = 126 - e;                                      /* 14..24 */
+        uint32_t r = m >> shift;
+        uint32_t rem = m & ((1u << shift) - 1);
+        uint32_t half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (r & 1))) r++;
+        return (qt_f16)(sign | r);
+    }
+    uint32_t r = ((absx >> 13) - ((127 - 15) << 10));
+    uint32_t rem = absx & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (r & 1))) r++;
+    return (qt_f16)(sign | r);
+}
+
+static inline QT_HD float qt_bf16_to_f32(qt_bf16 h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* round to nearest even; nan stays a quiet nan */
+static inline QT_HD qt_bf16 qt_f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (qt_bf16)((x >> 16) | 64);
+    return (qt_bf16)((x + (0x7fffu + ((x >> 16) & 1))) >> 16);
+}
+
+/* Q4_K: unpack the j-th (0..7) 6-bit scale and min. */
+static inline QT_HD void qt_q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
+    }
+}
+
+#endif

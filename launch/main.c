@@ -1,0 +1,49 @@
+/* launch/main.c — the `sampan` command: dispatches to a subcommand.
+ * Only this layer decides to exit; libraries return codes and messages. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../benchmarks/bench.h"
+#include "cli.h"
+#include "kern.h"
+
+static void usage(FILE *f) {
+    fputs("usage: sampan <command> [options]\n"
+          "  run    -m MODEL -p PROMPT [-n N] [--temp T] [--seed S] [-t N] [--json]   generate text\n"
+          "  score  -m MODEL (-p PROMPT | --tokens ID,ID,...) [--top K]   teacher-forced logits (JSON)\n"
+          "  info   MODEL                       architecture, hyper-parameters, tokenizer, tensors\n"
+          "  model  synth -o FILE --shape tiny|small|tinyllama-1.1b|llama-7b [--type T] [--layers N] [--seed S]\n"
+          "  model  quantize IN OUT TYPE        convert tensors to F32|F16|BF16|Q8_0|Q4_0|Q4_K|Q6_K\n"
+          "  bench  [--quick] [--json FILE] ... prompt/decode speed against measured machine ceilings\n"
+          "Run 'sampan <command> --help' for a command's options.\n",
+          f);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("sampan 0.1.0\n");
+        return 0;
+    }
+    const char *isa = getenv("SAMPAN_ISA");
+    if (kern_init(isa && *isa ? isa : NULL) != 0) {
+        cli_error("SAMPAN_ISA=%s is not supported by this CPU", isa);
+        return 1;
+    }
+    if (!strcmp(cmd, "run")) return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(cmd, "score")) return cmd_score(argc - 1, argv + 1);
+    if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(cmd, "model")) return cmd_model(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return bench_main(argc - 1, argv + 1);
+    cli_error("unknown command '%s' (run 'sampan --help')", cmd);
+    return 2;
+}

@@ -1,0 +1,74 @@
+/* runtime/backend_cpu.c — the CPU backend: kern_matmul on a persistent thread pool.
+ * Owns the pool and one growable scratch buffer for activations converted to a weight's
+ * vec_dot_type. */
+#include <stdio.h>
+#include <stdlib.h>
+#include "backend.h"
+
+typedef struct {
+    pool *pool;
+    void *scratch;
+    size_t scratch_size;
+} cpu_ctx;
+
+static void cpu__free(backend *b) {
+    if (!b) return;
+    cpu_ctx *c = b->ctx;
+    pool_free(c->pool);
+    free(c->scratch);
+    free(c);
+    free(b);
+}
+
+static int cpu__matmul(backend *b, float *out, const kern_weight *w, const float *x, int T) {
+    cpu_ctx *c = b->ctx;
+    size_t need = kern_matmul_scratch(w, T);
+    if (need > c->scratch_size) {
+        void *p = realloc(c->scratch, need);
+        if (!p) return -1;
+        c->scratch = p;
+        c->scratch_size = need;
+    }
+    kern_matmul(c->pool, out, w, x, T, c->scratch);
+    return 0;
+}
+
+static void cpu__parallel(backend *b, pool_fn fn, void *arg) {
+    cpu_ctx *c = b->ctx;
+    pool_run(c->pool, fn, arg);
+}
+
+static int cpu__n_threads(const backend *b) {
+    const cpu_ctx *c = b->ctx;
+    return pool_size(c->pool);
+}
+
+static const backend_i cpu_iface = {
+    /* .version   = */ 1,
+    /* .name      = */ "cpu",
+    /* .free      = */ cpu__free,
+    /* .matmul    = */ cpu__matmul,
+    /* .parallel  = */ cpu__parallel,
+    /* .n_threads = */ cpu__n_threads,
+};
+
+backend *backend_cpu_new(int n_threads, char *err, size_t errlen) {
+    backend *b = calloc(1, sizeof *b);
+    cpu_ctx *c = calloc(1, sizeof *c);
+    if (!b || !c) {
+        free(b);
+        free(c);
+        snprintf(err, errlen, "backend cpu: out of memory");
+        return NULL;
+    }
+    c->pool = pool_new(n_threads);
+    if (!c->pool) {
+        free(b);
+        free(c);
+        snprintf(err, errlen, "backend cpu: cannot start %d worker threads", n_threads);
+        return NULL;
+    }
+    b->i = &cpu_iface;
+    b->ctx = c;
+    return b;
+}

@@ -1,0 +1,155 @@
+/* runtime/comm.h — the communicator: collectives and point-to-point between ranks.
+ *
+ * One interface (a vtable, like backend.h) with three implementations:
+ *   comm_self.c  a single process (no MPI): every collective is a copy or a no-op;
+ *   comm_mpi.c   Open MPI (CPU ranks), sub-communicators by MPI_Comm_split;
+ *   comm_nccl.c  NCCL (GPU ranks; device buffers), its unique id broadcast over the MPI comm
+ *                it is built on. Compiled and linked when the CUDA toolkit is found; used only
+ *                where a GPU exists.
+ * Every call returns 0 or a COMM_ERR_* code and writes a one-line message (with host and rank)
+ * to the comm's error buffer (comm_error()). A failure on one rank must become an error on every
+ * rank: collectives run under a watchdog (comm_set_timeout) and an unrecoverable error aborts
+ * the whole job (comm_abort) instead of leaving peers blocked.
+ *
+ * Life cycle: comm_world_init -> split / collectives ... -> comm_free (children first) ->
+ * comm_world_finalize.
+ *
+ * Calling convention. Callers use the comm_* functions below (comm_allreduce_sum, ...): they
+ * check the arguments every implementation shares (dtype, root, peer, tag, NULL buffers) and
+ * then call the vtable. Every collective must be entered by every rank of the comm with the
+ * same count / root / dtype; a rank that never arrives is caught by the watchdog.
+ *
+ * The watchdog. A blocking call (collective, send, recv, barrier, split) runs under a watchdog
+ * thread with a deadline of comm_set_timeout seconds (default 30, env SAMPAN_COMM_TIMEOUT):
+ * past it the rank prints "sampan: host:rank N: <op> timed out after 30 s (a peer is dead or
+ * stuck)" and aborts the job. After a second of waiting it also looks, once a second, at the
+ * node-local peers (pid and start time in /proc) and aborts at once when one has exited.
+ * mpirun kills the job by itself about 1 s after a rank is killed; the watchdog covers
+ * launchers that do not, a peer that is alive but stuck, and ranks on other nodes (through the
+ * deadline). Ranks that wait an unbounded time on purpose (for the next request) use
+ * comm_bcast_idle: no deadline, but a dead node-local peer is still noticed. Errors that are
+ * returned (COMM_ERR_MPI, COMM_ERR_NCCL) leave the comm unusable: the caller prints
+ * comm_error() and calls comm_abort.
+ *
+ * Threads: one thread at a time may call into the comms (the caller serialises). MPI runs at
+ * MPI_THREAD_MULTIPLE only so that the watchdog thread may call MPI_Abort.
+ */
+#ifndef SAMPAN_COMM_H
+#define SAMPAN_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { COMM_F32 = 0, COMM_BF16 = 1, COMM_I32 = 2, COMM_U8 = 3 } comm_dtype;
+
+/* status codes: name, value, text for comm_strerror */
+#define COMM_ERRORS(X)                                                 \
+    X(COMM_OK, 0, "ok")                                                \
+    X(COMM_ERR_ARG, -1, "invalid argument")                            \
+    X(COMM_ERR_MPI, -2, "MPI error")                                   \
+    X(COMM_ERR_NCCL, -3, "NCCL or CUDA error")                         \
+    X(COMM_ERR_TIMEOUT, -4, "timed out")                               \
+    X(COMM_ERR_NOMEM, -5, "out of memory")                             \
+    X(COMM_ERR_UNSUPPORTED, -6, "not supported by this build or machine")
+
+#define COMM__ENUM(name, value, text) name = value,
+enum { COMM_ERRORS(COMM__ENUM) };
+#undef COMM__ENUM
+
+typedef struct comm comm;
+
+typedef struct {
+    int version;   /* 1 */
+    const char *name;   /* "self", "mpi", "nccl" */
+    /* in place: buf (count) = sum over ranks; F32, BF16 and I32 (BF16 summed in f32, rounded
+     * once; see comm_nccl.c for NCCL's rounding) */
+    int (*allreduce_sum)(comm *c, void *buf, size_t count, comm_dtype t);
+    /* recv (size * count) = concatenation of every rank's send (count), in rank order; send may
+     * be recv + rank * count (in place) */
+    int (*allgather)(comm *c, const void *send, void *recv, size_t count, comm_dtype t);
+    int (*bcast)(comm *c, void *buf, size_t bytes, int root);
+    /* (value, index) pairs: the largest value wins, ties to the smallest index (greedy
+     * sampling over a vocabulary split across ranks). Host pointers for every implementation;
+     * values must not be NaN. */
+    int (*argmax)(comm *c, float *value, int32_t *index);
+    /* blocking; tag in 0..32767 (NCCL ignores tags: messages between a pair arrive in order);
+     * recv fails when the message has another length than `bytes` */
+    int (*send)(comm *c, const void *buf, size_t bytes, int peer, int tag);
+    int (*recv)(comm *c, void *buf, size_t bytes, int peer, int tag);
+    int (*barrier)(comm *c);
+    /* ranks with the same color form a new comm, ordered by key (MPI_Comm_split); a rank with
+     * color < 0 joins none and gets *out = NULL */
+    int (*split)(comm *c, int color, int key, comm **out);
+    void (*free)(comm *c);
+    /* optional slots (NULL: the dispatcher's default in brackets) */
+    int (*local_rank)(const comm *c, int *local_rank, int *local_size);   /* [0 of 1] */
+    int (*bcast_idle)(comm *c, void *buf, size_t bytes, int root);  /* [bcast] */
+    void (*abort)(comm *c, int code);                                /* [exit(code)] */
+} comm_i;
+
+struct comm {
+    const comm_i *i;
+    int rank, size;
+    void *ctx;
+    char err[256];
+};
+
+/* Starts MPI when launched by mpirun or srun (OMPI_COMM_WORLD_SIZE, PMIX_RANK, PMI_RANK or
+ * PMI_SIZE in the environment) or when force_mpi is set; otherwise returns a "self" comm
+ * of size 1 without touching MPI. srun with several tasks but no PMI (srun --mpi=none) is an
+ * error: each task would otherwise run the whole job alone. Reads SAMPAN_COMM_TIMEOUT
+ * (seconds, the default for comm_set_timeout) and SAMPAN_COMM_MAX_COUNT (elements per MPI
+ * call, default INT_MAX; tests lower it to exercise the chunking of large messages).
+ * Called once per process. */
+int comm_world_init(int *argc, char ***argv, int force_mpi, comm **world, char *err,
+                    size_t errlen);
+/* frees the world comm (if not freed yet) after a barrier, and ends MPI if we started it */
+void comm_world_finalize(void);
+/* ends every rank of the job with this exit code (MPI_Abort; exit() for self) */
+void comm_abort(comm *c, int code);
+/* host name and rank, for error lines: "host:rank 3" (the rank in the world comm) */
+const char *comm_where(const comm *c);
+/* seconds a collective may block before the job is aborted with a message (default 30;
+ * <= 0 disables) */
+void comm_set_timeout(double seconds);
+double comm_get_timeout(void);
+/* the node-local rank and count (MPI_Comm_split_type SHARED, computed when the comm was
+ * made, so this call is local); 0/1 for self */
+int comm_local_rank(const comm *c, int *local_rank, int *local_size);
+/* an NCCL comm over the same ranks as `mpi` (one GPU per rank); COMM_ERR_UNSUPPORTED when
+ * built without CUDA or when no GPU is present (callers report a skip). Collective over
+ * `mpi`, which must outlive the NCCL comm. */
+int comm_nccl_new(comm *mpi, int device, comm **out, char *err, size_t errlen);
+
+/* dispatchers: argument checks shared by every implementation, then the vtable */
+int comm_allreduce_sum(comm *c, void *buf, size_t count, comm_dtype t);
+int comm_allgather(comm *c, const void *send, void *recv, size_t count, comm_dtype t);
+int comm_bcast(comm *c, void *buf, size_t bytes, int root);
+int comm_argmax(comm *c, float *value, int32_t *index);
+int comm_send(comm *c, const void *buf, size_t bytes, int peer, int tag);
+int comm_recv(comm *c, void *buf, size_t bytes, int peer, int tag);
+int comm_barrier(comm *c);
+int comm_split(comm *c, int color, int key, comm **out);
+void comm_free(comm *c);
+/* A broadcast for ranks that wait an unbounded time on purpose (workers waiting for the next
+ * request from rank `root`): the non-root ranks wait with no deadline, sleeping between polls
+ * (about 10 ms once idle for a second), yet abort when a node-local peer has exited; the root
+ * sends under the normal deadline. buf is host memory for every implementation (the NCCL comm
+ * forwards to the comm it was built on). */
+int comm_bcast_idle(comm *c, void *buf, size_t bytes, int root);
+
+const char *comm_strerror(int code);
+
+static inline const char *comm_error(const comm *c) { return c->err; }
+
+/* bytes per element; 0 for an unknown dtype */
+static inline size_t comm_dtype_size(comm_dtype t) {
+    switch (t) {
+    case COMM_F32: case COMM_I32: return 4;
+    case COMM_BF16: return 2;
+    case COMM_U8: return 1;
+    }
+    return 0;
+}
+
+#endif

@@ -1,0 +1,238 @@
+/* runtime/model.c — the forward pass of a Llama-family transformer over a batch of positions.
+ *
+ * Per layer, in llama2.c's order: RMSNorm -> Q,K,V projections (+bias) -> RoPE -> write K,V to
+ * the cache -> causal attention over the cache of each position's own sequence -> output
+ * projection + residual -> RMSNorm -> SwiGLU FFN + residual. Then the final norm and the output
+ * head, only for positions that asked for logits.
+ *
+ * The KV cache is f32, laid out (L, S, P, Hkv*D) for K and for V. Every per-position result
+ * depends only on that position's inputs and its sequence's cache (matmuls are batch-invariant,
+ * attention is computed per position), so a sequence's logits do not depend on what else shares
+ * its batch.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "model.h"
+
+struct model_state {
+    int n_seq, n_ctx, max_batch;
+    int kv_dim;
+    float *k_cache, *v_cache;     /* (L, S, P, kv_dim) each */
+    /* activations for up to max_batch positions */
+    float *x;                     /* (T, C) residual stream */
+    float *xb;                    /* (T, max(C, H*D)) normed input / attention output */
+    float *q;                     /* (T, H*D) */
+    float *k, *v;                 /* (T, kv_dim) */
+    float *hb, *hb2;              /* (T, F) */
+    float *att;                   /* (n_threads, P) scores */
+    int n_att;                    /* rows of att */
+};
+
+static size_t kv_index(const model_state *s, int l, int seq, int pos) {
+    return (((size_t)l * s->n_seq + (size_t)seq) * s->n_ctx + (size_t)pos) * (size_t)s->kv_dim;
+}
+
+model_state *model_state_new(const model *m, int n_seq, int n_ctx, int max_batch, char *err,
+                             size_t errlen) {
+    const model_cfg *c = &m->cfg;
+    if (n_seq < 1 || n_ctx < 1 || max_batch < 1) {
+        snprintf(err, errlen, "model: bad state size: %d sequences, context %d, batch %d", n_seq,
+                 n_ctx, max_batch);
+        return NULL;
+    }
+    model_state *s = calloc(1, sizeof *s);
+    if (!s) goto oom;
+    s->n_seq = n_seq;
+    s->n_ctx = n_ctx;
+    s->max_batch = max_batch;
+    s->kv_dim = c->n_kv_heads * c->head_dim;
+    size_t kv = (size_t)c->n_layers * n_seq * n_ctx * s->kv_dim;
+    size_t T = (size_t)max_batch;
+    int qd = c->n_heads * c->head_dim;
+    int wide = qd > c->dim ? qd : c->dim;
+    s->n_att = m->be->i->n_threads(m->be);
+    s->k_cache = calloc(kv, sizeof(float));
+    s->v_cache = calloc(kv, sizeof(float));
+    s->x = malloc(T * c->dim * sizeof(float));
+    s->xb = malloc(T * wide * sizeof(float));
+    s->q = malloc(T * qd * sizeof(float));
+    s->k = malloc(T * s->kv_dim * sizeof(float));
+    s->v = malloc(T * s->kv_dim * sizeof(float));
+    s->hb = malloc(T * c->ffn_dim * sizeof(float));
+    s->hb2 = malloc(T * c->ffn_dim * sizeof(float));
+    s->att = malloc((size_t)s->n_att * n_ctx * sizeof(float));
+    if (!s->k_cache || !s->v_cache || !s->x || !s->xb || !s->q || !s->k || !s->v || !s->hb ||
+        !s->hb2 || !s->att)
+        goto oom;
+    return s;
+oom:
+    model_state_free(s);
+    snprintf(err, errlen, "model: out of memory for a KV cache of %d x %d positions", n_seq,
+             n_ctx);
+    return NULL;
+}
+
+void model_state_free(model_state *s) {
+    if (!s) return;
+    free(s->k_cache);
+    free(s->v_cache);
+    free(s->x);
+    free(s->xb);
+    free(s->q);
+    free(s->k);
+    free(s->v);
+    free(s->hb);
+    free(s->hb2);
+    free(s->att);
+    free(s);
+}
+
+size_t model_state_kv_bytes(const model_state *s) {
+    return 2 * kv_index(s, 0, s->n_seq, 0) * sizeof(float);
+}
+
+int model_state_n_ctx(const model_state *s) { return s->n_ctx; }
+
+/* ---- attention: one job per (position, head), split over the backend's threads ---------- */
+
+typedef struct {
+    const model *m;
+    model_state *s;
+    const model_batch *b;
+    int layer;
+} attn_job;
+
+static void attn_worker(void *arg, int ith, int nth) {
+    const attn_job *j = arg;
+    const model_cfg *c = &j->m->cfg;
+    model_state *s = j->s;
+    int H = c->n_heads, D = c->head_dim, group = c->n_heads / c->n_kv_heads;
+    float scale = 1.0f / sqrtf((float)D);
+    float *att = s->att + (size_t)ith * s->n_ctx;
+    const qt_vec_dot_fn dot = qt_get(QT_F32)->vec_dot;
+    int total = j->b->n * H;
+    for (int w = ith; w < total; w += nth) {
+        int t = w / H, h = w % H;
+        int seq = j->b->seq ? j->b->seq[t] : 0;
+        int pos = j->b->pos[t];
+        const float *q = s->q + ((size_t)t * H + h) * D;
+        const float *kc = s->k_cache + kv_index(s, j->layer, seq, 0) + (size_t)(h / group) * D;
+        const float *vc = s->v_cache + kv_index(s, j->layer, seq, 0) + (size_t)(h / group) * D;
+        for (int p = 0; p <= pos; p++) att[p] = dot(D, kc + (size_t)p * s->kv_dim, q) * scale;
+        kern_softmax(att, pos + 1);
+        float *out = s->xb + ((size_t)t * H + h) * D;
+        memset(out, 0, (size_t)D * sizeof(float));
+        for (int p = 0; p <= pos; p++) {
+            const float *v = vc + (size_t)p * s->kv_dim;
+            float a = att[p];
+            for (int d = 0; d < D; d++) out[d] += a * v[d];
+        }
+    }
+}
+
+static int check_batch(const model *m, const model_state *s, const model_batch *b, char *err,
+                       size_t errlen) {
+    if (b->n < 1 || b->n > s->max_batch) {
+        snprintf(err, errlen, "model: batch of %d positions, limit %d", b->n, s->max_batch);
+        return -1;
+    }
+    for (int t = 0; t < b->n; t++) {
+        int seq = b->seq ? b->seq[t] : 0;
+        if (b->tokens[t] < 0 || b->tokens[t] >= m->cfg.n_vocab) {
+            snprintf(err, errlen, "model: token id %d out of range [0, %d)", b->tokens[t],
+                     m->cfg.n_vocab);
+            return -1;
+        }
+        if (b->pos[t] < 0 || b->pos[t] >= s->n_ctx) {
+            snprintf(err, errlen, "model: position %d beyond the context of %d tokens", b->pos[t],
+                     s->n_ctx);
+            return -1;
+        }
+        if (seq < 0 || seq >= s->n_seq) {
+            snprintf(err, errlen, "model: sequence slot %d out of range [0, %d)", seq, s->n_seq);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+#define MM(out, w, in)                                                                   \
+    do {                                                                                 \
+        if (be->i->matmul(be, (out), (w), (in), T)) {                                    \
+            snprintf(err, errlen, "model: out of memory in a matmul of %d positions", T); \
+            return -1;                                                                   \
+        }                                                                                \
+    } while (0)
+
+int model_forward(const model *m, model_state *s, const model_batch *b, float *logits, char *err,
+                  size_t errlen) {
+    if (check_batch(m, s, b, err, errlen)) return -1;
+    const model_cfg *c = &m->cfg;
+    backend *be = m->be;
+    const int T = b->n, C = c->dim, H = c->n_heads, D = c->head_dim, F = c->ffn_dim;
+    const int KV = s->kv_dim, QD = H * D;
+
+    /* x (T,C) = token embeddings */
+    const qt_traits *et = qt_get(m->tok_embd.type);
+    for (int t = 0; t < T; t++)
+        et->to_float((const char *)m->tok_embd.data + (size_t)b->tokens[t] * m->tok_embd.row_stride,
+                     s->x + (size_t)t * C, C);
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const model_layer *L = &m->layers[l];
+        /* attention half */
+        for (int t = 0; t < T; t++)
+            kern_rmsnorm(s->xb + (size_t)t * C, s->x + (size_t)t * C, L->attn_norm, C, c->norm_eps);
+        MM(s->q, &L->wq, s->xb);
+        MM(s->k, &L->wk, s->xb);
+        MM(s->v, &L->wv, s->xb);
+        for (int t = 0; t < T; t++) {
+            float *q = s->q + (size_t)t * QD, *k = s->k + (size_t)t * KV, *v = s->v + (size_t)t * KV;
+            if (L->bq)
+                for (int i = 0; i < QD; i++) q[i] += L->bq[i];
+            if (L->bk)
+                for (int i = 0; i < KV; i++) k[i] += L->bk[i];
+            if (L->bv)
+                for (int i = 0; i < KV; i++) v[i] += L->bv[i];
+            kern_rope(q, H, D, c->n_rot, b->pos[t], c->rope_base, c->rope_neox, m->rope_freqs);
+            kern_rope(k, c->n_kv_heads, D, c->n_rot, b->pos[t], c->rope_base, c->rope_neox,
+                      m->rope_freqs);
+            int seq = b->seq ? b->seq[t] : 0;
+            memcpy(s->k_cache + kv_index(s, l, seq, b->pos[t]), k, (size_t)KV * sizeof(float));
+            memcpy(s->v_cache + kv_index(s, l, seq, b->pos[t]), v, (size_t)KV * sizeof(float));
+        }
+        attn_job job = { m, s, b, l };
+        be->i->parallel(be, attn_worker, &job);         /* xb (T, H*D) = attention output */
+        MM(s->q, &L->wo, s->xb);                       /* q reused as (T, C) */
+        for (size_t i = 0; i < (size_t)T * C; i++) s->x[i] += s->q[i];
+
+        /* FFN half */
+        for (int t = 0; t < T; t++)
+            kern_rmsnorm(s->xb + (size_t)t * C, s->x + (size_t)t * C, L->ffn_norm, C, c->norm_eps);
+        MM(s->hb, &L->w_gate, s->xb);
+        MM(s->hb2, &L->w_up, s->xb);
+        kern_swiglu(s->hb, s->hb, s->hb2, T * F);
+        MM(s->xb, &L->w_down, s->hb);
+        for (size_t i = 0; i < (size_t)T * C; i++) s->x[i] += s->xb[i];
+    }
+
+    /* final norm of the wanted positions, packed, then the output head */
+    int n_out = 0;
+    for (int t = 0; t < T; t++) {
+        int want = b->want ? b->want[t] : t == T - 1;
+        if (!want) continue;
+        kern_rmsnorm(s->xb + (size_t)n_out * C, s->x + (size_t)t * C, m->output_norm, C,
+                     c->norm_eps);
+        n_out++;
+    }
+    if (n_out == 0) return 0;
+    if (be->i->matmul(be, logits, &m->output, s->xb, n_out)) {
+        snprintf(err, errlen, "model: out of memory in the output head");
+        return -1;
+    }
+    return 0;
+}

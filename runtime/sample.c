@@ -1,0 +1,111 @@
+/* runtime/sample.c — the sampler: penalties, truncation (top-k, top-p, min-p), temperature,
+ * and a seeded draw (splitmix64 -> uniform double). Owns a scratch array of V candidates. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "sample.h"
+
+typedef struct { float logit; int32_t id; } cand;
+
+struct sampler {
+    sample_params p;
+    int n_vocab;
+    uint64_t rng;
+    cand *c;
+};
+
+sample_params sample_defaults(void) {
+    sample_params p = { 0.8f, 40, 0.95f, 0.05f, 1.0f, 64, 0 };
+    return p;
+}
+
+sampler *sample_new(const sample_params *p, int n_vocab) {
+    sampler *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    s->rng = p->seed ^ 0x9e3779b97f4a7c15ull;
+    s->c = malloc((size_t)n_vocab * sizeof *s->c);
+    if (!s->c) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void sample_free(sampler *s) {
+    if (!s) return;
+    free(s->c);
+    free(s);
+}
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+int32_t sample_argmax(const float *logits, int n) {
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (logits[i] > logits[best]) best = i;
+    return best;
+}
+
+static int cand_desc(const void *a, const void *b) {
+    const cand *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
+    return x->id - y->id;
+}
+
+int32_t sample_next(sampler *s, float *logits, const int32_t *history, int64_t n) {
+    const sample_params *p = &s->p;
+    if (p->rep_penalty != 1.0f && p->rep_penalty > 0.0f) {
+        int64_t from = n > p->rep_last_n ? n - p->rep_last_n : 0;
+        for (int64_t i = from; i < n; i++) {
+            int32_t t = history[i];
+            if (t < 0 || t >= s->n_vocab) continue;
+            /* each distinct token penalised once: mark by checking earlier occurrences */
+            int seen = 0;
+            for (int64_t j = from; j < i && !seen; j++) seen = history[j] == t;
+            if (seen) continue;
+            logits[t] = logits[t] > 0 ? logits[t] / p->rep_penalty : logits[t] * p->rep_penalty;
+        }
+    }
+    if (p->temp <= 0.0f) return sample_argmax(logits, s->n_vocab);
+
+    int n_c = s->n_vocab;
+    for (int i = 0; i < n_c; i++) s->c[i] = (cand){ logits[i], i };
+    qsort(s->c, (size_t)n_c, sizeof *s->c, cand_desc);
+    if (p->top_k > 0 && p->top_k < n_c) n_c = p->top_k;
+
+    /* probabilities at temperature 1 for the truncation rules, as llama.cpp applies them */
+    double max = s->c[0].logit, sum = 0.0;
+    for (int i = 0; i < n_c; i++) sum += exp(s->c[i].logit - max);
+    if (p->top_p < 1.0f) {
+        double acc = 0.0;
+        for (int i = 0; i < n_c; i++) {
+            acc += exp(s->c[i].logit - max) / sum;
+            if (acc >= p->top_p) {
+                n_c = i + 1;
+                break;
+            }
+        }
+    }
+    if (p->min_p > 0.0f) {
+        double floor_logit = max + log(p->min_p);
+        int keep = 1;
+        while (keep < n_c && s->c[keep].logit >= floor_logit) keep++;
+        n_c = keep;
+    }
+    sum = 0.0;
+    for (int i = 0; i < n_c; i++) sum += exp((s->c[i].logit - max) / p->temp);
+    double r = (double)(splitmix64(&s->rng) >> 11) * (1.0 / 9007199254740992.0) * sum;
+    double acc = 0.0;
+    for (int i = 0; i < n_c; i++) {
+        acc += exp((s->c[i].logit - max) / p->temp);
+        if (r < acc) return s->c[i].id;
+    }
+    return s->c[n_c - 1].id;
+}

@@ -1,0 +1,396 @@
+/* runtime/synth.c — deterministic synthetic Llama models (see synth.h).
+ *
+ * Vocabulary: the 256 bytes in GPT-2's byte-to-unicode form (so any text tokenizes), two control
+ * tokens <|bos|> and <|eos|>, then merges: first those a byte-pair-encoding trainer learns from a
+ * short English text kept here, then seeded random merges of existing tokens until the shape's
+ * vocabulary size is reached. Weights: seeded uniform noise with the variance of a 1/sqrt(fan_in)
+ * initialisation, norms 1, quantized to the requested type (a tensor whose rows do not divide
+ * into the type's blocks falls back to Q8_0, then F32, as llama.cpp's quantizer does).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "gguf.h"
+#include "kern.h"
+#include "synth.h"
+
+typedef struct {
+    const char *name;
+    int dim, layers, heads, kv_heads, ffn, vocab, ctx;
+} synth_shape;
+
+static const synth_shape shapes[] = {
+    { "tiny", 64, 2, 4, 2, 128, 512, 256 },
+    { "small", 256, 4, 8, 2, 768, 4096, 1024 },
+    { "tinyllama-1.1b", 2048, 22, 32, 4, 5632, 32000, 2048 },
+    { "llama-7b", 4096, 32, 32, 32, 11008, 32000, 4096 },
+};
+
+static const char corpus[] =
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the park "
+    "with her friends. One day, she saw a big red ball under a tree. The sun was warm and the sky "
+    "was blue. Her mother said that they would go home after lunch, so Lily ran to the ball and "
+    "gave it to her little brother. The Hong Kong AI Supercomputing Centre in Cyberport runs "
+    "large language models for government departments: it drafts, translates and summarises "
+    "documents, and answers questions about the city. The model reads the text, then writes "
+    "the next word, one token at a time, until the answer is complete. Numbers like 12345 and "
+    "2048 appear in tables; code uses symbols such as <tag>, & and \"quotes\".";
+
+int synth_type_from_name(const char *name) {
+    static const struct { const char *n; int t; } names[] = {
+        { "F32", QT_F32 }, { "F16", QT_F16 }, { "BF16", QT_BF16 }, { "Q8_0", QT_Q8_0 },
+        { "Q4_0", QT_Q4_0 }, { "Q4_K", QT_Q4_K }, { "Q6_K", QT_Q6_K },
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcasecmp(name, names[i].n)) return names[i].t;
+    return -1;
+}
+
+/* ---- vocabulary ------------------------------------------------------------------------ */
+
+typedef struct {
+    char **tok;      /* token strings (UTF-8, byte-to-unicode form) */
+    int n, cap;
+    char **merges;   /* "a b" */
+    int n_merges;
+    int *slot;       /* open-addressing set of token strings -> id */
+    int n_slot;
+} vocab;
+
+static uint64_t hash_str(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    return h;
+}
+
+static int vocab_find(const vocab *v, const char *s) {
+    size_t n = strlen(s);
+    for (uint64_t h = hash_str(s, n) & (uint64_t)(v->n_slot - 1);; h = (h + 1) & (uint64_t)(v->n_slot - 1)) {
+        int id = v->slot[h];
+        if (id < 0) return -1;
+        if (!strcmp(v->tok[id], s)) return id;
+    }
+}
+
+static int vocab_add(vocab *v, char *s) {
+    size_t n = strlen(s);
+    uint64_t h = hash_str(s, n) & (uint64_t)(v->n_slot - 1);
+    while (v->slot[h] >= 0) h = (h + 1) & (uint64_t)(v->n_slot - 1);
+    v->slot[h] = v->n;
+    v->tok[v->n] = s;
+    return v->n++;
+}
+
+/* GPT-2's byte-to-unicode: printable bytes map to themselves, the rest to U+0100 upwards */
+static void byte_token(int b, char out[4]) {
+    static int map[256];
+    static int ready;
+    if (!ready) {
+        int n = 0;
+        for (int i = 0; i < 256; i++) {
+            int printable = (i >= 33 && i <= 126) || (i >= 161 && i <= 172) || (i >= 174);
+            map[i] = printable ? i : 256 + n++;
+        }
+        ready = 1;
+    }
+    int cp = map[b];
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        out[1] = 0;
+    } else {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        out[2] = 0;
+    }
+}
+
+static char *str_cat(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = malloc(la + lb + 1);
+    if (!s) return NULL;
+    memcpy(s, a, la);
+    memcpy(s + la, b, lb + 1);
+    return s;
+}
+
+static char *merge_str(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = malloc(la + lb + 2);
+    if (!s) return NULL;
+    memcpy(s, a, la);
+    s[la] = ' ';
+    memcpy(s + la + 1, b, lb + 1);
+    return s;
+}
+
+static uint64_t rng_next(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void vocab_free(vocab *v) {
+    for (int i = 0; i < v->n; i++) free(v->tok[i]);
+    for (int i = 0; i < v->n_merges; i++) free(v->merges[i]);
+    free(v->tok);
+    free(v->merges);
+    free(v->slot);
+}
+
+/* Trains merges on the corpus (words split before spaces, as GPT-2's pre-tokenizer does for
+ * plain text), then adds random merges up to n_vocab. */
+static int vocab_build(vocab *v, int n_vocab, uint64_t seed) {
+    memset(v, 0, sizeof *v);
+    v->cap = n_vocab;
+    v->n_slot = 1;
+    while (v->n_slot < 2 * n_vocab) v->n_slot <<= 1;
+    v->tok = calloc((size_t)n_vocab, sizeof *v->tok);
+    v->merges = calloc((size_t)n_vocab, sizeof *v->merges);
+    v->slot = malloc((size_t)v->n_slot * sizeof *v->slot);
+    int n_sym = (int)sizeof corpus - 1;
+    int *sym = malloc((size_t)n_sym * sizeof *sym);        /* corpus as token ids */
+    int *word = malloc((size_t)n_sym * sizeof *word);      /* word index of each symbol */
+    if (!v->tok || !v->merges || !v->slot || !sym || !word) goto oom;
+    memset(v->slot, 0xff, (size_t)v->n_slot * sizeof *v->slot);
+    for (int b = 0; b < 256; b++) {
+        char t[4];
+        byte_token(b, t);
+        char *s = str_cat(t, "");
+        if (!s) goto oom;
+        vocab_add(v, s);
+    }
+    char *bos = str_cat("<|bos|>", ""), *eos = str_cat("<|eos|>", "");
+    if (!bos || !eos) goto oom;
+    vocab_add(v, bos);
+    vocab_add(v, eos);
+    int w = 0;
+    for (int i = 0; i < n_sym; i++) {
+        if (corpus[i] == ' ' || (i > 0 && (corpus[i] == ',' || corpus[i] == '.'))) w++;
+        sym[i] = (uint8_t)corpus[i];
+        word[i] = w;
+        if (corpus[i] == ',' || corpus[i] == '.') w++;
+    }
+    /* learned merges: most frequent adjacent pair inside a word, ties to the first seen */
+    while (v->n < n_vocab) {
+        int best_a = -1, best_b = -1, best_n = 1;
+        for (int i = 0; i + 1 < n_sym; i++) {
+            if (word[i] != word[i + 1]) continue;
+            int cnt = 0;
+            for (int j = i; j + 1 < n_sym; j++)
+                if (sym[j] == sym[i] && sym[j + 1] == sym[i + 1] && word[j] == word[j + 1]) cnt++;
+            if (cnt > best_n) {
+                best_n = cnt;
+                best_a = sym[i];
+                best_b = sym[i + 1];
+            }
+        }
+        if (best_a < 0) break;
+        char *s = str_cat(v->tok[best_a], v->tok[best_b]);
+        char *mg = merge_str(v->tok[best_a], v->tok[best_b]);
+        if (!s || !mg) goto oom;
+        int id = vocab_add(v, s);
+        v->merges[v->n_merges++] = mg;
+        int k = 0;
+        for (int i = 0; i < n_sym; i++) {
+            if (i + 1 < n_sym && sym[i] == best_a && sym[i + 1] == best_b && word[i] == word[i + 1]) {
+                word[k] = word[i];
+                sym[k++] = id;
+                i++;
+            } else {
+                word[k] = word[i];
+                sym[k++] = sym[i];
+            }
+        }
+        n_sym = k;
+    }
+    /* random merges of existing normal tokens up to the vocabulary size */
+    uint64_t r = seed ^ 0x5eed;
+    int tries = 0;
+    while (v->n < n_vocab && tries < 100 * n_vocab) {
+        tries++;
+        int a = (int)(rng_next(&r) % (uint64_t)v->n), b = (int)(rng_next(&r) % (uint64_t)v->n);
+        if (a == 256 || a == 257 || b == 256 || b == 257) continue;
+        if (strlen(v->tok[a]) + strlen(v->tok[b]) > 24) continue;
+        char *s = str_cat(v->tok[a], v->tok[b]);
+        if (!s) goto oom;
+        if (vocab_find(v, s) >= 0) {
+            free(s);
+            continue;
+        }
+        char *mg = merge_str(v->tok[a], v->tok[b]);
+        if (!mg) {
+            free(s);
+            goto oom;
+        }
+        vocab_add(v, s);
+        v->merges[v->n_merges++] = mg;
+    }
+    free(sym);
+    free(word);
+    return v->n == n_vocab ? 0 : -1;
+oom:
+    free(sym);
+    free(word);
+    return -1;
+}
+
+/* ---- weights ---------------------------------------------------------------------------- */
+
+typedef struct {
+    gguf_writer *w;
+    int type;
+    uint64_t rng;
+    void **bufs;
+    int n_bufs, cap_bufs;
+    char *err;
+    size_t errlen;
+} synth_ctx;
+
+static void *keep(synth_ctx *c, void *p) {
+    if (!p) return NULL;
+    if (c->n_bufs == c->cap_bufs) {
+        int cap = c->cap_bufs ? 2 * c->cap_bufs : 64;
+        void **q = realloc(c->bufs, (size_t)cap * sizeof *q);
+        if (!q) {
+            free(p);
+            return NULL;
+        }
+        c->bufs = q;
+        c->cap_bufs = cap;
+    }
+    return c->bufs[c->n_bufs++] = p;
+}
+
+/* a (rows, cols) matrix of uniform noise with std `sd`, stored as the context's type */
+static int add_matrix(synth_ctx *c, const char *name, int64_t rows, int64_t cols, float sd) {
+    int type = c->type;
+    const qt_traits *tr = qt_get(type);
+    if (!tr || !tr->from_float || cols % tr->block_size) type = QT_Q8_0;
+    tr = qt_get(type);
+    if (!tr || !tr->from_float || cols % tr->block_size) type = QT_F32;
+    tr = qt_get(type);
+    size_t rs = qt_row_size(type, cols);
+    char *data = keep(c, malloc(rs * (size_t)rows));
+    float *row = malloc((size_t)cols * sizeof *row);
+    if (!data || !row) {
+        free(row);
+        snprintf(c->err, c->errlen, "synth: out of memory for '%s' (%lld x %lld)", name,
+                 (long long)rows, (long long)cols);
+        return -1;
+    }
+    float a = sd * 1.7320508f;   /* uniform [-a, a] has std a/sqrt(3) */
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t i = 0; i < cols; i++)
+            row[i] = a * (2.0f * (float)(rng_next(&c->rng) >> 40) * (1.0f / 16777216.0f) - 1.0f);
+        if (type == QT_F32) memcpy(data + r * rs, row, rs);
+        else tr->from_float(row, data + r * rs, cols);
+    }
+    free(row);
+    int64_t ne[2] = { cols, rows };
+    gguf_writer_add_tensor(c->w, name, type, 2, ne, data, rs * (size_t)rows);
+    return 0;
+}
+
+static int add_ones(synth_ctx *c, const char *name, int64_t n) {
+    float *v = keep(c, malloc((size_t)n * sizeof *v));
+    if (!v) {
+        snprintf(c->err, c->errlen, "synth: out of memory");
+        return -1;
+    }
+    for (int64_t i = 0; i < n; i++) v[i] = 1.0f;
+    gguf_writer_add_tensor(c->w, name, QT_F32, 1, &n, v, (uint64_t)n * sizeof *v);
+    return 0;
+}
+
+int synth_model(const char *path, const char *shape, int type, int layers, uint64_t seed,
+                char *err, size_t errlen) {
+    const synth_shape *sh = NULL;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        if (!strcmp(shape, shapes[i].name)) sh = &shapes[i];
+    if (!sh) {
+        snprintf(err, errlen, "synth: unknown shape '%s' (tiny, small, tinyllama-1.1b, llama-7b)",
+                 shape);
+        return -1;
+    }
+    const qt_traits *tt = qt_get(type);
+    if (!tt || (type != QT_F32 && !tt->from_float) || type == QT_Q8_K) {
+        snprintf(err, errlen, "synth: unsupported weight type %d", type);
+        return -1;
+    }
+    int L = layers > 0 ? layers : sh->layers;
+    vocab v;
+    if (vocab_build(&v, sh->vocab, seed)) {
+        vocab_free(&v);
+        snprintf(err, errlen, "synth: could not build a %d-token vocabulary", sh->vocab);
+        return -1;
+    }
+    synth_ctx c = { gguf_writer_new(), type, seed * 0x2545F4914F6CDD1Dull + 1, NULL, 0, 0, err,
+                    errlen };
+    int rc = -1;
+    if (!c.w) {
+        snprintf(err, errlen, "synth: out of memory");
+        goto out;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "sampan-synth-%s", sh->name);
+    gguf_writer_set_str(c.w, "general.architecture", "llama");
+    gguf_writer_set_str(c.w, "general.name", name);
+    gguf_writer_set_u32(c.w, "general.alignment", 32);
+    gguf_writer_set_u32(c.w, "llama.context_length", (uint32_t)sh->ctx);
+    gguf_writer_set_u32(c.w, "llama.embedding_length", (uint32_t)sh->dim);
+    gguf_writer_set_u32(c.w, "llama.block_count", (uint32_t)L);
+    gguf_writer_set_u32(c.w, "llama.feed_forward_length", (uint32_t)sh->ffn);
+    gguf_writer_set_u32(c.w, "llama.attention.head_count", (uint32_t)sh->heads);
+    gguf_writer_set_u32(c.w, "llama.attention.head_count_kv", (uint32_t)sh->kv_heads);
+    gguf_writer_set_u32(c.w, "llama.rope.dimension_count", (uint32_t)(sh->dim / sh->heads));
+    gguf_writer_set_f32(c.w, "llama.rope.freq_base", 10000.0f);
+    gguf_writer_set_f32(c.w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    gguf_writer_set_str(c.w, "tokenizer.ggml.model", "gpt2");
+    gguf_writer_set_str(c.w, "tokenizer.ggml.pre", "gpt-2");
+    gguf_writer_set_arr_str(c.w, "tokenizer.ggml.tokens", (const char *const *)v.tok, (uint64_t)v.n);
+    int32_t *tt_arr = keep(&c, malloc((size_t)v.n * sizeof *tt_arr));
+    if (!tt_arr) {
+        snprintf(err, errlen, "synth: out of memory");
+        goto out;
+    }
+    for (int i = 0; i < v.n; i++) tt_arr[i] = (i == 256 || i == 257) ? 3 : 1;
+    gguf_writer_set_arr(c.w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, tt_arr, (uint64_t)v.n);
+    gguf_writer_set_arr_str(c.w, "tokenizer.ggml.merges", (const char *const *)v.merges,
+                            (uint64_t)v.n_merges);
+    gguf_writer_set_u32(c.w, "tokenizer.ggml.bos_token_id", 256);
+    gguf_writer_set_u32(c.w, "tokenizer.ggml.eos_token_id", 257);
+    gguf_writer_set_bool(c.w, "tokenizer.ggml.add_bos_token", 1);
+
+    const int C = sh->dim, D = sh->dim / sh->heads, F = sh->ffn;
+    const float sc = 1.0f / sqrtf((float)C), sf = 1.0f / sqrtf((float)F);
+    if (add_matrix(&c, "token_embd.weight", sh->vocab, C, 1.0f) ||
+        add_ones(&c, "output_norm.weight", C) ||
+        add_matrix(&c, "output.weight", sh->vocab, C, sc))
+        goto out;
+    for (int l = 0; l < L; l++) {
+        char tn[64];
+#define T(s) (snprintf(tn, sizeof tn, "blk.%d.%s", l, s), tn)
+        if (add_ones(&c, T("attn_norm.weight"), C) ||
+            add_matrix(&c, T("attn_q.weight"), (int64_t)sh->heads * D, C, sc) ||
+            add_matrix(&c, T("attn_k.weight"), (int64_t)sh->kv_heads * D, C, sc) ||
+            add_matrix(&c, T("attn_v.weight"), (int64_t)sh->kv_heads * D, C, sc) ||
+            add_matrix(&c, T("attn_output.weight"), C, (int64_t)sh->heads * D, sc) ||
+            add_ones(&c, T("ffn_norm.weight"), C) ||
+            add_matrix(&c, T("ffn_gate.weight"), F, C, sc) ||
+            add_matrix(&c, T("ffn_up.weight"), F, C, sc) ||
+            add_matrix(&c, T("ffn_down.weight"), C, F, sf))
+            goto out;
+#undef T
+    }
+    rc = gguf_writer_write(c.w, path, err, errlen) == GGUF_OK ? 0 : -1;
+out:
+    gguf_writer_free(c.w);
+    for (int i = 0; i < c.n_bufs; i++) free(c.bufs[i]);
+    free(c.bufs);
+    vocab_free(&v);
+    return rc;
+}

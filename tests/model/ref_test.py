@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""tests/model/ref_test.py — our forward pass against llama.cpp's reference outputs.
+
+For one model of ../shared/models and each ../shared/reference/<model>/prompt-N.json:
+  1. `sampan run --temp 0 --ignore-eos --json`: prompt_tokens must equal the reference's and,
+     when --greedy is given, the free-running greedy continuation must equal `greedy`;
+  2. `sampan score --tokens <prompt + greedy[:-1]> --logits F`: at every position and every
+     listed id, |ours - ref| <= tol * std; top-1 must agree at >= --top1 of the positions;
+  3. where <prompt>.prompt_logits.f32 exists: the full prompt logits match within --full-rel
+     (max-norm relative).
+Prints one line per check and "N passed, N failed"; exits 77 when ../shared is absent.
+"""
+import argparse, array, json, os, subprocess, sys
+
+ap = argparse.ArgumentParser()
+ap.add_argument("model")
+ap.add_argument("--tol", type=float, required=True, help="max |ours-ref| / std")
+ap.add_argument("--top1", type=float, default=1.0, help="min fraction of positions with equal top-1")
+ap.add_argument("--greedy", action="store_true", help="free-running greedy must match exactly")
+ap.add_argument("--full-rel", type=float, default=None)
+ap.add_argument("--threads", default="2")
+args = ap.parse_args()
+
+sampan = os.environ.get("SAMPAN", "build/sampan")
+shared = os.environ.get("SAMPAN_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
+mpath = os.path.join(shared, "models", args.model + ".gguf")
+rdir = os.path.join(shared, "reference", args.model)
+if not os.path.exists(mpath) or not os.path.isdir(rdir):
+    print(f"skip: {mpath} or {rdir} not found")
+    sys.exit(77)
+tmp = os.environ.get("MESON_BUILD_ROOT", "/tmp")
+passed = failed = 0
+
+def check(ok, what):
+    global passed, failed
+    print(("PASS " if ok else "FAIL ") + what)
+    if ok: passed += 1
+    else: failed += 1
+
+def sh(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])}... exit {r.returncode}: {r.stderr.strip()}")
+    return r.stdout
+
+prompts = sorted(f for f in os.listdir(rdir) if f.startswith("prompt-") and f.endswith(".json"))
+for pf in prompts:
+    ref = json.load(open(os.path.join(rdir, pf)))
+    name = f"{args.model}/{pf}"
+    V = ref.get("n_vocab")
+    ng = len(ref["greedy"])
+    try:
+        run = json.loads(sh([sampan, "run", "-m", mpath, "-p", ref["prompt"], "-n", str(ng),
+                             "--temp", "0", "--ignore-eos", "--json", "-t", args.threads]))
+    except Exception as e:
+        check(False, f"{name}: run: {e}")
+        continue
+    check(run["prompt_tokens"] == ref["prompt_tokens"],
+          f"{name}: prompt tokens {run['prompt_tokens'][:8]}... vs ref {ref['prompt_tokens'][:8]}...")
+    if args.greedy:
+        same = sum(1 for a, b in zip(run["tokens"], ref["greedy"]) if a == b)
+        first = next((i for i, (a, b) in enumerate(zip(run["tokens"], ref["greedy"])) if a != b), None)
+        check(run["tokens"] == ref["greedy"],
+              f"{name}: greedy continuation equal ({same}/{ng} tokens, first difference at {first})")
+
+    toks = ref["prompt_tokens"] + ref["greedy"][:-1]
+    lpath = os.path.join(tmp, f"ref_test_{args.model}_{pf}.f32")
+    try:
+        sc = json.loads(sh([sampan, "score", "-m", mpath, "--tokens", ",".join(map(str, toks)),
+                            "--logits", lpath, "-t", args.threads]))
+    except Exception as e:
+        check(False, f"{name}: score: {e}")
+        continue
+    logits = array.array("f")
+    with open(lpath, "rb") as f:
+        logits.frombytes(f.read())
+    os.unlink(lpath)
+    V = V or sc["n_vocab"]
+    npos = len(ref["positions"])
+    check(len(logits) == npos * V, f"{name}: {npos} positions x {V} logits returned")
+    worst, worst_at, top1 = 0.0, -1, 0
+    for i, pos in enumerate(ref["positions"]):
+        row = logits[i * V:(i + 1) * V]
+        for tid, val in pos["top"]:
+            err = abs(row[tid] - val) / pos["std"]
+            if err > worst: worst, worst_at = err, i
+        best = max(range(V), key=row.__getitem__)
+        if best == pos["top"][0][0]: top1 += 1
+        elif abs(row[best] - row[pos["top"][0][0]]) == 0: top1 += 1   # exact tie: either id
+    check(worst <= args.tol, f"{name}: max |ours-ref|/std = {worst:.3g} at position {worst_at} (tol {args.tol:g})")
+    check(top1 >= args.top1 * npos - 1e-9, f"{name}: top-1 equal at {top1}/{npos} positions (need {args.top1:.0%})")
+
+    fp = os.path.join(rdir, pf.replace(".json", ".prompt_logits.f32"))
+    if args.full_rel is not None and os.path.exists(fp):
+        full = array.array("f")
+        with open(fp, "rb") as f:
+            full.frombytes(f.read())
+        n = len(full)
+        mx = max(abs(x) for x in full)
+        d = max(abs(full[j] - logits[j]) for j in range(n))
+        check(d / mx <= args.full_rel, f"{name}: full prompt logits max-norm relative error {d / mx:.3g} (tol {args.full_rel:g})")
+
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)

@@ -1,0 +1,242 @@
+/* tests/perf/test_matmul.c — kern_matmul against a float64 reference, and its batch invariance.
+ *
+ * For each weight type (F32, F16, Q8_0, Q4_0, Q4_K, Q6_K, BF16 when supported) and each ISA path
+ * (best available, then "scalar"):
+ *   1. accuracy: out[t][n] vs sum_k dequant(W)[n][k] * back(x)[t][k] in double, where back(x) is
+ *      x converted to the type's vec_dot_type and dequantized again (the exact operands of the
+ *      dot product); tolerance TOL_REL * sum_k |w*x| (the only rounding is the f32 accumulation);
+ *   2. invariance: the rows of a T = 64 single-thread result must be memcmp-identical to the
+ *      same tokens computed with T = 1 (every token alone), T = 7 (a slice from the middle), and
+ *      T = 64 on 2 and 3 threads.
+ * Weights come two ways: quantized from random floats by the type's from_float, and raw random
+ * blocks (every bit pattern, with sane scales) for the quantized types.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kern.h"
+#include "pool.h"
+
+#define TOL_REL 2e-6
+#define T_MAX 64
+
+static int n_pass, n_fail;
+
+static int verbose;
+
+static void check(int ok, const char *what) {
+    if (verbose) printf("%s: %s\n", ok ? "ok" : "FAIL", what);
+    if (ok) n_pass++;
+    else if (!verbose) {
+        n_fail++;
+        printf("FAIL: %s\n", what);
+    }
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd_u64(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+static float rnd_f(void) { /* roughly normal, mean 0, sd 1 */
+    float s = 0;
+    for (int i = 0; i < 4; i++) s += (float)(rnd_u64() >> 40) / (float)(1 << 24);
+    return (s - 2.0f) * 1.7f;
+}
+
+/* Raw random blocks with the f16/f32 scale fields set to sane random values. */
+static void fill_raw(int type, uint8_t *dst, size_t bytes, int64_t n_blocks, size_t bsz) {
+    for (size_t i = 0; i < bytes; i++) dst[i] = (uint8_t)rnd_u64();
+    for (int64_t b = 0; b < n_blocks; b++) {
+        uint8_t *p = dst + (size_t)b * bsz;
+        qt_f16 d = qt_f32_to_f16(rnd_f() * 0.01f), dm = qt_f32_to_f16(rnd_f() * 0.01f);
+        switch (type) {
+        case QT_Q8_0:
+        case QT_Q4_0: memcpy(p, &d, 2); break;
+        case QT_Q4_K: memcpy(p, &d, 2); memcpy(p + 2, &dm, 2); break;
+        case QT_Q6_K: memcpy(p + offsetof(block_q6_K, d), &d, 2); break;
+        default: break;
+        }
+    }
+}
+
+typedef struct {
+    int type, K, N;
+    int raw;              /* raw random blocks instead of from_float */
+    uint8_t *w;           /* (N, K) in type */
+    size_t row;
+    float *wd;            /* (N, K) dequantized */
+    float *x;             /* (T_MAX, K) */
+    float *xd;            /* (T_MAX, K) through vec_dot_type and back */
+} tcase;
+
+static int case_init(tcase *c, int type, int K, int N, int raw) {
+    const qt_traits *t = qt_get(type);
+    memset(c, 0, sizeof *c);
+    c->type = type;
+    c->K = K;
+    c->N = N;
+    c->raw = raw;
+    c->row = qt_row_size(type, K);
+    c->w = malloc(c->row * N);
+    c->wd = malloc(sizeof(float) * K * N);
+    c->x = malloc(sizeof(float) * K * T_MAX);
+    c->xd = malloc(sizeof(float) * K * T_MAX);
+    float *tmp = malloc(sizeof(float) * K);
+    if (!c->w || !c->wd || !c->x || !c->xd || !tmp) return -1;
+    for (int n = 0; n < N; n++) {
+        uint8_t *wr = c->w + c->row * n;
+        if (raw) {
+            fill_raw(type, wr, c->row, K / t->block_size, t->type_size);
+        } else {
+            for (int k = 0; k < K; k++) tmp[k] = rnd_f() * 0.05f;
+            t->from_float(tmp, wr, K);
+        }
+        t->to_float(wr, c->wd + (size_t)n * K, K);
+    }
+    const qt_traits *xt = qt_get(t->vec_dot_type);
+    void *xq = malloc(qt_row_size(t->vec_dot_type, K));
+    if (!xq) return -1;
+    for (int i = 0; i < T_MAX; i++) {
+        float *xr = c->x + (size_t)i * K;
+        for (int k = 0; k < K; k++) xr[k] = rnd_f();
+        if (i == 5)   /* one row with a large dynamic range */
+            for (int k = 0; k < K; k += 7) xr[k] *= 40.0f;
+        xt->from_float(xr, xq, K);
+        if (xt->to_float) {
+            xt->to_float(xq, c->xd + (size_t)i * K, K);
+        } else { /* Q8_K has no to_float in every implementation: d * q */
+            const block_q8_K *b = xq;
+            for (int k = 0; k < K; k++) c->xd[(size_t)i * K + k] = b[k / QK_K].d * b[k / QK_K].qs[k % QK_K];
+        }
+    }
+    free(xq);
+    free(tmp);
+    return 0;
+}
+
+static void case_free(tcase *c) {
+    free(c->w);
+    free(c->wd);
+    free(c->x);
+    free(c->xd);
+}
+
+static void run(pool *p, const tcase *c, float *out, int t0, int T) {
+    kern_weight w = { c->w, c->type, c->N, c->K, c->row };
+    size_t ss = kern_matmul_scratch(&w, T);
+    void *scratch = malloc(ss ? ss : 1);
+    kern_matmul(p, out, &w, c->x + (size_t)t0 * c->K, T, scratch);
+    free(scratch);
+}
+
+static void test_case(const tcase *c, const char *isa, pool *p1, pool *p2, pool *p3) {
+    char what[160];
+    const char *name = qt_get(c->type)->name;
+    float *base = malloc(sizeof(float) * T_MAX * c->N);
+    float *o = malloc(sizeof(float) * T_MAX * c->N);
+    run(p1, c, base, 0, T_MAX);
+
+    /* accuracy */
+    double worst = 0;
+    int bad = 0;
+    for (int t = 0; t < T_MAX; t++) {
+        for (int n = 0; n < c->N; n++) {
+            const float *wr = c->wd + (size_t)n * c->K, *xr = c->xd + (size_t)t * c->K;
+            double s = 0, sa = 0;
+            for (int k = 0; k < c->K; k++) {
+                s += (double)wr[k] * xr[k];
+                sa += fabs((double)wr[k] * xr[k]);
+            }
+            double err = fabs(base[(size_t)t * c->N + n] - s);
+            double rel = sa > 0 ? err / sa : err;
+            if (rel > worst) worst = rel;
+            if (!(err <= TOL_REL * sa + 1e-30)) {
+                if (bad++ < 3)
+                    printf("  %s %s%s t=%d n=%d: got %.9g want %.9g (sum|wx| %.3g)\n", isa, name,
+                           c->raw ? " raw" : "", t, n, base[(size_t)t * c->N + n], s, sa);
+            }
+        }
+    }
+    snprintf(what, sizeof what, "%s %s%s K=%d N=%d: accuracy (worst err/sum|wx| %.2e)", isa,
+             name, c->raw ? " raw" : "", c->K, c->N, worst);
+    check(bad == 0, what);
+
+    /* invariance: T = 1 for every token */
+    int diff = 0;
+    for (int t = 0; t < T_MAX; t++) {
+        run(p1, c, o, t, 1);
+        diff += memcmp(o, base + (size_t)t * c->N, sizeof(float) * c->N) != 0;
+    }
+    snprintf(what, sizeof what, "%s %s%s: T=1 rows identical to T=64 (%d differ)", isa, name,
+             c->raw ? " raw" : "", diff);
+    check(diff == 0, what);
+
+    run(p1, c, o, 13, 7);
+    snprintf(what, sizeof what, "%s %s%s: T=7 rows identical to T=64", isa, name,
+             c->raw ? " raw" : "");
+    check(memcmp(o, base + (size_t)13 * c->N, sizeof(float) * 7 * c->N) == 0, what);
+
+    pool *ps[2] = { p2, p3 };
+    for (int i = 0; i < 2; i++) {
+        run(ps[i], c, o, 0, T_MAX);
+        snprintf(what, sizeof what, "%s %s%s: %d threads identical to 1 thread", isa, name,
+                 c->raw ? " raw" : "", pool_size(ps[i]));
+        check(memcmp(o, base, sizeof(float) * T_MAX * c->N) == 0, what);
+    }
+    free(base);
+    free(o);
+}
+
+int main(void) {
+    verbose = getenv("TEST_VERBOSE") != NULL;
+    if (kern_init(NULL) != 0) {
+        printf("kern_init failed\n");
+        printf("0 passed, 1 failed\n");
+        return 1;
+    }
+    pool *p1 = pool_new(1), *p2 = pool_new(2), *p3 = pool_new(3);
+    if (!p1 || !p2 || !p3) {
+        printf("pool_new failed\n0 passed, 1 failed\n");
+        return 1;
+    }
+    static const int types[] = { QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_K, QT_Q6_K };
+    const char *isas[2] = { NULL, "scalar" };
+    for (int ii = 0; ii < 2; ii++) {
+        if (kern_init(isas[ii]) != 0) continue;
+        const char *isa = kern_isa();
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+            int type = types[ti];
+            const qt_traits *t = qt_get(type);
+            if (!t || !t->to_float) continue;
+            int bs = t->block_size;
+            /* K = 512 (two super-blocks), plus K = 100 for unblocked types (a partial SIMD
+             * step); N = 67 leaves tails in every tile and chunk */
+            int Ks[2] = { 512, bs == 1 ? 100 : 0 };
+            for (int ki = 0; ki < 2 && Ks[ki]; ki++) {
+                for (int raw = 0; raw < 2; raw++) {
+                    if (raw && bs == 1) continue;
+                    if (!raw && !t->from_float) continue;
+                    tcase c;
+                    if (case_init(&c, type, Ks[ki], 67, raw) != 0) {
+                        check(0, "out of memory");
+                        continue;
+                    }
+                    test_case(&c, isa, p1, p2, p3);
+                    case_free(&c);
+                }
+            }
+        }
+    }
+    kern_init(NULL);
+    pool_free(p1);
+    pool_free(p2);
+    pool_free(p3);
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}
