@@ -8,6 +8,8 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "backend.h"
+#include "kern.h"
 #include "model.h"
 #include "sample.h"
 #include "tok.h"
@@ -258,6 +260,8 @@ int cmd_run(int argc, char **argv) {
         cJSON_AddNumberToObject(tm, "peak_rss_bytes", (double)rss);
         cJSON_AddNumberToObject(tm, "kv_cache_bytes", (double)model_state_kv_bytes(st));
         cJSON_AddNumberToObject(tm, "weight_bytes", (double)m->weight_bytes);
+        cJSON_AddNumberToObject(tm, "threads", m->be->i->n_threads(m->be));
+        cJSON_AddStringToObject(tm, "isa", kern_isa());
         char *s = cJSON_PrintUnformatted(js);
         if (s) puts(s);
         free(s);

@@ -368,7 +368,8 @@ static int gguf__header(gguf__rd *r) {
     size_t left = g->size - r->pos;
     if (nkv > left / GGUF__MIN_KV)
         return gguf__fail(r, GGUF_ERR_FORMAT, "header n_kv %llu exceeds remaining %zu bytes "
-                          "(%d bytes per kv at least)", (unsigned long long)nkv, left, GGUF__MIN_KV);
+                          "(%d bytes per kv at least)", (unsigned long long)nkv, left,
+                          GGUF__MIN_KV);
     if (nt > left / GGUF__MIN_TINFO || nkv * GGUF__MIN_KV + nt * GGUF__MIN_TINFO > left)
         return gguf__fail(r, GGUF_ERR_FORMAT, "header n_tensors %llu exceeds remaining %zu bytes "
                           "(%d bytes per tensor info at least, after %llu kvs)",
@@ -566,7 +567,7 @@ int gguf_open(const char *path, gguf_ctx **out, char *err, size_t errlen) {
     gguf__rd r = {.err = err, .errlen = errlen};
     struct stat st;
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);   /* a FIFO must not block us */
     if (fd < 0) return gguf__fail(&r, GGUF_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
     errno = 0;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

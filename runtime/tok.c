@@ -80,6 +80,7 @@ static uint32_t tok__mix(uint32_t h) {
 }
 
 static int tok__map_init(tok__map *m, int64_t n) {
+    if (n > (INT64_C(1) << 30)) return -1;
     uint32_t cap = 16;
     while ((int64_t)cap < 2 * n) cap <<= 1;
     m->slot = malloc((size_t)cap * sizeof(int32_t));
@@ -224,6 +225,21 @@ static const gguf_value *tok__array(const gguf_ctx *g, const char *key, int want
     return ok ? v : NULL;
 }
 
+/* An optional numeric array of at least n entries: *out = NULL if absent; -1 (message in err)
+ * if of another type or too short. */
+static int tok__numbers(const gguf_ctx *g, const char *key, int32_t n, const gguf_value **out,
+                        char *err, size_t errlen) {
+    err[0] = 0;
+    *out = tok__array(g, key, 0, err, errlen);
+    if (err[0]) return -1;
+    if (*out && (*out)->v.arr.n < (uint64_t)n) {
+        snprintf(err, errlen, "tok: %s has %llu entries for %d tokens", key,
+                 (unsigned long long)(*out)->v.arr.n, n);
+        return -1;
+    }
+    return 0;
+}
+
 /* bool key into *out if present; -1 (message in err) if of another type */
 static int tok__get_bool(const gguf_ctx *g, const char *key, int *out, char *err, size_t errlen) {
     const gguf_value *v = gguf_get(g, key);
@@ -365,17 +381,10 @@ static int tok__load_vocab(tok *t, const gguf_ctx *g, char *err, size_t errlen) 
         snprintf(err, errlen, "tok: out of memory for %d tokens", t->n_vocab);
         return -1;
     }
-    err[0] = 0;
-    const gguf_value *sc = tok__array(g, "tokenizer.ggml.scores", 0, err, errlen);
-    const gguf_value *ty = err[0] ? NULL : tok__array(g, "tokenizer.ggml.token_type", 0, err, errlen);
-    if (err[0]) return -1;
-    if ((sc && sc->v.arr.n < toks->v.arr.n) || (ty && ty->v.arr.n < toks->v.arr.n)) {
-        snprintf(err, errlen, "tok: %s has %llu entries for %d tokens",
-                 sc && sc->v.arr.n < toks->v.arr.n ? "tokenizer.ggml.scores" : "tokenizer.ggml.token_type",
-                 (unsigned long long)(sc && sc->v.arr.n < toks->v.arr.n ? sc->v.arr.n : ty->v.arr.n),
-                 t->n_vocab);
+    const gguf_value *sc, *ty;
+    if (tok__numbers(g, "tokenizer.ggml.scores", t->n_vocab, &sc, err, errlen) ||
+        tok__numbers(g, "tokenizer.ggml.token_type", t->n_vocab, &ty, err, errlen))
         return -1;
-    }
     static const uint16_t type_attr[7] = { TOK__UNDEF, TOK__NORMAL, TOK__UNKNOWN, TOK__CONTROL,
                                            TOK__USER, TOK__UNUSED, TOK__BYTE };
     for (int32_t i = 0; i < t->n_vocab; i++) {

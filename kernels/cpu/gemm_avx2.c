@@ -1,30 +1,38 @@
 /* kernels/cpu/gemm_avx2.c — AVX2 tile kernels for kern_matmul: F32, F16, Q8_0, Q4_0, Q4_K, Q6_K.
  *
- * A tile computes out[t][n] for R weight rows x TT tokens. Each element owns one 8-lane f32
- * accumulator, updated once per block in k order; the quantized types first form an exact
- * int32 sum per lane and block, so only the f32 steps below fix the rounding, and they are the
- * same for every R and TT (see gemm_impl.h):
- *   F32/F16  acc = fma(w[k..k+7], x[k..k+7], acc)              (a zero-padded last step if K%8)
- *   Q8_0/Q4_0 acc = fma(dw*dx, (float)isum_lanes, acc)          per block of 32
- *   Q4_K     acc = fma(d*dy, (float)isum_lanes, acc); acc = fnmadd(dmin*dy, (float)imin_lanes, acc)
- *   Q6_K     acc = fma(d*dy, (float)isum_lanes, acc)           per super-block of 256
- *   out = ga__hsum(acc)
- * Integer lane l of a 32-byte group holds the products of its bytes 4l..4l+3; how a kernel
- * arrives at those integers (sign trick, offset correction) does not matter, they are exact.
+ * The arithmetic of one output out[t][n] is fixed here for every batch size: one 8-lane f32
+ * accumulator, updated once per block in k order, then ga__hsum. The quantized types first form
+ * an exact int32 sum per lane and block (lane l of a 32-value group holds values 4l..4l+3), so
+ * only these f32 steps round, and they are the same in every path below:
+ *   F32/F16   acc = fma(w[k..k+7], x[k..k+7], acc)            (a zero-padded last step if K%8)
+ *   Q8_0/Q4_0 acc = fma(dw*dy, (float)isum, acc)               per block of 32
+ *   Q4_K      acc = fma(d*dy, (float)isum, acc); acc = fnmadd(dmin*dy, (float)imin, acc)
+ *   Q6_K      acc = fma(d*dy, (float)isum, acc)                per super-block of 256
  *
- * Weights are reused from registers across the TT tokens of a tile; the driver walks the rows
- * of a thread's range in blocks of GA_NB rows so that the block stays in L2 while all tokens pass.
+ * Paths (all call the same per-block functions ga__blk_*):
+ *   direct  T < t_batch (decode): a tile of R rows x T tokens unpacks each weight block into
+ *           registers and uses it for every token.
+ *   fp      F32/F16 batches: 3 rows x 4 tokens per tile; weights converted in registers.
+ *   panel   quantized batches: a row tile is unpacked once into a panel (ints and f32 scales)
+ *           per block of GA_TB tokens, then token tiles stream through it in K chunks of
+ *           about 1024 values (panel chunk and activation chunk stay in L1); the accumulators
+ *           wait in a small buffer between chunks.
  */
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gemm_impl.h"
 #include "qtypes.h"
 
 #define GA_INLINE static inline __attribute__((always_inline))
+/* loops over tile rows, tokens and sub-blocks must be unrolled for the accumulators to live in
+ * registers */
+#define GA_UNROLL _Pragma("GCC unroll 8")
 #define GA_MAXR 4
 #define GA_MAXT 4
-#define GA_NB 32   /* weight rows per L2 block in the batched path */
+#define GA_NB 32    /* weight rows per L2 block in the batched paths */
+#define GA_TB 64    /* tokens per L2 block in the panel path */
 
 GA_INLINE float ga__hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -43,10 +51,20 @@ GA_INLINE __m256i ga__loadu(const void *p) {
     return _mm256_loadu_si256((const __m256i *)p);
 }
 
-/* Stores the TT x R results of a tile. */
-GA_INLINE void ga__store(int R, int TT, const gemm_args *a, int64_t n, int t,
-                         __m256 acc[GA_MAXR][GA_MAXT]) {
+typedef __m256 ga__acc[GA_MAXR][GA_MAXT];
+
+GA_INLINE void ga__zero(int R, int TT, ga__acc acc) {
+    GA_UNROLL
+    for (int r = 0; r < R; r++)
+        GA_UNROLL
+        for (int j = 0; j < TT; j++) acc[r][j] = _mm256_setzero_ps();
+}
+
+/* Stores the results of a tile: out[t + j][n + r] */
+GA_INLINE void ga__store(int R, int TT, const gemm_args *a, int64_t n, int t, ga__acc acc) {
+    GA_UNROLL
     for (int j = 0; j < TT; j++)
+        GA_UNROLL
         for (int r = 0; r < R; r++) a->out[(int64_t)(t + j) * a->N + n + r] = ga__hsum(acc[r][j]);
 }
 
@@ -60,26 +78,30 @@ GA_INLINE __m256 ga__load_wf(int f16, const uint8_t *row, int64_t k) {
 GA_INLINE void ga__tile_fp(int f16, int R, int TT, const gemm_args *a, int64_t n, int t) {
     const uint8_t *w = a->w + (size_t)n * a->w_stride;
     const uint8_t *x = a->x + (size_t)t * a->x_stride;
-    __m256 acc[GA_MAXR][GA_MAXT];
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < TT; j++) acc[r][j] = _mm256_setzero_ps();
+    ga__acc acc;
+    ga__zero(R, TT, acc);
     int64_t K = a->K, k = 0;
     for (; k + 8 <= K; k += 8) {
         __m256 wv[GA_MAXR];
+        GA_UNROLL
         for (int r = 0; r < R; r++) wv[r] = ga__load_wf(f16, w + r * a->w_stride, k);
+        GA_UNROLL
         for (int j = 0; j < TT; j++) {
             __m256 xv = _mm256_loadu_ps((const float *)(x + j * a->x_stride) + k);
+            GA_UNROLL
             for (int r = 0; r < R; r++) acc[r][j] = _mm256_fmadd_ps(wv[r], xv, acc[r][j]);
         }
     }
     if (k < K) {   /* last partial step, zero padded */
         int rest = (int)(K - k);
+        GA_UNROLL
         for (int r = 0; r < R; r++) {
             float wp[8] = { 0 };
             const uint8_t *row = w + r * a->w_stride;
             for (int i = 0; i < rest; i++)
                 wp[i] = f16 ? ga__h2f(row + 2 * (k + i)) : ((const float *)row)[k + i];
             __m256 wv = _mm256_loadu_ps(wp);
+            GA_UNROLL
             for (int j = 0; j < TT; j++) {
                 float xp[8] = { 0 };
                 memcpy(xp, (const float *)(x + j * a->x_stride) + k, (size_t)rest * 4);
@@ -90,74 +112,126 @@ GA_INLINE void ga__tile_fp(int f16, int R, int TT, const gemm_args *a, int64_t n
     ga__store(R, TT, a, n, t, acc);
 }
 
-/* ---- Q8_0 and Q4_0 weights x Q8_0 activations (as gemm_q8x) ------------------------------ */
+/* ---- quantized types: shared pieces ----------------------------------------------------- */
 
-_Static_assert(sizeof(gemm_q8x) == 68, "gemm_q8x layout");
+/* Panel job: blocks [b0, b1) of R unpacked rows (row r's block b at unit r * nb + b of panel)
+ * x TT tokens starting at token t; accumulators in/out of accb[r * GA_TB + tj + j]. */
+typedef struct {
+    const void *panel;
+    int64_t nb;           /* blocks per row */
+    int64_t b0, b1;
+    __m256 *accb;         /* [GA_MAXR][GA_TB] */
+    int tj;               /* first token's index in the token block */
+} ga__pjob;
 
-GA_INLINE __m256 ga__h2f8(const uint8_t *p) {   /* f16 at p, broadcast to 8 lanes */
+GA_INLINE void ga__acc_in(int panel, int R, int TT, const ga__pjob *pj, ga__acc acc) {
+    GA_UNROLL
+    for (int r = 0; r < R; r++)
+        GA_UNROLL
+        for (int j = 0; j < TT; j++)
+            acc[r][j] = panel ? pj->accb[r * GA_TB + pj->tj + j] : _mm256_setzero_ps();
+}
+
+GA_INLINE void ga__acc_out(int panel, int R, int TT, const ga__pjob *pj, const gemm_args *a,
+                           int64_t n, int t, ga__acc acc) {
+    if (panel) {
+        GA_UNROLL
+        for (int r = 0; r < R; r++)
+            GA_UNROLL
+            for (int j = 0; j < TT; j++) pj->accb[r * GA_TB + pj->tj + j] = acc[r][j];
+    } else {
+        ga__store(R, TT, a, n, t, acc);
+    }
+}
+
+GA_INLINE __m256 ga__h2f8(const void *p) {   /* f16 at p, broadcast to 8 lanes */
     uint16_t h;
     memcpy(&h, p, 2);
     return _mm256_cvtph_ps(_mm_set1_epi16((short)h));
 }
 
-/* Q8_0: lanes = sum of 4 products (w signed: the sign trick keeps maddubs' first operand
- * unsigned). Q4_0: nibbles q in 0..15 unsigned, lanes = sum q*y - 8 * sum y = sum (q-8)*y. */
-GA_INLINE void ga__tile_q32(int q4, int R, int TT, const gemm_args *a, int64_t n, int t) {
+/* ---- Q8_0 and Q4_0 weights x Q8_0 activations (as gemm_q8x) ------------------------------ */
+
+_Static_assert(sizeof(gemm_q8x) == 68, "gemm_q8x layout");
+
+typedef struct {
+    __m256i q;    /* Q8_0: the 32 signed weights; Q4_0: the 32 nibbles as unsigned bytes */
+    __m256i qa;   /* Q8_0: |q| (maddubs wants its first operand unsigned); Q4_0: unused */
+    float d;
+} ga__u32;
+
+GA_INLINE __m256i ga__q4_0_q(const uint8_t *blk) {   /* low nibbles: values 0..15 */
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)));
+    return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0)),
+                            _mm256_set1_epi8(0x0f));
+}
+
+/* Q8_0 lanes: sum q*y by the sign trick. Q4_0 lanes: sum q*y - 8 * sum y = sum (q-8)*y. */
+GA_INLINE __m256 ga__q32_step(int q4, __m256i q, __m256i qa, __m256 dw, __m256i yq, __m256i ys8,
+                              __m256 dy, __m256 acc) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s;
+    if (q4) s = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q, yq), ones), ys8);
+    else s = _mm256_madd_epi16(_mm256_maddubs_epi16(qa, _mm256_sign_epi8(yq, q)), ones);
+    return _mm256_fmadd_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(s), acc);
+}
+
+GA_INLINE void ga__tile_q32(int q4, int panel, int R, int TT, const gemm_args *a,
+                            const ga__pjob *pj, int64_t n, int t) {
     const size_t wbs = q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
     const uint8_t *w = a->w + (size_t)n * a->w_stride;
     const uint8_t *x = a->x + (size_t)t * a->x_stride;
-    const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0x0f);
-    const __m256i hi4 = _mm256_set_epi64x(4, 4, 0, 0);
-    __m256 acc[GA_MAXR][GA_MAXT];
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < TT; j++) acc[r][j] = _mm256_setzero_ps();
-    int64_t nb = a->K / 32;
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i wq[GA_MAXR], wa[GA_MAXR];
+    const int64_t b0 = panel ? pj->b0 : 0, b1 = panel ? pj->b1 : a->K / QK8_0;
+    ga__acc acc;
+    ga__acc_in(panel, R, TT, pj, acc);
+    for (int64_t b = b0; b < b1; b++) {
+        __m256i q[GA_MAXR], qa[GA_MAXR];
         __m256 dw[GA_MAXR];
+        GA_UNROLL
         for (int r = 0; r < R; r++) {
-            const uint8_t *blk = w + r * a->w_stride + b * wbs;
-            if (q4) {
-                /* low nibbles are elements 0..15, high nibbles 16..31 */
-                __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)));
-                wq[r] = _mm256_and_si256(_mm256_srlv_epi64(v, hi4), m4);
+            if (panel) {
+                const ga__u32 *u = (const ga__u32 *)pj->panel + r * pj->nb + b;
+                q[r] = u->q;
+                qa[r] = q4 ? q[r] : u->qa;
+                dw[r] = _mm256_broadcast_ss(&u->d);
             } else {
-                wq[r] = ga__loadu(blk + 2);
-                wa[r] = _mm256_sign_epi8(wq[r], wq[r]);
+                const uint8_t *blk = w + r * a->w_stride + b * wbs;
+                q[r] = q4 ? ga__q4_0_q(blk) : ga__loadu(blk + 2);
+                qa[r] = q4 ? q[r] : _mm256_sign_epi8(q[r], q[r]);
+                dw[r] = ga__h2f8(blk);
             }
-            dw[r] = ga__h2f8(blk);
         }
+        GA_UNROLL
         for (int j = 0; j < TT; j++) {
-            const gemm_q8x *xb = (const gemm_q8x *)(x + j * a->x_stride) + b;
-            __m256i yq = ga__loadu(xb->qs);
-            __m256 dy = _mm256_broadcast_ss(&xb->d);
-            for (int r = 0; r < R; r++) {
-                __m256i s;
-                if (q4) {
-                    s = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[r], yq), ones);
-                    s = _mm256_sub_epi32(s, ga__loadu(xb->sum8));
-                } else {
-                    s = _mm256_madd_epi16(_mm256_maddubs_epi16(wa[r], _mm256_sign_epi8(yq, wq[r])),
-                                          ones);
-                }
-                acc[r][j] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], dy), _mm256_cvtepi32_ps(s),
-                                            acc[r][j]);
-            }
+            const gemm_q8x *yj = (const gemm_q8x *)(x + j * a->x_stride) + b;
+            __m256i yq = ga__loadu(yj->qs);
+            __m256i ys8 = q4 ? ga__loadu(yj->sum8) : _mm256_setzero_si256();
+            __m256 dy = _mm256_broadcast_ss(&yj->d);
+            GA_UNROLL
+            for (int r = 0; r < R; r++)
+                acc[r][j] = ga__q32_step(q4, q[r], qa[r], dw[r], yq, ys8, dy, acc[r][j]);
         }
     }
-    ga__store(R, TT, a, n, t, acc);
+    ga__acc_out(panel, R, TT, pj, a, n, t, acc);
+}
+
+static void ga__unpack_q32(int q4, const uint8_t *blk, ga__u32 *u) {
+    u->q = q4 ? ga__q4_0_q(blk) : ga__loadu(blk + 2);
+    u->qa = q4 ? u->q : _mm256_sign_epi8(u->q, u->q);
+    u->d = ga__h2f(blk);
 }
 
 /* ---- Q4_K weights x Q8_K activations ------------------------------------------------------ */
 
 typedef struct {
-    __m256i q[8];      /* sub-block j: 32 unsigned 4-bit values */
-    __m256i sc[8];     /* sub-block j: its 6-bit scale in every int16 */
-    __m256i mins;      /* int16 pairs (m_j, m_j), j = 0..7 */
+    __m256i q[8];      /* sub-block s: 32 unsigned 4-bit values */
+    __m256i sc[8];     /* sub-block s: its 6-bit scale in every int16 */
+    __m256i mins;      /* int16 pairs (m_s, m_s), s = 0..7 */
     float d, dmin;
 } ga__q4k;
 
-GA_INLINE void ga__q4k_unpack(const block_q4_K *blk, ga__q4k *u) {
+/* s16: the 8 scales as int16 in both 128-bit halves; mins: int16 pairs (m_s, m_s) */
+GA_INLINE void ga__q4k_scales(const block_q4_K *blk, __m256i *s16, __m256i *mins) {
     uint32_t w0, w1, w2;
     memcpy(&w0, blk->scales, 4);
     memcpy(&w1, blk->scales + 4, 4);
@@ -167,130 +241,199 @@ GA_INLINE void ga__q4k_unpack(const block_q4_K *blk, ga__q4k *u) {
     sc[1] = (w2 & 0x0f0f0f0fu) | (((w0 >> 6) & 0x03030303u) << 4);
     mn[0] = w1 & 0x3f3f3f3fu;
     mn[1] = ((w2 >> 4) & 0x0f0f0f0fu) | (((w1 >> 6) & 0x03030303u) << 4);
-    /* the 8 scales as int16 in both 128-bit halves; sub-block j broadcasts element j */
-    __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
-    for (int j = 0; j < 8; j++)
-        u->sc[j] = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
+    *s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
     __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
-    u->mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    for (int jp = 0; jp < 4; jp++) {
-        __m256i raw = ga__loadu(blk->qs + 32 * jp);
-        u->q[2 * jp] = _mm256_and_si256(raw, m4);
-        u->q[2 * jp + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-    }
-    u->d = _cvtsh_ss(blk->d);
-    u->dmin = _cvtsh_ss(blk->dmin);
+    *mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
 }
 
-GA_INLINE void ga__tile_q4k(int R, int TT, const gemm_args *a, int64_t n, int t) {
+GA_INLINE __m256i ga__q4k_sc(__m256i s16, int s) {   /* scale s in every int16 */
+    return _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * s)));
+}
+
+GA_INLINE __m256i ga__q4k_q(const block_q4_K *blk, int s) {   /* sub-block s: 32 nibbles */
+    __m256i raw = ga__loadu(blk->qs + 32 * (s / 2));
+    if (s & 1) raw = _mm256_srli_epi16(raw, 4);
+    return _mm256_and_si256(raw, _mm256_set1_epi8(0x0f));
+}
+
+GA_INLINE void ga__tile_q4k(int panel, int R, int TT, const gemm_args *a, const ga__pjob *pj,
+                            int64_t n, int t) {
     const uint8_t *w = a->w + (size_t)n * a->w_stride;
     const uint8_t *x = a->x + (size_t)t * a->x_stride;
-    __m256 acc[GA_MAXR][GA_MAXT];
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < TT; j++) acc[r][j] = _mm256_setzero_ps();
-    int64_t nb = a->K / QK_K;
-    ga__q4k u[GA_MAXR];
-    for (int64_t b = 0; b < nb; b++) {
+    const int64_t b0 = panel ? pj->b0 : 0, b1 = panel ? pj->b1 : a->K / QK_K;
+    ga__acc acc;
+    ga__acc_in(panel, R, TT, pj, acc);
+    for (int64_t b = b0; b < b1; b++) {
+        const block_q4_K *wb[GA_MAXR];
+        const ga__q4k *ub[GA_MAXR];
+        __m256i s16[GA_MAXR], mins[GA_MAXR];
+        __m256 d[GA_MAXR], dmin[GA_MAXR];
+        GA_UNROLL
+        for (int r = 0; r < R; r++) {
+            if (panel) {
+                ub[r] = (const ga__q4k *)pj->panel + r * pj->nb + b;
+                mins[r] = ub[r]->mins;
+                d[r] = _mm256_broadcast_ss(&ub[r]->d);
+                dmin[r] = _mm256_broadcast_ss(&ub[r]->dmin);
+            } else {
+                wb[r] = (const block_q4_K *)(w + r * a->w_stride) + b;
+                ga__q4k_scales(wb[r], &s16[r], &mins[r]);
+                d[r] = ga__h2f8(&wb[r]->d);
+                dmin[r] = ga__h2f8(&wb[r]->dmin);
+            }
+        }
+        __m256i sum[GA_MAXR][GA_MAXT];
+        GA_UNROLL
         for (int r = 0; r < R; r++)
-            ga__q4k_unpack((const block_q4_K *)(w + r * a->w_stride) + b, &u[r]);
-        for (int j = 0; j < TT; j++) {
-            const block_q8_K *y = (const block_q8_K *)(x + j * a->x_stride) + b;
-            __m256i sum[GA_MAXR];
-            for (int r = 0; r < R; r++) sum[r] = _mm256_setzero_si256();
-            for (int s = 0; s < 8; s++) {
-                __m256i yq = ga__loadu(y->qs + 32 * s);
-                for (int r = 0; r < R; r++) {
-                    __m256i p = _mm256_maddubs_epi16(u[r].q[s], yq);
-                    sum[r] = _mm256_add_epi32(sum[r], _mm256_madd_epi16(p, u[r].sc[s]));
+            GA_UNROLL
+            for (int j = 0; j < TT; j++) sum[r][j] = _mm256_setzero_si256();
+        GA_UNROLL
+        for (int s = 0; s < 8; s++) {
+            GA_UNROLL
+            for (int r = 0; r < R; r++) {
+                __m256i q = panel ? ub[r]->q[s] : ga__q4k_q(wb[r], s);
+                __m256i sc = panel ? ub[r]->sc[s] : ga__q4k_sc(s16[r], s);
+                GA_UNROLL
+                for (int j = 0; j < TT; j++) {
+                    const block_q8_K *yj = (const block_q8_K *)(x + j * a->x_stride) + b;
+                    __m256i p = _mm256_maddubs_epi16(q, ga__loadu(yj->qs + 32 * s));
+                    sum[r][j] = _mm256_add_epi32(sum[r][j], _mm256_madd_epi16(p, sc));
                 }
             }
-            __m256i bs = ga__loadu(y->bsums);
+        }
+        GA_UNROLL
+        for (int j = 0; j < TT; j++) {
+            const block_q8_K *yj = (const block_q8_K *)(x + j * a->x_stride) + b;
+            __m256i bs = ga__loadu(yj->bsums);
+            __m256 dy = _mm256_broadcast_ss(&yj->d);
+            GA_UNROLL
             for (int r = 0; r < R; r++) {
-                __m256i mn = _mm256_madd_epi16(u[r].mins, bs);
-                acc[r][j] = _mm256_fmadd_ps(_mm256_set1_ps(u[r].d * y->d),
-                                            _mm256_cvtepi32_ps(sum[r]), acc[r][j]);
-                acc[r][j] = _mm256_fnmadd_ps(_mm256_set1_ps(u[r].dmin * y->d),
-                                             _mm256_cvtepi32_ps(mn), acc[r][j]);
+                __m256i mn = _mm256_madd_epi16(mins[r], bs);
+                acc[r][j] = _mm256_fmadd_ps(_mm256_mul_ps(d[r], dy), _mm256_cvtepi32_ps(sum[r][j]),
+                                            acc[r][j]);
+                acc[r][j] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin[r], dy), _mm256_cvtepi32_ps(mn),
+                                             acc[r][j]);
             }
         }
     }
-    ga__store(R, TT, a, n, t, acc);
+    ga__acc_out(panel, R, TT, pj, a, n, t, acc);
+}
+
+static void ga__unpack_q4k(const block_q4_K *blk, ga__q4k *u) {
+    __m256i s16;
+    ga__q4k_scales(blk, &s16, &u->mins);
+    for (int s = 0; s < 8; s++) {
+        u->q[s] = ga__q4k_q(blk, s);
+        u->sc[s] = ga__q4k_sc(s16, s);
+    }
+    u->d = ga__h2f(&blk->d);
+    u->dmin = ga__h2f(&blk->dmin);
 }
 
 /* ---- Q6_K weights x Q8_K activations ------------------------------------------------------ */
 
 typedef struct {
-    __m256i q[8];      /* elements 32i..32i+31: unsigned 6-bit values */
-    __m256i sc[8];     /* group i: int16 [scale 2i x8 | scale 2i+1 x8] */
+    __m256i q[8];      /* values 32s..32s+31: unsigned 6-bit */
+    __m256i sc[8];     /* group s: int16 [scale 2s x8 | scale 2s+1 x8] */
     __m256i sc16;      /* the 16 scales as int16 */
     float d;
 } ga__q6k;
 
-GA_INLINE void ga__q6k_unpack(const block_q6_K *blk, ga__q6k *u) {
+/* values 32s..32s+31 (s = 4h + i): low 4 bits from ql, bits 4-5 from bits 2i, 2i+1 of qh */
+GA_INLINE __m256i ga__q6k_q(const block_q6_K *blk, int s) {
+    const int h = s / 4, i = s % 4;
     const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(0x30);
-    for (int h = 0; h < 2; h++) {
-        __m256i l0 = ga__loadu(blk->ql + 64 * h);
-        __m256i l1 = ga__loadu(blk->ql + 64 * h + 32);
-        __m256i hb = ga__loadu(blk->qh + 32 * h);
-        /* bits 2i, 2i+1 of qh are bits 4, 5 of group i of this half */
-        u->q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
-                                          _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2));
-        u->q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                          _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2));
-        u->q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                          _mm256_and_si256(hb, m2));
-        u->q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                          _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
-    }
-    __m128i s8 = _mm_loadu_si128((const __m128i *)blk->scales);
-    u->sc16 = _mm256_cvtepi8_epi16(s8);
-    for (int i = 0; i < 8; i++) {
-        /* bytes [2i x8, 2i+1 x8] */
-        __m128i sel = _mm_set_epi64x(0x0101010101010101LL * (2 * i + 1), 0x0101010101010101LL * (2 * i));
-        u->sc[i] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s8, sel));
-    }
-    u->d = _cvtsh_ss(blk->d);
+    __m256i l = ga__loadu(blk->ql + 64 * h + 32 * (i & 1));
+    __m256i hb = ga__loadu(blk->qh + 32 * h);
+    __m256i lo = _mm256_and_si256(i < 2 ? l : _mm256_srli_epi16(l, 4), m4);
+    __m256i hi = i == 0 ? _mm256_slli_epi16(hb, 4) : i == 1 ? _mm256_slli_epi16(hb, 2)
+               : i == 2 ? hb : _mm256_srli_epi16(hb, 2);
+    return _mm256_or_si256(lo, _mm256_and_si256(hi, m2));
 }
 
-GA_INLINE void ga__tile_q6k(int R, int TT, const gemm_args *a, int64_t n, int t) {
+GA_INLINE __m256i ga__q6k_sc(__m128i s8, int s) {   /* int16 [scale 2s x8 | scale 2s+1 x8] */
+    __m128i sel = _mm_set_epi64x((long long)(0x0101010101010101ULL * (unsigned)(2 * s + 1)),
+                                 (long long)(0x0101010101010101ULL * (unsigned)(2 * s)));
+    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s8, sel));
+}
+
+GA_INLINE void ga__tile_q6k(int panel, int R, int TT, const gemm_args *a, const ga__pjob *pj,
+                            int64_t n, int t) {
     const uint8_t *w = a->w + (size_t)n * a->w_stride;
     const uint8_t *x = a->x + (size_t)t * a->x_stride;
-    __m256 acc[GA_MAXR][GA_MAXT];
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < TT; j++) acc[r][j] = _mm256_setzero_ps();
-    int64_t nb = a->K / QK_K;
-    ga__q6k u[GA_MAXR];
-    for (int64_t b = 0; b < nb; b++) {
+    const int64_t b0 = panel ? pj->b0 : 0, b1 = panel ? pj->b1 : a->K / QK_K;
+    ga__acc acc;
+    ga__acc_in(panel, R, TT, pj, acc);
+    for (int64_t b = b0; b < b1; b++) {
+        const block_q6_K *wb[GA_MAXR];
+        const ga__q6k *ub[GA_MAXR];
+        __m128i s8[GA_MAXR];
+        __m256i sc16[GA_MAXR];
+        __m256 d[GA_MAXR];
+        GA_UNROLL
+        for (int r = 0; r < R; r++) {
+            if (panel) {
+                ub[r] = (const ga__q6k *)pj->panel + r * pj->nb + b;
+                sc16[r] = ub[r]->sc16;
+                d[r] = _mm256_broadcast_ss(&ub[r]->d);
+            } else {
+                wb[r] = (const block_q6_K *)(w + r * a->w_stride) + b;
+                s8[r] = _mm_loadu_si128((const __m128i *)wb[r]->scales);
+                sc16[r] = _mm256_cvtepi8_epi16(s8[r]);
+                d[r] = ga__h2f8(&wb[r]->d);
+            }
+        }
+        __m256i sum[GA_MAXR][GA_MAXT];
+        GA_UNROLL
         for (int r = 0; r < R; r++)
-            ga__q6k_unpack((const block_q6_K *)(w + r * a->w_stride) + b, &u[r]);
-        for (int j = 0; j < TT; j++) {
-            const block_q8_K *y = (const block_q8_K *)(x + j * a->x_stride) + b;
-            __m256i sum[GA_MAXR];
-            for (int r = 0; r < R; r++) sum[r] = _mm256_setzero_si256();
-            for (int s = 0; s < 8; s++) {
-                __m256i yq = ga__loadu(y->qs + 32 * s);
-                for (int r = 0; r < R; r++) {
-                    __m256i p = _mm256_maddubs_epi16(u[r].q[s], yq);
-                    sum[r] = _mm256_add_epi32(sum[r], _mm256_madd_epi16(p, u[r].sc[s]));
+            GA_UNROLL
+            for (int j = 0; j < TT; j++) sum[r][j] = _mm256_setzero_si256();
+        GA_UNROLL
+        for (int s = 0; s < 8; s++) {
+            GA_UNROLL
+            for (int r = 0; r < R; r++) {
+                __m256i q = panel ? ub[r]->q[s] : ga__q6k_q(wb[r], s);
+                __m256i sc = panel ? ub[r]->sc[s] : ga__q6k_sc(s8[r], s);
+                GA_UNROLL
+                for (int j = 0; j < TT; j++) {
+                    const block_q8_K *yj = (const block_q8_K *)(x + j * a->x_stride) + b;
+                    __m256i p = _mm256_maddubs_epi16(q, ga__loadu(yj->qs + 32 * s));
+                    sum[r][j] = _mm256_add_epi32(sum[r][j], _mm256_madd_epi16(p, sc));
                 }
             }
-            __m256i bs = ga__loadu(y->bsums);
+        }
+        GA_UNROLL
+        for (int j = 0; j < TT; j++) {
+            const block_q8_K *yj = (const block_q8_K *)(x + j * a->x_stride) + b;
+            __m256i bs = ga__loadu(yj->bsums);
+            __m256 dy = _mm256_broadcast_ss(&yj->d);
+            GA_UNROLL
             for (int r = 0; r < R; r++) {
                 /* q - 32: subtract 32 * sum_g scale_g * bsum_g */
-                __m256i off = _mm256_slli_epi32(_mm256_madd_epi16(u[r].sc16, bs), 5);
-                sum[r] = _mm256_sub_epi32(sum[r], off);
-                acc[r][j] = _mm256_fmadd_ps(_mm256_set1_ps(u[r].d * y->d),
-                                            _mm256_cvtepi32_ps(sum[r]), acc[r][j]);
+                __m256i off = _mm256_slli_epi32(_mm256_madd_epi16(sc16[r], bs), 5);
+                __m256i sm = _mm256_sub_epi32(sum[r][j], off);
+                acc[r][j] = _mm256_fmadd_ps(_mm256_mul_ps(d[r], dy), _mm256_cvtepi32_ps(sm),
+                                            acc[r][j]);
             }
         }
     }
-    ga__store(R, TT, a, n, t, acc);
+    ga__acc_out(panel, R, TT, pj, a, n, t, acc);
 }
 
-/* ---- instantiation and driver ------------------------------------------------------------- */
+static void ga__unpack_q6k(const block_q6_K *blk, ga__q6k *u) {
+    __m128i s8 = _mm_loadu_si128((const __m128i *)blk->scales);
+    u->sc16 = _mm256_cvtepi8_epi16(s8);
+    for (int s = 0; s < 8; s++) {
+        u->q[s] = ga__q6k_q(blk, s);
+        u->sc[s] = ga__q6k_sc(s8, s);
+    }
+    u->d = ga__h2f(&blk->d);
+}
+
+/* ---- instantiation ------------------------------------------------------------------------ */
 
 typedef void (*ga__tile_fn)(const gemm_args *a, int64_t n, int t);
+typedef void (*ga__panel_fn)(const gemm_args *a, const ga__pjob *pj, int t);
 
 #define GA_FN(kind, expr, R, TT) \
     static void ga__##kind##_##R##x##TT(const gemm_args *a, int64_t n, int t) { expr; }
@@ -305,12 +448,29 @@ typedef void (*ga__tile_fn)(const gemm_args *a, int64_t n, int t);
     { ga__##kind##_3x1, ga__##kind##_3x2, ga__##kind##_3x3, ga__##kind##_3x4 }, \
     { ga__##kind##_4x1, ga__##kind##_4x2, ga__##kind##_4x3, ga__##kind##_4x4 } }
 
+#define GA_PFN(kind, expr, R, TT) \
+    static void ga__p##kind##_##R##x##TT(const gemm_args *a, const ga__pjob *pj, int t) { expr; }
+#define GA_PROW(kind, body, R) \
+    GA_PFN(kind, body(R, 1), R, 1) GA_PFN(kind, body(R, 2), R, 2) \
+    GA_PFN(kind, body(R, 3), R, 3) GA_PFN(kind, body(R, 4), R, 4)
+#define GA_PALL(kind, body) GA_PROW(kind, body, 1) GA_PROW(kind, body, 2) \
+    GA_PROW(kind, body, 3) GA_PROW(kind, body, 4)
+#define GA_PTABLE(kind) { \
+    { ga__p##kind##_1x1, ga__p##kind##_1x2, ga__p##kind##_1x3, ga__p##kind##_1x4 }, \
+    { ga__p##kind##_2x1, ga__p##kind##_2x2, ga__p##kind##_2x3, ga__p##kind##_2x4 }, \
+    { ga__p##kind##_3x1, ga__p##kind##_3x2, ga__p##kind##_3x3, ga__p##kind##_3x4 }, \
+    { ga__p##kind##_4x1, ga__p##kind##_4x2, ga__p##kind##_4x3, ga__p##kind##_4x4 } }
+
 #define GA_B_F32(R, TT) ga__tile_fp(0, R, TT, a, n, t)
 #define GA_B_F16(R, TT) ga__tile_fp(1, R, TT, a, n, t)
-#define GA_B_Q8_0(R, TT) ga__tile_q32(0, R, TT, a, n, t)
-#define GA_B_Q4_0(R, TT) ga__tile_q32(1, R, TT, a, n, t)
-#define GA_B_Q4_K(R, TT) ga__tile_q4k(R, TT, a, n, t)
-#define GA_B_Q6_K(R, TT) ga__tile_q6k(R, TT, a, n, t)
+#define GA_B_Q8_0(R, TT) ga__tile_q32(0, 0, R, TT, a, NULL, n, t)
+#define GA_B_Q4_0(R, TT) ga__tile_q32(1, 0, R, TT, a, NULL, n, t)
+#define GA_B_Q4_K(R, TT) ga__tile_q4k(0, R, TT, a, NULL, n, t)
+#define GA_B_Q6_K(R, TT) ga__tile_q6k(0, R, TT, a, NULL, n, t)
+#define GA_P_Q8_0(R, TT) ga__tile_q32(0, 1, R, TT, a, pj, 0, t)
+#define GA_P_Q4_0(R, TT) ga__tile_q32(1, 1, R, TT, a, pj, 0, t)
+#define GA_P_Q4_K(R, TT) ga__tile_q4k(1, R, TT, a, pj, 0, t)
+#define GA_P_Q6_K(R, TT) ga__tile_q6k(1, R, TT, a, pj, 0, t)
 
 GA_ALL(f32, GA_B_F32)
 GA_ALL(f16, GA_B_F16)
@@ -318,21 +478,43 @@ GA_ALL(q8_0, GA_B_Q8_0)
 GA_ALL(q4_0, GA_B_Q4_0)
 GA_ALL(q4_k, GA_B_Q4_K)
 GA_ALL(q6_k, GA_B_Q6_K)
+GA_PALL(q8_0, GA_P_Q8_0)
+GA_PALL(q4_0, GA_P_Q4_0)
+GA_PALL(q4_k, GA_P_Q4_K)
+GA_PALL(q6_k, GA_P_Q6_K)
+
+static void ga__unpack_q8_0(const uint8_t *blk, void *u) { ga__unpack_q32(0, blk, u); }
+static void ga__unpack_q4_0(const uint8_t *blk, void *u) { ga__unpack_q32(1, blk, u); }
+static void ga__unpack_q4_k(const uint8_t *blk, void *u) { ga__unpack_q4k((const void *)blk, u); }
+static void ga__unpack_q6_k(const uint8_t *blk, void *u) { ga__unpack_q6k((const void *)blk, u); }
 
 typedef struct {
     int type;
     int r_batch, t_batch;   /* tile used when T >= t_batch */
     int r_single;           /* rows per tile for smaller batches */
     ga__tile_fn fn[GA_MAXR][GA_MAXT];
+    /* quantized types only: */
+    int r_panel, t_panel;   /* panel tile */
+    int kc;                 /* blocks per K chunk */
+    int qk;                 /* values per block */
+    size_t wsize;           /* bytes of one weight block */
+    size_t usize;           /* bytes of one unpacked block */
+    void (*unpack)(const uint8_t *blk, void *u);
+    ga__panel_fn pfn[GA_MAXR][GA_MAXT];
 } ga__kset;
 
+#define GA_NOPANEL 0, 0, 0, 0, 0, 0, NULL, { { NULL } }
 static const ga__kset ga__ksets[] = {
-    { QT_F32, 3, 4, 4, GA_TABLE(f32) },
-    { QT_F16, 3, 4, 4, GA_TABLE(f16) },
-    { QT_Q8_0, 2, 4, 4, GA_TABLE(q8_0) },
-    { QT_Q4_0, 2, 4, 4, GA_TABLE(q4_0) },
-    { QT_Q4_K, 2, 4, 2, GA_TABLE(q4_k) },
-    { QT_Q6_K, 2, 4, 2, GA_TABLE(q6_k) },
+    { QT_F32, 3, 4, 4, GA_TABLE(f32), GA_NOPANEL },
+    { QT_F16, 3, 4, 4, GA_TABLE(f16), GA_NOPANEL },
+    { QT_Q8_0, 2, 4, 4, GA_TABLE(q8_0), 2, 4, 32, QK8_0, sizeof(block_q8_0), sizeof(ga__u32), ga__unpack_q8_0,
+      GA_PTABLE(q8_0) },
+    { QT_Q4_0, 2, 4, 4, GA_TABLE(q4_0), 2, 4, 32, QK4_0, sizeof(block_q4_0), sizeof(ga__u32), ga__unpack_q4_0,
+      GA_PTABLE(q4_0) },
+    { QT_Q4_K, 2, 4, 2, GA_TABLE(q4_k), 2, 4, 4, QK_K, sizeof(block_q4_K), sizeof(ga__q4k), ga__unpack_q4_k,
+      GA_PTABLE(q4_k) },
+    { QT_Q6_K, 2, 4, 2, GA_TABLE(q6_k), 2, 4, 4, QK_K, sizeof(block_q6_K), sizeof(ga__q6k), ga__unpack_q6_k,
+      GA_PTABLE(q6_k) },
 };
 
 static const ga__kset *ga__find(int type) {
@@ -340,6 +522,8 @@ static const ga__kset *ga__find(int type) {
         if (ga__ksets[i].type == type) return &ga__ksets[i];
     return NULL;
 }
+
+/* ---- public ------------------------------------------------------------------------------ */
 
 int gemm_avx2_supported(int type) {
     return ga__find(type) != NULL;
@@ -401,12 +585,62 @@ void gemm_avx2_convert(int type, const float *x, void *dst, int64_t n, const qt_
     }
 }
 
+/* Quantized batch: returns 0, or -1 if the panel could not be allocated (the caller then
+ * uses the direct tiles, which compute the same values). */
+static int ga__rows_panel(const ga__kset *ks, const gemm_args *a, int64_t n0, int64_t n1) {
+    const int R = ks->r_panel, TT = ks->t_panel;
+    const int64_t nb = a->K / ks->qk;
+    void *panel = aligned_alloc(64, ((size_t)R * (size_t)nb * ks->usize + 63) / 64 * 64);
+    __m256 *accb = aligned_alloc(64, sizeof(__m256) * GA_MAXR * GA_TB);
+    if (!panel || !accb) {
+        free(panel);
+        free(accb);
+        return -1;
+    }
+    for (int64_t nbk = n0; nbk < n1; nbk += GA_NB) {
+        int64_t ne = nbk + GA_NB < n1 ? nbk + GA_NB : n1;
+        for (int tb = 0; tb < a->T; tb += GA_TB) {
+            int te = tb + GA_TB < a->T ? tb + GA_TB : a->T;
+            for (int64_t n = nbk; n < ne; n += R) {
+                int r = (int)(ne - n < R ? ne - n : R);
+                GA_UNROLL
+                for (int i = 0; i < r; i++) {
+                    const uint8_t *row = a->w + (size_t)(n + i) * a->w_stride;
+                    uint8_t *pr = (uint8_t *)panel + (size_t)i * (size_t)nb * ks->usize;
+                    for (int64_t b = 0; b < nb; b++)
+                        ks->unpack(row + (size_t)b * ks->wsize, pr + (size_t)b * ks->usize);
+                }
+                for (int i = 0; i < r * GA_TB; i++) accb[i] = _mm256_setzero_ps();
+                ga__pjob pj = { .panel = panel, .nb = nb, .accb = accb };
+                for (int64_t b0 = 0; b0 < nb; b0 += ks->kc) {
+                    pj.b0 = b0;
+                    pj.b1 = b0 + ks->kc < nb ? b0 + ks->kc : nb;
+                    for (int t = tb; t < te; t += TT) {
+                        int tt = te - t < TT ? te - t : TT;
+                        pj.tj = t - tb;
+                        ks->pfn[r - 1][tt - 1](a, &pj, t);
+                    }
+                }
+                for (int t = tb; t < te; t++)
+                    GA_UNROLL
+                    for (int i = 0; i < r; i++)
+                        a->out[(int64_t)t * a->N + n + i] = ga__hsum(accb[i * GA_TB + t - tb]);
+            }
+        }
+    }
+    free(panel);
+    free(accb);
+    return 0;
+}
+
 void gemm_avx2_rows(const gemm_args *a, int64_t n0, int64_t n1) {
     const ga__kset *ks = ga__find(a->type);
     if (!ks || n0 >= n1) return;
-    if (a->T < ks->t_batch) {
-        for (int64_t n = n0; n < n1; n += ks->r_single) {
-            int r = (int)(n1 - n < ks->r_single ? n1 - n : ks->r_single);
+    if (a->T >= ks->t_batch && ks->unpack && ga__rows_panel(ks, a, n0, n1) == 0) return;
+    if (a->T < ks->t_batch || ks->unpack) {
+        int rs = a->T < ks->t_batch ? ks->r_single : ks->r_batch;
+        for (int64_t n = n0; n < n1; n += rs) {
+            int r = (int)(n1 - n < rs ? n1 - n : rs);
             for (int t = 0; t < a->T; t += GA_MAXT) {
                 int tt = a->T - t < GA_MAXT ? a->T - t : GA_MAXT;
                 ks->fn[r - 1][tt - 1](a, n, t);

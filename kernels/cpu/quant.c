@@ -11,6 +11,7 @@
  *   not bit-identical to llama.cpp's and need not be.
  * All functions take n a multiple of the type's block size; rows are processed block by block.
  */
+#include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
@@ -125,16 +126,27 @@ void qt_quant_bf16(const float *src, void *dst, int64_t n) {
 
 /* ---- from_float: activation types (llama.cpp x86 semantics, see the header comment) ------ */
 
-/* round half to even, as vroundps with _MM_ROUND_NEAREST and ggml's nearest_int do */
-static int qt__rne(float v) {
-    return (int)rintf(v);
+/* Round half to even, as vroundps with _MM_ROUND_NEAREST and ggml's nearest_int do: adding
+ * 1.5*2^23 leaves a float whose unit in the last place is 1, so the addition itself rounds
+ * (exact for |v| < 2^22). The clamp keeps hostile inputs (inf, nan, huge) defined; no caller
+ * needs values that large. */
+static inline int qt__rne(float v) {
+    v = v > 4194303.0f ? 4194303.0f : v;
+    v = !(v >= -4194303.0f) ? -4194303.0f : v; /* also nan */
+    const float t = v + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &t, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
 }
 
 void qt_quant_q8_0(const float *src, void *dst, int64_t n) {
     block_q8_0 *b = dst;
     for (int64_t i = 0; i < n / QK8_0; i++, src += QK8_0) {
         float amax = 0.0f;
-        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(src[j]));
+        for (int j = 0; j < QK8_0; j++) {
+            const float ax = fabsf(src[j]);
+            amax = ax > amax ? ax : amax;
+        }
         const float d = amax / 127.0f;
         const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         b[i].d = qt_f32_to_f16(d);
@@ -163,7 +175,7 @@ void qt_quant_q8_K(const float *src, void *dst, int64_t n) {
         const float iscale = -127.0f / max;
         for (int j = 0; j < QK_K; j++) {
             const int q = qt__rne(iscale * src[j]);
-            b[i].qs[j] = (int8_t)(q > 127 ? 127 : q);
+            b[i].qs[j] = (int8_t)(q > 127 ? 127 : q < -128 ? -128 : q); /* below -127 only for nan */
         }
         for (int g = 0; g < QK_K / 16; g++) {
             int s = 0;
@@ -172,6 +184,109 @@ void qt_quant_q8_K(const float *src, void *dst, int64_t n) {
         }
         b[i].d = 1.0f / iscale;
     }
+}
+
+/* ---- from_float: AVX2 versions of the activation quantizers ----------------------------
+ * Bit-identical to the scalar functions above (the same float operations in the same order;
+ * vroundps rounds half to even like qt__rne; a product that overflows to +-inf, which needs
+ * subnormal activations, saturates to 127 / -128 and nan gives -128 in both), except that F16
+ * keeps a nan's payload where qt_f32_to_f16 makes it 0x7e00. kern_init installs them
+ * when the CPU has AVX2; compiled through the target attribute so this file needs no ISA flags.
+ */
+
+#define QT__AVX2 __attribute__((target("avx2,fma,f16c")))
+
+QT__AVX2 static inline float qt__hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+/* 32 int32 (4 vectors of 8, in element order) -> 32 int8 with signed saturation, in order */
+QT__AVX2 static inline __m256i qt__pack32(__m256i i0, __m256i i1, __m256i i2, __m256i i3) {
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+QT__AVX2 void qt_quant_q8_0_avx2(const float *src, void *dst, int64_t n) {
+    block_q8_0 *b = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 top = _mm256_set1_ps(127.0f);
+    for (int64_t i = 0; i < n / QK8_0; i++, src += QK8_0) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(src + 8 * k);
+            m = _mm256_max_ps(_mm256_andnot_ps(sign, v[k]), m); /* a nan operand yields m */
+        }
+        const float amax = qt__hmax8(m);
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        b[i].d = qt_f32_to_f16(d);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) {
+            const __m256 r = _mm256_round_ps(_mm256_mul_ps(v[k], _mm256_set1_ps(id)),
+                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            q[k] = _mm256_cvtps_epi32(_mm256_min_ps(top, r)); /* +inf -> 127, nan -> -128 */
+        }
+        _mm256_storeu_si256((__m256i *)b[i].qs, qt__pack32(q[0], q[1], q[2], q[3]));
+    }
+}
+
+QT__AVX2 void qt_quant_q8_K_avx2(const float *src, void *dst, int64_t n) {
+    block_q8_K *b = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < n / QK_K; i++, src += QK_K) {
+        __m256 m = _mm256_setzero_ps();
+        for (int k = 0; k < QK_K; k += 8) m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(src + k)), m);
+        const float amax = qt__hmax8(m);
+        if (amax == 0.0f) {
+            memset(&b[i], 0, sizeof(b[i]));
+            continue;
+        }
+        /* the signed value of the first element of largest magnitude, as the scalar loop finds */
+        float max = 0.0f;
+        for (int k = 0; k < QK_K; k += 8) {
+            const __m256 eq = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(src + k)), _mm256_set1_ps(amax),
+                                            _CMP_EQ_OQ);
+            const int mask = _mm256_movemask_ps(eq);
+            if (mask) {
+                max = src[k + __builtin_ctz((unsigned)mask)];
+                break;
+            }
+        }
+        const float iscale = -127.0f / max;
+        const __m256 vs = _mm256_set1_ps(iscale);
+        const __m256 top = _mm256_set1_ps(127.0f);
+        for (int k = 0; k < QK_K; k += 32) {
+            __m256i q[4];
+            for (int u = 0; u < 4; u++) {
+                const __m256 r = _mm256_round_ps(_mm256_mul_ps(vs, _mm256_loadu_ps(src + k + 8 * u)),
+                                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                q[u] = _mm256_cvtps_epi32(_mm256_min_ps(top, r)); /* +inf -> 127, nan -> -128 */
+            }
+            _mm256_storeu_si256((__m256i *)(b[i].qs + k), qt__pack32(q[0], q[1], q[2], q[3]));
+            /* bsums of the two groups of 16, from the int8 values (nan became -128) */
+            const __m256i q8 = _mm256_loadu_si256((const __m256i *)(b[i].qs + k));
+            const __m256i w = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q8),
+                                                _mm256_set1_epi16(1)); /* 8 sums of 4 */
+            const __m256i h = _mm256_hadd_epi32(w, w);                  /* lane: s8a s8b s8a s8b */
+            const __m256i g = _mm256_hadd_epi32(h, h);                  /* lane: s16 x4 */
+            b[i].bsums[k / 16] = (int16_t)_mm256_extract_epi32(g, 0);
+            b[i].bsums[k / 16 + 1] = (int16_t)_mm256_extract_epi32(g, 4);
+        }
+        b[i].d = 1.0f / iscale;
+    }
+}
+
+QT__AVX2 void qt_quant_f16_avx2(const float *src, void *dst, int64_t n) {
+    qt_f16 *d = dst;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_storeu_si128((__m128i *)(d + i), h);
+    }
+    for (; i < n; i++) d[i] = qt_f32_to_f16(src[i]);
 }
 
 /* ---- from_float: weight types --------------------------------------------------------- */
@@ -237,8 +352,8 @@ static void qt__fit_affine(const float *x, int n, int nmax, float *s_out, float 
         if (s <= 0) continue;
         double err = 0;
         for (int i = 0; i < n; i++) {
-            int q = (int)lrint((x[i] - o) / s);
-            q = q < 0 ? 0 : q > nmax ? nmax : q;
+            const double v = fmin(fmax((x[i] - o) / s, 0.0), (double)nmax);
+            const int q = (int)lrint(v);
             const double e = s * q + o - x[i];
             err += e * e;
         }
@@ -322,8 +437,7 @@ static float qt__fit_q6(const float *x) {
         const double s = sqx / sqq;
         double err = 0;
         for (int i = 0; i < 16; i++) {
-            int q = (int)lrint(x[i] / s);
-            q = q < -32 ? -32 : q > 31 ? 31 : q;
+            const int q = (int)lrint(fmin(fmax(x[i] / s, -32.0), 31.0));
             const double e = s * q - x[i];
             err += e * e;
         }

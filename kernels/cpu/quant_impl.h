@@ -45,6 +45,10 @@ void qt_quant_q4_0(const float *src, void *dst, int64_t n);
 void qt_quant_q4_K(const float *src, void *dst, int64_t n);
 void qt_quant_q6_K(const float *src, void *dst, int64_t n);
 void qt_quant_q8_K(const float *src, void *dst, int64_t n);
+/* bit-identical AVX2 versions (nan payloads aside for F16), installed by kern_init on AVX2 CPUs */
+void qt_quant_q8_0_avx2(const float *src, void *dst, int64_t n);
+void qt_quant_q8_K_avx2(const float *src, void *dst, int64_t n);
+void qt_quant_f16_avx2(const float *src, void *dst, int64_t n);
 
 /* ---- vec_dot: (n, weight row, activation row of the vec_dot_type) ---- */
 float qt_dot_f32_scalar(int64_t n, const void *w, const void *x);

@@ -1,8 +1,9 @@
 /* kernels/cpu/traits.c — the qt_traits table (one entry per supported tensor type) and the
  * run-time choice of dot-product variants from CPUID.
  *
- * The table starts out with the scalar dots, so qt_get() is usable even before kern_init();
- * kern_init() overwrites each vec_dot slot with the variant of the chosen ISA. It is meant to be
+ * The table starts out with the scalar functions, so qt_get() is usable even before kern_init();
+ * kern_init() overwrites each vec_dot slot with the variant of the chosen ISA, and the
+ * activation quantizers (from_float of Q8_0, Q8_K, F16) with their bit-identical AVX2 versions. It is meant to be
  * called once, before worker threads exist (tests call it again between runs to force an ISA).
  *
  * ISA levels and what they need (checked with cpuid, plus xgetbv for the OS saving the state):
@@ -108,6 +109,11 @@ int kern_init(const char *force) {
         if (isa < 0 || isa > best) return -1;
     }
     for (size_t i = 0; i < QT__N_DOTS; i++) qt__table[qt__dots[i].type].vec_dot = qt__dots[i].dot[isa];
+    /* activation quantizers: same results, vectorized */
+    const int simd = isa >= QT__ISA_AVX2;
+    qt__table[QT_Q8_0].from_float = simd ? qt_quant_q8_0_avx2 : qt_quant_q8_0;
+    qt__table[QT_Q8_K].from_float = simd ? qt_quant_q8_K_avx2 : qt_quant_q8_K;
+    qt__table[QT_F16].from_float = simd ? qt_quant_f16_avx2 : qt_quant_f16;
     qt__isa = isa;
     return 0;
 }

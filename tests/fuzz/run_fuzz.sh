@@ -41,7 +41,7 @@ for f in "$shared"/reference/vocab/*.gguf; do
     head -c 1048576 "$f" > "$seeds/vocab-$(basename "$f")"
     n=$((n + 1))
 done
-[ "$n" -gt 0 ] || echo "run_fuzz: no shared GGUF files under $shared; seeding from the corrupt corpus only" >&2
+[ "$n" -gt 0 ] || echo "run_fuzz: no shared GGUF under $shared; seeds: corrupt corpus only" >&2
 python3 "$src/tests/gguf/corrupt.py" --write "$seeds" >/dev/null
 
 cat > "$work/gguf.dict" <<'DICT'
@@ -58,7 +58,7 @@ cat > "$work/gguf.dict" <<'DICT'
 "\xff\xff\xff\xff\xff\xff\xff\xff"
 DICT
 
-echo "run_fuzz: $(ls "$seeds" | wc -l) seeds, $secs s; crashes go to $artifacts/"
+echo "run_fuzz: $(find "$seeds" -type f | wc -l) seeds, $secs s; crashes go to $artifacts/"
 set +e
 "$fuzzer" "$corpus" "$seeds" \
     -max_total_time="$secs" -rss_limit_mb=2048 -max_len=1048576 -timeout=10 \

@@ -48,9 +48,9 @@ class Gguf:
 
     def __init__(self):
         self.magic, self.version, self.align = b'GGUF', 3, 32
-        self.n_tensors = self.n_kv = None          # None: the real counts
-        self.kvs = []                              # (key, type id, encoded value)
-        self.tensors = []                          # dicts: name, ne, type, nbytes [, n_dims, offset]
+        self.n_tensors = self.n_kv = None   # None: the real counts
+        self.kvs = []            # (key, type id, encoded value)
+        self.tensors = []        # dicts: name, ne, type, nbytes [, n_dims, offset]
 
     def kv(self, key, vtype, val):
         self.kvs.append((key, vtype, val))

@@ -75,7 +75,8 @@ static const double arr_vals[GGUF_TYPE_COUNT][3] = {
     [GGUF_TYPE_UINT16] = {65535, 0, 300},     [GGUF_TYPE_INT16] = {-32768, 32767, 2},
     [GGUF_TYPE_UINT32] = {4294967295.0, 1, 0}, [GGUF_TYPE_INT32] = {-2147483648.0, 5, -6},
     [GGUF_TYPE_FLOAT32] = {0.25, -3.5, 1e30}, [GGUF_TYPE_BOOL] = {1, 0, 1},
-    [GGUF_TYPE_UINT64] = {9007199254740992.0, 3, 0}, [GGUF_TYPE_INT64] = {-9007199254740992.0, 4, 5},
+    [GGUF_TYPE_UINT64] = {9007199254740992.0, 3, 0},
+    [GGUF_TYPE_INT64] = {-9007199254740992.0, 4, 5},
     [GGUF_TYPE_FLOAT64] = {0.1, -2.25, 1e300},
 };
 
@@ -145,7 +146,9 @@ static rb build_raw(void) {
     rb_key(&b, "t.nested3", GGUF_TYPE_ARRAY);
     rb_arr(&b, GGUF_TYPE_ARRAY, 2);
     rb_arr(&b, GGUF_TYPE_ARRAY, 2);
-    rb_arr(&b, GGUF_TYPE_INT32, 2); rb_elem(&b, GGUF_TYPE_INT32, 1); rb_elem(&b, GGUF_TYPE_INT32, 2);
+    rb_arr(&b, GGUF_TYPE_INT32, 2);
+    rb_elem(&b, GGUF_TYPE_INT32, 1);
+    rb_elem(&b, GGUF_TYPE_INT32, 2);
     rb_arr(&b, GGUF_TYPE_INT32, 1); rb_elem(&b, GGUF_TYPE_INT32, 3);
     rb_arr(&b, GGUF_TYPE_ARRAY, 1);
     rb_arr(&b, GGUF_TYPE_INT32, 0);
@@ -166,9 +169,10 @@ static const gguf_value *get_typed(const gguf_ctx *g, const char *key, gguf_vtyp
     return v && v->type == t ? v : NULL;
 }
 
-static void check_arr_str(const gguf_value *a, const char *const *want, uint64_t n, const char *what) {
-    CHECK(a && a->v.arr.elem_type == GGUF_TYPE_STRING && a->v.arr.n == n, "%s: string array of %llu",
-          what, (unsigned long long)n);
+static void check_arr_str(const gguf_value *a, const char *const *want, uint64_t n,
+                          const char *what) {
+    CHECK(a && a->v.arr.elem_type == GGUF_TYPE_STRING && a->v.arr.n == n,
+          "%s: string array of %llu", what, (unsigned long long)n);
     if (!a || a->v.arr.elem_type != GGUF_TYPE_STRING || a->v.arr.n != n) return;
     for (uint64_t i = 0; i < n; i++)
         CHECK(str_is(gguf_arr_str(a, i), want[i]), "%s[%llu] != '%s'", what, (unsigned long long)i,
@@ -187,7 +191,8 @@ static void check_raw_kvs(const gguf_ctx *g, const char *label) {
     if ((v = get_typed(g, "t.i32", GGUF_TYPE_INT32))) CHECK(v->v.i64 == v_i32, "%s i32", label);
     if ((v = get_typed(g, "t.f32", GGUF_TYPE_FLOAT32))) CHECK(v->v.f64 == v_f32, "%s f32", label);
     if ((v = get_typed(g, "t.bool", GGUF_TYPE_BOOL))) CHECK(v->v.b == 1, "%s bool", label);
-    if ((v = get_typed(g, "t.str", GGUF_TYPE_STRING))) CHECK(str_is(v->v.str, v_str), "%s str", label);
+    if ((v = get_typed(g, "t.str", GGUF_TYPE_STRING)))
+        CHECK(str_is(v->v.str, v_str), "%s str", label);
     if ((v = get_typed(g, "t.str_empty", GGUF_TYPE_STRING)))
         CHECK(v->v.str.len == 0, "%s empty str", label);
     if ((v = get_typed(g, "t.u64", GGUF_TYPE_UINT64))) CHECK(v->v.u64 == v_u64, "%s u64", label);
@@ -569,7 +574,8 @@ static void expect_u32(const gguf_ctx *g, const char *file, const char *key, uin
     uint32_t u = 0;
     char err[256] = "";
     int rc = gguf_get_u32(g, key, &u, err, sizeof err);
-    CHECK(rc == GGUF_OK && u == want, "%s: %s = %u (rc %d %s), want %u", file, key, u, rc, err, want);
+    CHECK(rc == GGUF_OK && u == want, "%s: %s = %u (rc %d %s), want %u", file, key, u, rc, err,
+          want);
 }
 
 static void expect_str(const gguf_ctx *g, const char *file, const char *key, const char *want) {
@@ -581,7 +587,11 @@ static void expect_str(const gguf_ctx *g, const char *file, const char *key, con
 }
 
 /* Facts from $SAMPAN_SHARED/README.md: arch, dim, layers, heads / kv heads, ffn, vocab. */
-typedef struct { const char *file, *arch; uint32_t dim, layers, heads, kv, ffn; uint64_t vocab; } mfact;
+typedef struct {
+    const char *file, *arch;
+    uint32_t dim, layers, heads, kv, ffn;
+    uint64_t vocab;
+} mfact;
 static const mfact model_facts[] = {
     {"stories260K.gguf", "llama", 64, 5, 8, 4, 172, 512},
     {"tiny-llama-f32.gguf", "llama", 64, 2, 4, 2, 128, 32000},
@@ -726,7 +736,10 @@ static void check_dequant_index(const char *dir) {
         if (!model || !tname || !type || !cJSON_IsArray(ne)) continue;
         snprintf(path, sizeof path, "%s/models/%s", dir, model);
         gguf_ctx *g = NULL;
-        if (gguf_open(path, &g, err, sizeof err) != GGUF_OK) { CHECK(0, "%s: %s", model, err); continue; }
+        if (gguf_open(path, &g, err, sizeof err) != GGUF_OK) {
+            CHECK(0, "%s: %s", model, err);
+            continue;
+        }
         const gguf_tensor *t = gguf_find_tensor(g, tname);
         int ok = t && gguf_ttype_name(t->type) && strcmp(gguf_ttype_name(t->type), type) == 0 &&
                  (int)t->n_dims == cJSON_GetArraySize(ne);
@@ -779,8 +792,8 @@ static void check_vocab(const char *dir, const vfact *v) {
         CHECK(str_is(gguf_arr_str(tok, 0), "<unk>") && str_is(gguf_arr_str(tok, 1), "<s>") &&
               str_is(gguf_arr_str(tok, 2), "</s>"), "%s: first tokens", v->name);
     if (!strcmp(v->name, "gpt-2"))   /* GPT-2's byte-level vocabulary: '!' first, EOT last */
-        CHECK(str_is(gguf_arr_str(tok, 0), "!") && str_is(gguf_arr_str(tok, 50256), "<|endoftext|>"),
-              "gpt-2: first and last tokens");
+        CHECK(str_is(gguf_arr_str(tok, 0), "!") &&
+              str_is(gguf_arr_str(tok, 50256), "<|endoftext|>"), "gpt-2: first and last tokens");
     t0 = now_s();
     touch_strings(g);
     CHECK(now_s() - t0 < 1.0, "%s: walking every string took %.3f s", v->name, now_s() - t0);

@@ -19,17 +19,20 @@ ap.add_argument("--top1", type=float, default=1.0, help="min fraction of positio
 ap.add_argument("--greedy", action="store_true", help="free-running greedy must match exactly")
 ap.add_argument("--full-rel", type=float, default=None)
 ap.add_argument("--threads", default="2")
+ap.add_argument("--report", help="write {worst, top1} over all prompts as JSON here")
+ap.add_argument("--model-path", help="run this file against the model's references (e.g. our own quantization)")
 args = ap.parse_args()
 
 sampan = os.environ.get("SAMPAN", "build/sampan")
 shared = os.environ.get("SAMPAN_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
-mpath = os.path.join(shared, "models", args.model + ".gguf")
+mpath = args.model_path or os.path.join(shared, "models", args.model + ".gguf")
 rdir = os.path.join(shared, "reference", args.model)
 if not os.path.exists(mpath) or not os.path.isdir(rdir):
     print(f"skip: {mpath} or {rdir} not found")
     sys.exit(77)
 tmp = os.environ.get("MESON_BUILD_ROOT", "/tmp")
 passed = failed = 0
+overall_worst, overall_top1 = 0.0, 1.0
 
 def check(ok, what):
     global passed, failed
@@ -87,6 +90,8 @@ for pf in prompts:
         best = max(range(V), key=row.__getitem__)
         if best == pos["top"][0][0]: top1 += 1
         elif abs(row[best] - row[pos["top"][0][0]]) == 0: top1 += 1   # exact tie: either id
+    overall_worst = max(overall_worst, worst)
+    overall_top1 = min(overall_top1, top1 / npos)
     check(worst <= args.tol, f"{name}: max |ours-ref|/std = {worst:.3g} at position {worst_at} (tol {args.tol:g})")
     check(top1 >= args.top1 * npos - 1e-9, f"{name}: top-1 equal at {top1}/{npos} positions (need {args.top1:.0%})")
 
@@ -100,5 +105,7 @@ for pf in prompts:
         d = max(abs(full[j] - logits[j]) for j in range(n))
         check(d / mx <= args.full_rel, f"{name}: full prompt logits max-norm relative error {d / mx:.3g} (tol {args.full_rel:g})")
 
+if args.report:
+    json.dump({"worst": overall_worst, "top1": overall_top1}, open(args.report, "w"))
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

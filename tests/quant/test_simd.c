@@ -3,7 +3,8 @@
  *     CPU's F16C instructions (every half, and random / boundary floats incl. subnormals,
  *     overflow, nan); f32 -> bf16 against a nearest-even rule evaluated in double.
  *  2. activation quantizers reproduce llama.cpp's rounding: constructed blocks with exact .5
- *     ties and known signs for Q8_0 and Q8_K (bsums included).
+ *     ties and known signs for Q8_0 and Q8_K (bsums included); their AVX2 versions equal the
+ *     scalar ones bit for bit.
  *  3. quantize -> dequantize relative RMS error per type on seeded gaussian data.
  *  4. every vec_dot variant (avx2, avx512 where the CPU has them) against the scalar reference,
  *     and the scalar reference against a double dot of the dequantized operands, on seeded data
@@ -199,6 +200,65 @@ static void test_act_quant(void) {
     check(!bad, "Q8_K activations: d = -max/127 signed, ties to even, bsums, zero block");
 }
 
+/* the AVX2 activation quantizers that kern_init installs must equal the scalar ones bit for bit */
+static void test_act_quant_simd(void) {
+    if (kern_init("avx2") != 0) {
+        printf("skip avx2: CPU lacks it\n");
+        return;
+    }
+    const int64_t nb = 48, n = nb * QK_K;
+    float *x = malloc((size_t)n * sizeof(float));
+    for (int64_t b = 0; b < nb; b++) {
+        float *p = x + b * QK_K;
+        const int kind = (int)(b % 8);
+        for (int j = 0; j < QK_K; j++) {
+            switch (kind) {
+            case 0: p[j] = rnd_gauss() * (float)(1e-3 + rnd_unit()); break;
+            case 1: p[j] = (float)((int)(rnd_u64() % 254) - 127) + 0.5f; break; /* ties */
+            case 2: p[j] = 0.0f; break;
+            case 3: p[j] = rnd_gauss() * 1e-41f; break;                       /* subnormal */
+            case 4: p[j] = rnd_gauss() * 1e30f; break;
+            default: p[j] = rnd_gauss(); break;
+            }
+        }
+        if (kind == 1) p[0] = 127.0f;
+        if (kind == 5) { /* equal magnitudes, opposite signs: the first one sets the sign */
+            p[40] = -9.0f;
+            p[41] = 9.0f;
+            p[200] = 9.0f;
+        }
+        if (kind == 6) p[77] = NAN;
+        if (kind == 7) p[(b * 13) % QK_K] = (b & 8) ? INFINITY : -3e38f;
+    }
+    static const int types[] = {QT_Q8_0, QT_Q8_K, QT_F16};
+    for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+        const size_t bytes = qt_row_size(types[t], n);
+        uint8_t *a = malloc(bytes), *b = malloc(bytes);
+        kern_init("scalar");
+        qt_get(types[t])->from_float(x, a, n);
+        kern_init("avx2");
+        qt_get(types[t])->from_float(x, b, n);
+        int same;
+        if (types[t] == QT_F16) { /* nan payloads may differ; everything else bit for bit */
+            same = 1;
+            for (int64_t i = 0; i < n; i++) {
+                const uint16_t ha = ((uint16_t *)a)[i], hb = ((uint16_t *)b)[i];
+                same &= isnan(x[i]) ? (f16_is_nan(ha) && f16_is_nan(hb)) : ha == hb;
+            }
+        } else {
+            same = memcmp(a, b, bytes) == 0;
+        }
+        char msg[128];
+        snprintf(msg, sizeof msg, "%-4s activation quantizer: avx2 == scalar bit for bit (ties, zeros, nan, inf)",
+                 qt_get(types[t])->name);
+        check(same, msg);
+        free(a);
+        free(b);
+    }
+    kern_init("scalar");
+    free(x);
+}
+
 /* ---- 3. round-trip error -------------------------------------------------------------- */
 
 static double rel_rms(int type, const float *x, int64_t n) {
@@ -236,6 +296,25 @@ static void test_roundtrip(void) {
         snprintf(msg, sizeof msg, "%-4s round trip: relative rms error %.5f < %.5f", qt_get(cases[c].type)->name,
                  err, cases[c].bound);
         check(err < cases[c].bound, msg);
+
+        /* hostile values in block 0 (nan, inf, huge, denormal) must not reach block 1 */
+        const int64_t bs = qt_get(cases[c].type)->block_size == 1 ? 8 : qt_get(cases[c].type)->block_size;
+        static const float bad_vals[] = {NAN, INFINITY, -INFINITY, 3e38f, -3e38f, 1e-45f};
+        for (int64_t i = 0; i < 2 * bs; i++) x[i] = i < bs ? bad_vals[i % 6] : rnd_gauss();
+        const double err1 = rel_rms(cases[c].type, x + bs, bs);
+        void *qb = malloc(qt_row_size(cases[c].type, 2 * bs));
+        float *yb = malloc((size_t)(2 * bs) * sizeof(float));
+        qt_get(cases[c].type)->from_float(x, qb, 2 * bs);
+        qt_get(cases[c].type)->to_float(qb, yb, 2 * bs);
+        double e2 = 0, s2 = 0;
+        for (int64_t i = bs; i < 2 * bs; i++) {
+            e2 += ((double)yb[i] - x[i]) * ((double)yb[i] - x[i]);
+            s2 += (double)x[i] * x[i];
+        }
+        free(qb);
+        free(yb);
+        snprintf(msg, sizeof msg, "%-4s nan/inf/huge in one block leave the next block as it would be", qt_get(cases[c].type)->name);
+        check(fabs(sqrt(e2 / s2) - err1) <= 1e-12, msg);
 
         /* all-zero input comes back as zeros */
         memset(x, 0, QK_K * sizeof(float));
@@ -290,6 +369,7 @@ int main(void) {
     test_f16();
     test_bf16();
     test_act_quant();
+    test_act_quant_simd();
     test_roundtrip();
     test_dots();
     kern_init(NULL);

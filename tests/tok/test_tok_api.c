@@ -231,6 +231,32 @@ static tok *load_shared(const char *dir, const char *name, gguf_ctx **g) {
     return t;
 }
 
+/* Random bytes (invalid UTF-8, NULs, special-token text) encode without error, every id is in
+ * the vocabulary, and an exact-size buffer gets the same ids as a large one. */
+static void random_bytes(const tok *t, const char *name) {
+    static const char *const bits[] = { "<s>", "</s>", "<|endoftext|>", " ", "\n", "\xe2\x96\x81",
+                                        "\xf0\x9f", "'s", "12", "[PAD100015]" };
+    char text[512];
+    int32_t a[2048], b[2048];
+    int ok = 1;
+    uint32_t seed = 12345;
+    for (int it = 0; it < 300 && ok; it++) {
+        size_t n = 0, want = (size_t)(it % 50) * 9;
+        while (n < want) {
+            seed = seed * 1103515245u + 12345u;
+            const char *p = bits[(seed >> 16) % 10];
+            if ((seed >> 8) & 1) text[n++] = (char)(seed >> 20);
+            else for (; *p && n < sizeof(text); p++) text[n++] = *p;
+        }
+        int ps = it & 1;
+        int64_t na = tok_encode(t, text, n, 1, ps, a, 2048);
+        int64_t nb = na >= 0 ? tok_encode(t, text, n, 1, ps, b, na) : -1;
+        ok = na >= 0 && na <= 2048 && nb == na && memcmp(a, b, (size_t)na * sizeof(int32_t)) == 0;
+        for (int64_t i = 0; ok && i < na; i++) ok = a[i] >= 0 && a[i] < tok_n_vocab(t);
+    }
+    CHECK(ok, "%s: random bytes", name);
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -250,11 +276,13 @@ static void test_shared(const char *dir) {
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         gguf_ctx *g = NULL;
         tok *t = load_shared(dir, v[i].name, &g);
-        if (t)
+        if (t) {
             CHECK(tok_kind_of(t) == v[i].kind && strcmp(tok_pre_name(t), v[i].pre) == 0 &&
                   tok_n_vocab(t) == v[i].n && tok_add_bos(t) == v[i].bos,
                   "%s: kind %d pre %s n %d add_bos %d", v[i].name, tok_kind_of(t), tok_pre_name(t),
                   tok_n_vocab(t), tok_add_bos(t));
+            random_bytes(t, v[i].name);
+        }
         tok_free(t);
         gguf_close(g);
     }
@@ -328,9 +356,10 @@ static void test_shared(const char *dir) {
         gguf_close(g);
     }
 
-    /* speed: ~1 MB of mixed text, and a 100k run of one letter (worst case for merging) */
+    /* speed: 256 KiB of mixed text, and a 100k run of one letter (worst case for merging); the
+     * limits are loose (sanitizer builds, shared machines) but catch anything quadratic */
     const char *names[] = { "llama-spm", "gpt-2", "deepseek-llm" };
-    size_t len = 1 << 20;
+    size_t len = 1 << 18;
     char *text = malloc(len);
     const char *unit = "The quick brown fox, 1234 times: \xe4\xbd\xa0\xe5\xa5\xbd! \xf0\x9f\xa6\x99\n\t ";
     for (size_t i = 0; i < len; i++) text[i] = unit[i % strlen(unit)];
@@ -347,9 +376,9 @@ static void test_shared(const char *dir) {
             int64_t m = tok_encode(t, text, 100000, 0, 0, ids, (int64_t)len);
             double t2 = now_s();
             for (size_t i = 0; i < 100000; i++) text[i] = unit[i % strlen(unit)];
-            printf("  %s: 1 MiB -> %lld ids in %.0f ms; 100k 'a' -> %lld ids in %.0f ms\n",
+            printf("  %s: 256 KiB -> %lld ids in %.0f ms; 100k 'a' -> %lld ids in %.0f ms\n",
                    names[k], (long long)n, (t1 - t0) * 1e3, (long long)m, (t2 - t1) * 1e3);
-            CHECK(n > 0 && m > 0 && t1 - t0 < 5.0 && t2 - t1 < 2.0, "%s: encoding speed", names[k]);
+            CHECK(n > 0 && m > 0 && t1 - t0 < 10.0 && t2 - t1 < 10.0, "%s: encoding speed", names[k]);
         }
         tok_free(t);
         gguf_close(g);

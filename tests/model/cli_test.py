@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""tests/model/cli_test.py — the sampan CLI as a user drives it: options and their errors,
+--json schema, stop strings, seeds, thread defaults from the affinity mask, `info` on every
+shared model, `model synth` determinism and every synth type, `model quantize` round trips.
+Expected values come from ../shared/reference (stories260K's greedy text) or from the
+definition of the option, never from an earlier run of ours."""
+import hashlib, json, os, subprocess, sys
+
+sampan = os.environ.get("SAMPAN", "build/sampan")
+shared = os.environ.get("SAMPAN_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
+tmp = os.environ.get("MESON_BUILD_ROOT", "/tmp")
+stories = os.path.join(shared, "models", "stories260K.gguf")
+passed = failed = 0
+
+def check(ok, what):
+    global passed, failed
+    print(("PASS " if ok else "FAIL ") + what)
+    if ok: passed += 1
+    else: failed += 1
+
+def run(args, prefix=()):
+    r = subprocess.run(list(prefix) + [sampan] + args, capture_output=True, timeout=300)
+    return r.returncode, r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
+
+def one_line_error(rc, err, code=None):
+    lines = [l for l in err.splitlines() if l.strip()]
+    return rc != 0 and rc < 128 and (code is None or rc == code) and len(lines) == 1 and "sampan:" in lines[0]
+
+# ---- usage errors: exit 2, one line
+for args, what in [(["frobnicate"], "unknown command"), (["run", "-p", "x"], "run without -m"),
+                   (["run", "-m", "x.gguf", "-p", "x", "-n", "ten"], "non-numeric -n"),
+                   (["run", "-m", "x.gguf", "-p", "x", "--temp", "-1"], "negative temperature"),
+                   (["run", "-m", "x.gguf", "-p", "x", "--bogus", "1"], "unknown option"),
+                   (["run", "-m"], "option without value"), (["score", "-m", "x.gguf"], "score without input"),
+                   (["model", "synth", "-o", "/tmp/x.gguf", "--type", "Q9_9"], "unknown synth type")]:
+    rc, out, err = run(args)
+    check(one_line_error(rc, err, 2), f"usage error ({what}): exit {rc}, stderr {err.strip()!r}")
+rc, out, err = run(["run", "-m", "/nonexistent.gguf", "-p", "x"])
+check(one_line_error(rc, err, 1) and "nonexistent" in err, f"missing model file: exit {rc}, {err.strip()!r}")
+rc, out, err = run(["--help"])
+check(rc == 0 and "run" in out and "score" in out, "--help lists the commands")
+
+if not os.path.exists(stories):
+    print(f"skip: {stories} not found"); sys.exit(77)
+ref = json.load(open(os.path.join(shared, "reference", "stories260K", "prompt-1.json")))
+gtext = bytes.fromhex(ref["greedy_text_hex"]).decode()
+
+# ---- prompt longer than the context
+rc, out, err = run(["run", "-m", stories, "-p", "Once upon a time " * 40, "-n", "4", "-t", "1"])
+check(one_line_error(rc, err, 1) and "context" in err, f"prompt beyond the context: exit {rc}, {err.strip()!r}")
+rc, out, err = run(["run", "-m", stories, "-p", "Once upon a time", "-n", "200", "-t", "1"])
+check(one_line_error(rc, err, 1) and "context" in err, f"prompt + n beyond the context: {err.strip()!r}")
+
+# ---- --json schema and content; streaming text equals the reference greedy text
+rc, out, err = run(["run", "-m", stories, "-p", ref["prompt"], "-n", "64", "--temp", "0", "--ignore-eos", "--json", "-t", "1"])
+j = json.loads(out) if rc == 0 else {}
+t = j.get("timings", {})
+check(rc == 0 and j.get("prompt_tokens") == ref["prompt_tokens"] and j.get("tokens") == ref["greedy"],
+      "run --json: prompt_tokens and tokens equal the reference")
+check(j.get("text") == gtext, "run --json: text equals the reference greedy_text")
+check(all(t.get(k, 0) > 0 for k in ("prompt_tokens_per_s", "decode_tokens_per_s", "peak_rss_bytes")),
+      f"run --json timings: {t}")
+rc, out, err = run(["run", "-m", stories, "-p", ref["prompt"], "-n", "64", "--temp", "0", "--ignore-eos", "-t", "1"])
+check(rc == 0 and out.rstrip("\n") == gtext, "streamed text equals the reference greedy text")
+check("tokens/s" in err and "peak RSS" in err, f"stderr reports rates and RSS: {err.strip()!r}")
+
+# ---- stop strings: cut before the first occurrence
+stop = "Lily"
+rc, out, err = run(["run", "-m", stories, "-p", ref["prompt"], "-n", "64", "--temp", "0", "--stop", stop, "--json", "-t", "1"])
+j = json.loads(out) if rc == 0 else {}
+check(j.get("text") == gtext[:gtext.index(stop)] and j.get("stop_reason") == "stop",
+      f"--stop {stop!r}: text {j.get('text')!r}")
+rc, out, err = run(["run", "-m", stories, "-p", ref["prompt"], "-n", "64", "--temp", "0", "--stop", stop, "-t", "1"])
+check(out.rstrip("\n") == gtext[:gtext.index(stop)], "--stop while streaming holds back the stop string")
+
+# ---- seeds: same seed same text, sampling differs from greedy for some seed
+outs = []
+for seed in (5, 5, 6):
+    rc, out, err = run(["run", "-m", stories, "-p", "Lily", "-n", "24", "--temp", "1.0", "--seed", str(seed), "--json", "-t", "1"])
+    outs.append(json.loads(out)["tokens"] if rc == 0 else None)
+check(outs[0] is not None and outs[0] == outs[1], "same seed, same tokens")
+check(outs[0] != outs[2], "another seed, other tokens")
+
+# ---- threads: default from the affinity mask, -t overrides
+rc, out, err = run(["run", "-m", stories, "-p", "Lily", "-n", "2", "--json"], prefix=["taskset", "-c", "0"])
+check(rc == 0 and json.loads(out)["timings"]["threads"] == 1, "taskset -c 0: one thread by default")
+rc, out, err = run(["run", "-m", stories, "-p", "Lily", "-n", "2", "--json", "-t", "3"])
+check(rc == 0 and json.loads(out)["timings"]["threads"] == 3, "-t 3: three threads")
+
+# ---- info on every shared model names the tensor types actually present
+expect = {"small-llama-q4_k_m": ["Q4_K", "Q6_K"], "small-llama-q4_0": ["Q4_0", "Q6_K"], "small-llama-q8_0": ["Q8_0"],
+          "small-llama-f16": ["F16", "F32"], "small-llama-q6_k": ["Q6_K"], "tiny-qwen2-f32": ["F32"]}
+for name, types in expect.items():
+    rc, out, err = run(["info", os.path.join(shared, "models", name + ".gguf")])
+    lines = [l.split()[0] for l in out.splitlines() if l.startswith("  ")]
+    check(rc == 0 and all(ty in lines for ty in types) and "model: llama" in out or "model: qwen2" in out,
+          f"info {name}: types {lines}")
+rc, out, err = run(["info", os.path.join(shared, "models", "tiny-deepseek-f32.gguf")])
+check(rc == 0 and "deepseek2" in out and "cannot run" in out, "info on an unsupported architecture says why")
+
+# ---- model synth: deterministic, every type runs
+def sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+paths = [os.path.join(tmp, f"cli-synth-{i}.gguf") for i in range(3)]
+for p, seed in zip(paths, (1, 1, 2)):
+    rc, out, err = run(["model", "synth", "-o", p, "--shape", "tiny", "--seed", str(seed)])
+check(sha(paths[0]) == sha(paths[1]) and sha(paths[0]) != sha(paths[2]), "synth: same seed same bytes, other seed other bytes")
+for ty in ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K"):
+    p = os.path.join(tmp, f"cli-synth-small-{ty}.gguf")
+    rc, out, err = run(["model", "synth", "-o", p, "--shape", "small", "--type", ty, "--layers", "2"])
+    rc2, out2, err2 = run(["run", "-m", p, "-p", "Hello, world", "-n", "8", "--json", "-t", "1"])
+    ok = rc == 0 and rc2 == 0 and len(json.loads(out2)["tokens"]) > 0
+    rc3, info, _ = run(["info", p])
+    check(ok and f"  {ty} " in info, f"synth small {ty}: runs, info lists {ty}")
+    rc4, dec, _ = run(["run", "-m", p, "-p", "Any text: 香港 <tag> 123", "-n", "1", "--json", "-t", "1"])
+    check(rc4 == 0, "synth vocabulary tokenizes any text")
+
+# ---- quantize: our Q8_0 of small-llama-f16 meets llama.cpp's Q8_0 references; for the other
+# types, our quantization's error against the F16 model's references is no worse than 1.3x that
+# of llama.cpp's quantization of the same weights (its files in ../shared/models).
+def ref_report(refname, path):
+    rep = os.path.join(tmp, "cli-ref-report.json")
+    r = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "ref_test.py"), refname,
+                        "--model-path", path, "--tol", "1e9", "--top1", "0", "--threads", "1", "--report", rep],
+                       capture_output=True, text=True, timeout=600)
+    return json.load(open(rep)) if r.returncode == 0 else None
+f16 = os.path.join(shared, "models", "small-llama-f16.gguf")
+for ty, theirs in (("Q8_0", "small-llama-q8_0"), ("Q4_0", "small-llama-q4_0"), ("Q4_K", "small-llama-q4_k_m"), ("Q6_K", "small-llama-q6_k")):
+    out_path = os.path.join(tmp, f"cli-quant-{ty}.gguf")
+    rc, out, err = run(["model", "quantize", f16, out_path, ty])
+    if ty == "Q8_0":
+        r = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "ref_test.py"), theirs,
+                            "--model-path", out_path, "--tol", "0.25", "--top1", "0.85", "--threads", "1"],
+                           capture_output=True, text=True, timeout=600)
+        check(rc == 0 and r.returncode == 0, f"quantize F16 -> Q8_0 meets {theirs}'s references")
+        continue
+    ours, ref = ref_report("small-llama-f16", out_path), ref_report("small-llama-f16", os.path.join(shared, "models", theirs + ".gguf"))
+    check(rc == 0 and ours and ref and ours["worst"] <= 1.3 * ref["worst"] and ours["top1"] >= ref["top1"] - 0.1,
+          f"quantize F16 -> {ty}: error vs F16 refs {ours and round(ours['worst'], 3)} std (llama.cpp's {theirs}: "
+          f"{ref and round(ref['worst'], 3)}), top-1 {ours and round(ours['top1'], 3)} ({ref and round(ref['top1'], 3)})")
+
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
