@@ -8,6 +8,8 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "comm.h"
+#include "rank.h"
 #include "backend.h"
 #include "kern.h"
 #include "model.h"
@@ -18,7 +20,7 @@
 
 typedef struct {
     const char *model, *prompt;
-    long n_predict, threads, n_ctx, batch;
+    long n_predict, threads, n_ctx, batch, tp, pp;
     sample_params sp;
     int json, ignore_eos;
     const char *stops[MAX_STOPS];
@@ -36,6 +38,8 @@ static void run_usage(void) {
           "  -t N                threads (default: the CPUs this process may run on)\n"
           "  -c N                context length (default: the model's, at most 4096)\n"
           "  -b N                prompt batch size (default 256)\n"
+          "  --tp N --pp N       tensor x pipeline parallel ranks (under mpirun/srun; default:\n"
+          "                      every rank in one tensor-parallel group)\n"
           "  --json              print one JSON object instead of streaming text\n",
           stdout);
 }
@@ -62,6 +66,8 @@ static int parse(int argc, char **argv, run_opts *o) {
         else if (!strcmp(a, "-t")) { if (cli_int(a, v, 0, 4096, &o->threads)) return -1; }
         else if (!strcmp(a, "-c")) { if (cli_int(a, v, 1, 1 << 24, &o->n_ctx)) return -1; }
         else if (!strcmp(a, "-b")) { if (cli_int(a, v, 1, 1 << 16, &o->batch)) return -1; }
+        else if (!strcmp(a, "--tp")) { if (cli_int(a, v, 1, 4096, &o->tp)) return -1; }
+        else if (!strcmp(a, "--pp")) { if (cli_int(a, v, 1, 4096, &o->pp)) return -1; }
         else if (!strcmp(a, "--temp")) { if (cli_float(a, v, 0, 100, &d)) return -1; o->sp.temp = (float)d; }
         else if (!strcmp(a, "--top-k")) { if (cli_int(a, v, 0, 1 << 24, &l)) return -1; o->sp.top_k = (int)l; }
         else if (!strcmp(a, "--top-p")) { if (cli_float(a, v, 0, 1, &d)) return -1; o->sp.top_p = (float)d; }
@@ -135,11 +141,18 @@ static int text_check_stops(text_buf *t, const run_opts *o, int stream) {
     return 0;
 }
 
-/* Prefill tokens[0..n) into slot 0 in batches; logits of the last position into `logits`. */
+/* Prefill tokens[0..n) into slot 0 in batches; the last stage gets the logits slice of the
+ * last position in `logits`. With pipeline stages the prompt goes in micro-batches, so stage
+ * k works on one while stage k+1 works on the previous. */
 int run_prefill(model *m, model_state *st, const int32_t *tokens, int n, int batch, float *logits,
                 char *err, size_t errlen);
 int run_prefill(model *m, model_state *st, const int32_t *tokens, int n, int batch, float *logits,
                 char *err, size_t errlen) {
+    if (m->shard.pp > 1) {
+        int mb = (n + 2 * m->shard.pp - 1) / (2 * m->shard.pp);
+        if (mb < 16) mb = 16;
+        if (mb < batch) batch = mb;
+    }
     int32_t *pos = malloc((size_t)batch * sizeof *pos);
     if (!pos) {
         snprintf(err, errlen, "out of memory");
@@ -156,46 +169,64 @@ int run_prefill(model *m, model_state *st, const int32_t *tokens, int n, int bat
     return rc;
 }
 
+/* The next token on the last stage: greedy through model_argmax (no full logits gathered) when
+ * nothing else changes the logits, else the full vector on the leader for the sampler. */
+static int run_pick(model *m, const rank_ctx *rk, const run_opts *o, sampler *smp, float *slices,
+                    float *full, const int32_t *toks, int n, int32_t *next, char *err,
+                    size_t errlen) {
+    if (o->sp.temp <= 0.0f && o->sp.rep_penalty == 1.0f) return model_argmax(m, slices, 1, next, err, errlen);
+    if (model_logits_full(m, slices, 1, full, err, errlen)) return -1;
+    if (rk->leader) *next = sample_next(smp, full, toks, n);
+    return 0;
+}
+
 int cmd_run(int argc, char **argv) {
     run_opts o;
     if (parse(argc, argv, &o)) return 2;
     char err[512];
-    model *m = NULL;
-    model_opts mo = { (int)o.threads };
-    if (model_load(o.model, &mo, &m, err, sizeof err)) {
-        cli_error("%s", err);
+    rank_ctx rk;
+    if (rank_init(&argc, &argv, (int)o.tp, (int)o.pp, o.model, &rk)) {
+        comm_world_finalize();
         return 1;
     }
+    model *m = NULL;
+    model_opts mo = { .n_threads = (int)o.threads, .tp = rk.tp, .pp = rk.pp, .tp_rank = rk.tp_rank,
+                      .stage = rk.stage, .tp_comm = rk.tp_comm, .pp_comm = rk.pp_comm };
+    int loaded = model_load(o.model, &mo, &m, err, sizeof err) == 0;
+    if (!loaded) cli_error("%s%s%s", rk.size > 1 ? comm_where(rk.world) : "", rk.size > 1 ? ": " : "", err);
+    if (!rank_agree(&rk, loaded)) {
+        model_free(m);
+        rank_finish(&rk);
+        return 1;
+    }
+    rank_layout(&rk, m);
     int rc = 1;
     model_state *st = NULL;
     sampler *smp = NULL;
-    float *logits = NULL;
+    float *logits = NULL, *full = NULL;
     int32_t *toks = NULL;
     text_buf text = { 0 };
     cJSON *js = NULL;
 
     int n_ctx = (int)o.n_ctx;
     if (n_ctx == 0) n_ctx = m->cfg.n_ctx_train < 4096 ? m->cfg.n_ctx_train : 4096;
+    /* every rank tokenizes the same prompt and reaches the same verdicts; the leader speaks */
     int64_t need = tok_encode(m->tok, o.prompt, strlen(o.prompt), 1, 1, NULL, 0);
-    if (need < 0) {
-        cli_error("run: the prompt could not be tokenized");
-        goto out;
-    }
-    if (need == 0) {
-        cli_error("run: the prompt is empty and the model adds no BOS token");
-        goto out;
-    }
-    if (need + o.n_predict > n_ctx) {
-        cli_error("run: prompt of %lld tokens + %ld to generate exceeds the context of %d tokens",
-                  (long long)need, o.n_predict, n_ctx);
+    if (need <= 0 || need + o.n_predict > n_ctx) {
+        if (rk.leader && need < 0) cli_error("run: the prompt could not be tokenized");
+        else if (rk.leader && need == 0) cli_error("run: the prompt is empty and the model adds no BOS token");
+        else if (rk.leader)
+            cli_error("run: prompt of %lld tokens + %ld to generate exceeds the context of %d tokens",
+                      (long long)need, o.n_predict, n_ctx);
         goto out;
     }
     int n_prompt = (int)need;
     toks = malloc((size_t)(n_prompt + o.n_predict + 1) * sizeof *toks);
-    logits = malloc((size_t)m->cfg.n_vocab * sizeof *logits);
+    logits = malloc(model_logits_floats(m, 1) * sizeof *logits);
+    full = malloc((size_t)m->cfg.n_vocab * sizeof *full);
     smp = sample_new(&o.sp, m->cfg.n_vocab);
     st = model_state_new(m, 1, n_ctx, (int)o.batch, err, sizeof err);
-    if (!toks || !logits || !smp || !st) {
+    if (!rank_agree(&rk, toks && logits && full && smp && st)) {
         cli_error("run: %s", st ? "out of memory" : err);
         goto out;
     }
@@ -211,24 +242,36 @@ int cmd_run(int argc, char **argv) {
     const char *stop_reason = "length";
     char piece[256];
     while (n_gen < o.n_predict) {
-        int32_t next = sample_next(smp, logits, toks, n);
-        toks[n++] = next;
-        n_gen++;
-        if (!o.ignore_eos && tok_is_eog(m->tok, next)) {
-            stop_reason = "eos";
-            break;
-        }
-        int pl = tok_piece(m->tok, next, piece, sizeof piece, 0);
-        if (pl > (int)sizeof piece) pl = sizeof piece;
-        if (text_append(&text, piece, (size_t)pl)) {
-            cli_error("run: out of memory");
+        int32_t msg[2] = { 0, 0 };   /* next token, stop flag: decided by the leader */
+        if (model_has_logits(m) &&
+            run_pick(m, &rk, &o, smp, logits, full, toks, n, &msg[0], err, sizeof err)) {
+            cli_error("run: %s", err);
             goto out;
         }
-        if (text_check_stops(&text, &o, !o.json)) {
-            stop_reason = "stop";
-            break;
+        if (rk.leader) {
+            if (!o.ignore_eos && tok_is_eog(m->tok, msg[0])) {
+                stop_reason = "eos";
+                msg[1] = 1;
+            } else {
+                int pl = tok_piece(m->tok, msg[0], piece, sizeof piece, 0);
+                if (pl > (int)sizeof piece) pl = sizeof piece;
+                if (text_append(&text, piece, (size_t)pl)) {
+                    cli_error("run: out of memory");
+                    goto out;
+                }
+                if (text_check_stops(&text, &o, !o.json)) {
+                    stop_reason = "stop";
+                    msg[1] = 1;
+                }
+            }
         }
-        if (n_gen == o.n_predict) break;
+        if (rk.size > 1 && comm_bcast(rk.world, msg, sizeof msg, rk.leader_rank)) {
+            cli_error("run: %s", comm_error(rk.world));
+            goto out;
+        }
+        toks[n++] = msg[0];
+        n_gen++;
+        if (msg[1] || n_gen == o.n_predict) break;
         int32_t pos = n - 1;
         model_batch b = { 1, &toks[n - 1], &pos, NULL, NULL };
         if (model_forward(m, st, &b, logits, err, sizeof err)) {
@@ -238,6 +281,8 @@ int cmd_run(int argc, char **argv) {
         n_decode++;
     }
     double t2 = cli_now();
+    rc = 0;
+    if (!rk.leader) goto out;
     if (!o.json && text.len > text.flushed) fwrite(text.buf + text.flushed, 1, text.len - text.flushed, stdout);
     double pp_tps = n_prompt / (t1 - t0 > 0 ? t1 - t0 : 1e-9);
     double tg_tps = n_decode / (t2 - t1 > 0 ? t2 - t1 : 1e-9);
@@ -273,14 +318,16 @@ int cmd_run(int argc, char **argv) {
             "sampan: prompt %d tokens, %.2f tokens/s | decode %d tokens, %.2f tokens/s | "
             "peak RSS %.1f MiB\n",
             n_prompt, pp_tps, n_decode, tg_tps, (double)rss / (1 << 20));
-    rc = 0;
 out:
     cJSON_Delete(js);
     free(text.buf);
     free(toks);
     free(logits);
+    free(full);
     sample_free(smp);
     model_state_free(st);
     model_free(m);
+    if (rc == 0 || rk.size == 1) rank_finish(&rk);
+    else comm_abort(rk.world, rc);   /* a peer may be waiting on us */
     return rc;
 }

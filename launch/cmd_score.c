@@ -11,6 +11,8 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "comm.h"
+#include "rank.h"
 #include "model.h"
 #include "tok.h"
 
@@ -63,12 +65,12 @@ static void top_k(const float *x, int n, int K, top_ent *out) {
 
 int cmd_score(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *ids_arg = NULL, *logits_path = NULL;
-    long K = 32, threads = 0, batch = 512;
+    long K = 32, threads = 0, batch = 512, tp = 0, pp = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs("usage: sampan score -m MODEL (-p PROMPT | --tokens ID,ID,...) [--top K] [-t N]\n"
-                  "                    [-b BATCH] [--logits FILE]\n", stdout);
+                  "                    [-b BATCH] [--logits FILE] [--tp N --pp N]\n", stdout);
             return 0;
         }
         if (!(v = cli_arg(argc, argv, &i))) return 2;
@@ -79,6 +81,8 @@ int cmd_score(int argc, char **argv) {
         else if (!strcmp(a, "--top")) { if (cli_int(a, v, 1, 1000, &K)) return 2; }
         else if (!strcmp(a, "-t")) { if (cli_int(a, v, 0, 4096, &threads)) return 2; }
         else if (!strcmp(a, "-b")) { if (cli_int(a, v, 1, 1 << 16, &batch)) return 2; }
+        else if (!strcmp(a, "--tp")) { if (cli_int(a, v, 1, 4096, &tp)) return 2; }
+        else if (!strcmp(a, "--pp")) { if (cli_int(a, v, 1, 4096, &pp)) return 2; }
         else {
             cli_error("score: unknown option '%s'", a);
             return 2;
@@ -89,16 +93,26 @@ int cmd_score(int argc, char **argv) {
         return 2;
     }
     char err[512];
-    model *m = NULL;
-    model_opts mo = { (int)threads };
-    if (model_load(model_path, &mo, &m, err, sizeof err)) {
-        cli_error("%s", err);
+    rank_ctx rk;
+    if (rank_init(&argc, &argv, (int)tp, (int)pp, model_path, &rk)) {
+        comm_world_finalize();
         return 1;
     }
+    model *m = NULL;
+    model_opts mo = { .n_threads = (int)threads, .tp = rk.tp, .pp = rk.pp, .tp_rank = rk.tp_rank,
+                      .stage = rk.stage, .tp_comm = rk.tp_comm, .pp_comm = rk.pp_comm };
+    int loaded = model_load(model_path, &mo, &m, err, sizeof err) == 0;
+    if (!loaded) cli_error("%s%s%s", rk.size > 1 ? comm_where(rk.world) : "", rk.size > 1 ? ": " : "", err);
+    if (!rank_agree(&rk, loaded)) {
+        model_free(m);
+        rank_finish(&rk);
+        return 1;
+    }
+    rank_layout(&rk, m);
     int rc = 1, n = 0;
     int32_t *toks = NULL, *pos = NULL;
     int8_t *want = NULL;
-    float *logits = NULL;
+    float *logits = NULL, *slices = NULL;
     model_state *st = NULL;
     cJSON *js = NULL;
     FILE *lf = NULL;
@@ -117,25 +131,26 @@ int cmd_score(int argc, char **argv) {
     }
     for (int i = 0; i < n; i++)
         if (toks[i] >= V) {
-            cli_error("score: token id %d at index %d is out of range [0, %d)", toks[i], i, V);
+            if (rk.leader) cli_error("score: token id %d at index %d is out of range [0, %d)", toks[i], i, V);
             goto out;
         }
     int n_ctx = m->cfg.n_ctx_train > n ? m->cfg.n_ctx_train : n;
-    if (n > m->cfg.n_ctx_train)
+    if (n > m->cfg.n_ctx_train && rk.leader)
         fprintf(stderr, "sampan: warning: %d tokens exceed the trained context of %d\n", n,
                 m->cfg.n_ctx_train);
     if (batch > n) batch = n;
     st = model_state_new(m, 1, n_ctx, (int)batch, err, sizeof err);
     logits = malloc((size_t)batch * V * sizeof *logits);
+    slices = malloc(model_logits_floats(m, (int)batch) * sizeof *slices);
     pos = malloc((size_t)batch * sizeof *pos);
     want = malloc((size_t)batch);
     top = malloc((size_t)K * sizeof *top);
-    if (!st || !logits || !pos || !want || !top) {
+    if (!rank_agree(&rk, st && logits && slices && pos && want && top)) {
         cli_error("score: %s", st ? "out of memory" : err);
         goto out;
     }
     memset(want, 1, (size_t)batch);
-    if (logits_path && !(lf = fopen(logits_path, "wb"))) {
+    if (rk.leader && logits_path && !(lf = fopen(logits_path, "wb"))) {
         cli_error("score: cannot write '%s': %s", logits_path, strerror(errno));
         goto out;
     }
@@ -148,10 +163,12 @@ int cmd_score(int argc, char **argv) {
         int T = n - i0 < batch ? n - i0 : (int)batch;
         for (int t = 0; t < T; t++) pos[t] = i0 + t;
         model_batch b = { T, toks + i0, pos, NULL, want };
-        if (model_forward(m, st, &b, logits, err, sizeof err)) {
+        if (model_forward(m, st, &b, slices, err, sizeof err) ||
+            (model_has_logits(m) && model_logits_full(m, slices, T, logits, err, sizeof err))) {
             cli_error("score: %s", err);
             goto out;
         }
+        if (!rk.leader) continue;
         if (lf && fwrite(logits, sizeof(float) * V, (size_t)T, lf) != (size_t)T) {
             cli_error("score: write to '%s' failed", logits_path);
             goto out;
@@ -185,6 +202,9 @@ int cmd_score(int argc, char **argv) {
             if (next < n) total_lp += l[toks[next]] - lse;
         }
     }
+    rc = 0;
+    if (!rk.leader) goto out;
+    rc = 1;
     cJSON_AddNumberToObject(js, "n_vocab", V);
     cJSON_AddNumberToObject(js, "total_logprob", total_lp);
     cJSON_AddNumberToObject(js, "n_scored", n - 1);
@@ -207,8 +227,11 @@ out:
     free(pos);
     free(want);
     free(logits);
+    free(slices);
     free(top);
     model_state_free(st);
     model_free(m);
+    if (rc == 0 || rk.size == 1) rank_finish(&rk);
+    else comm_abort(rk.world, rc);   /* a peer may be waiting on us */
     return rc;
 }

@@ -351,9 +351,9 @@ static int gguf__header(gguf__rd *r) {
     if (memcmp(g->base, "GGUF", 4) != 0)
         return gguf__fail(r, GGUF_ERR_FORMAT, "bad magic %02x %02x %02x %02x (expected 'GGUF'): "
                           "not a GGUF file", g->base[0], g->base[1], g->base[2], g->base[3]);
-    uint64_t nt, nkv;
+    uint64_t nt = 0, nkv = 0;
     r->pos = 4;
-    gguf__u32(r, &g->version, "version");
+    gguf__u32(r, &g->version, "version");   /* the three reads cannot fail: size >= 24 */
     if (g->version == 1)
         return gguf__fail(r, GGUF_ERR_FORMAT, "version 1 is not supported (GGUF v1 has 32-bit "
                           "counts; re-convert the model to v3)");

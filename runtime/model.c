@@ -5,6 +5,10 @@
  * projection + residual -> RMSNorm -> SwiGLU FFN + residual. Then the final norm and the output
  * head, only for positions that asked for logits.
  *
+ * Sharded (model_shard): a rank runs the layers of its pipeline stage with its heads and FFN
+ * columns; one all-reduce (or two all-gathers, model_mix) per block half combines the tensor
+ * group; stages pass the residual stream (T,C) to the next stage.
+ *
  * The KV cache is f32, laid out (L, S, P, Hkv*D) for K and for V. Every per-position result
  * depends only on that position's inputs and its sequence's cache (matmuls are batch-invariant,
  * attention is computed per position), so a sequence's logits do not depend on what else shares
@@ -16,23 +20,27 @@
 #include <string.h>
 
 #include "backend.h"
+#include "comm.h"
 #include "model.h"
 
 struct model_state {
     int n_seq, n_ctx, max_batch;
-    int kv_dim;
-    float *k_cache, *v_cache;     /* (L, S, P, kv_dim) each */
+    int kv_dim;                   /* this rank's KV heads x D */
+    int layer0;                   /* first layer of this stage: cache layer 0 */
+    float *k_cache, *v_cache;     /* (L_stage, S, P, kv_dim) each */
     /* activations for up to max_batch positions */
     float *x;                     /* (T, C) residual stream */
     float *xb;                    /* (T, max(C, H*D)) normed input / attention output */
-    float *q;                     /* (T, H*D) */
+    float *q;                     /* (T, max(C, H*D)) */
     float *k, *v;                 /* (T, kv_dim) */
     float *hb, *hb2;              /* (T, F) */
+    float *g1, *g2;               /* (T, max(C, H*D, F)) all-gather scratch (tp > 1) */
     float *att;                   /* (n_threads, P) scores */
     int n_att;                    /* rows of att */
 };
 
 static size_t kv_index(const model_state *s, int l, int seq, int pos) {
+    l -= s->layer0;
     return (((size_t)l * s->n_seq + (size_t)seq) * s->n_ctx + (size_t)pos) * (size_t)s->kv_dim;
 }
 
@@ -49,17 +57,25 @@ model_state *model_state_new(const model *m, int n_seq, int n_ctx, int max_batch
     s->n_seq = n_seq;
     s->n_ctx = n_ctx;
     s->max_batch = max_batch;
-    s->kv_dim = c->n_kv_heads * c->head_dim;
-    size_t kv = (size_t)c->n_layers * n_seq * n_ctx * s->kv_dim;
+    const model_shard *sh = &m->shard;
+    s->kv_dim = sh->n_kv_heads * c->head_dim;
+    s->layer0 = sh->layer0;
+    size_t kv = (size_t)(sh->layer1 - sh->layer0) * n_seq * n_ctx * s->kv_dim;
     size_t T = (size_t)max_batch;
     int qd = c->n_heads * c->head_dim;
     int wide = qd > c->dim ? qd : c->dim;
+    int widest = wide > c->ffn_dim ? wide : c->ffn_dim;
     s->n_att = m->be->i->n_threads(m->be);
     s->k_cache = calloc(kv, sizeof(float));
     s->v_cache = calloc(kv, sizeof(float));
     s->x = malloc(T * c->dim * sizeof(float));
     s->xb = malloc(T * wide * sizeof(float));
-    s->q = malloc(T * qd * sizeof(float));
+    s->q = malloc(T * wide * sizeof(float));
+    if (sh->tp > 1) {
+        s->g1 = malloc(T * widest * sizeof(float));
+        s->g2 = malloc(T * widest * sizeof(float));
+        if (!s->g1 || !s->g2) goto oom;
+    }
     s->k = malloc(T * s->kv_dim * sizeof(float));
     s->v = malloc(T * s->kv_dim * sizeof(float));
     s->hb = malloc(T * c->ffn_dim * sizeof(float));
@@ -88,11 +104,13 @@ void model_state_free(model_state *s) {
     free(s->hb);
     free(s->hb2);
     free(s->att);
+    free(s->g1);
+    free(s->g2);
     free(s);
 }
 
 size_t model_state_kv_bytes(const model_state *s) {
-    return 2 * kv_index(s, 0, s->n_seq, 0) * sizeof(float);
+    return 2 * kv_index(s, s->layer0, s->n_seq, 0) * sizeof(float);
 }
 
 int model_state_n_ctx(const model_state *s) { return s->n_ctx; }
@@ -110,7 +128,8 @@ static void attn_worker(void *arg, int ith, int nth) {
     const attn_job *j = arg;
     const model_cfg *c = &j->m->cfg;
     model_state *s = j->s;
-    int H = c->n_heads, D = c->head_dim, group = c->n_heads / c->n_kv_heads;
+    const model_shard *sh = &j->m->shard;
+    int H = sh->n_heads, D = c->head_dim, group = c->n_heads / c->n_kv_heads;
     float scale = 1.0f / sqrtf((float)D);
     float *att = s->att + (size_t)ith * s->n_ctx;
     const qt_vec_dot_fn dot = qt_get(QT_F32)->vec_dot;
@@ -120,8 +139,9 @@ static void attn_worker(void *arg, int ith, int nth) {
         int seq = j->b->seq ? j->b->seq[t] : 0;
         int pos = j->b->pos[t];
         const float *q = s->q + ((size_t)t * H + h) * D;
-        const float *kc = s->k_cache + kv_index(s, j->layer, seq, 0) + (size_t)(h / group) * D;
-        const float *vc = s->v_cache + kv_index(s, j->layer, seq, 0) + (size_t)(h / group) * D;
+        int kvh = (sh->head0 + h) / group - sh->kv_head0;   /* this rank's copy of h's KV head */
+        const float *kc = s->k_cache + kv_index(s, j->layer, seq, 0) + (size_t)kvh * D;
+        const float *vc = s->v_cache + kv_index(s, j->layer, seq, 0) + (size_t)kvh * D;
         for (int p = 0; p <= pos; p++) att[p] = dot(D, kc + (size_t)p * s->kv_dim, q) * scale;
         kern_softmax(att, pos + 1);
         float *out = s->xb + ((size_t)t * H + h) * D;
@@ -168,21 +188,75 @@ static int check_batch(const model *m, const model_state *s, const model_batch *
         }                                                                                \
     } while (0)
 
+static int comm_fail(const struct comm *c, char *err, size_t errlen) {
+    snprintf(err, errlen, "model: %s", comm_error(c));
+    return -1;
+}
+
+/* (T, n) per rank, gathered as (tp, T, n), rearranged to (T, tp*n) in `out` */
+static int gather_cols(const model_shard *sh, const float *in, int T, int n, float *tmp,
+                       float *out, char *err, size_t errlen) {
+    if (comm_allgather(sh->tp_comm, in, tmp, (size_t)T * n, COMM_F32))
+        return comm_fail(sh->tp_comm, err, errlen);
+    for (int r = 0; r < sh->tp; r++)
+        for (int t = 0; t < T; t++)
+            memcpy(out + ((size_t)t * sh->tp + r) * n, tmp + ((size_t)r * T + t) * n,
+                   (size_t)n * sizeof(float));
+    return 0;
+}
+
+/* out (T,C) = in · W^T for the second matrix of a block half, combined across the tensor
+ * group as the layer's mix says; in is this rank's (T, Kl) */
+static int mix_matmul(const model *m, model_state *s, model_mix mix, const kern_weight *w,
+                      const float *in, int Kl, int T, float *out, char *err, size_t errlen) {
+    backend *be = m->be;
+    const model_shard *sh = &m->shard;
+    const int C = m->cfg.dim;
+    if (mix == MIX_GATHER) {
+        if (gather_cols(sh, in, T, Kl, s->g2, s->g1, err, errlen)) return -1;  /* g1 (T, K) */
+        MM(s->g2, w, s->g1);                                                /* g2 (T, C/tp) */
+        return gather_cols(sh, s->g2, T, C / sh->tp, s->g1, out, err, errlen);
+    }
+    MM(out, w, in);
+    if (mix == MIX_ALLREDUCE && comm_allreduce_sum(sh->tp_comm, out, (size_t)T * C, COMM_F32))
+        return comm_fail(sh->tp_comm, err, errlen);
+    return 0;
+}
+
+static int embed(const model *m, model_state *s, const model_batch *b, char *err, size_t errlen) {
+    const model_shard *sh = &m->shard;
+    const int C = m->cfg.dim, T = b->n;
+    if (sh->stage > 0) {   /* the residual stream comes from the previous stage */
+        if (comm_recv(sh->pp_comm, s->x, (size_t)T * C * sizeof(float), sh->stage - 1, 1))
+            return comm_fail(sh->pp_comm, err, errlen);
+        return 0;
+    }
+    const qt_traits *et = qt_get(m->tok_embd.type);
+    for (int t = 0; t < T; t++) {
+        int row = b->tokens[t] - sh->vocab0;
+        float *x = s->x + (size_t)t * C;
+        if (row >= 0 && row < sh->n_vocab)
+            et->to_float((const char *)m->tok_embd.data + (size_t)row * m->tok_embd.row_stride, x, C);
+        else
+            memset(x, 0, (size_t)C * sizeof(float));   /* another rank owns this row */
+    }
+    if (sh->tp > 1 && comm_allreduce_sum(sh->tp_comm, s->x, (size_t)T * C, COMM_F32))
+        return comm_fail(sh->tp_comm, err, errlen);
+    return 0;
+}
+
 int model_forward(const model *m, model_state *s, const model_batch *b, float *logits, char *err,
                   size_t errlen) {
     if (check_batch(m, s, b, err, errlen)) return -1;
     const model_cfg *c = &m->cfg;
+    const model_shard *sh = &m->shard;
     backend *be = m->be;
-    const int T = b->n, C = c->dim, H = c->n_heads, D = c->head_dim, F = c->ffn_dim;
+    const int T = b->n, C = c->dim, H = sh->n_heads, D = c->head_dim, F = sh->n_ffn;
     const int KV = s->kv_dim, QD = H * D;
 
-    /* x (T,C) = token embeddings */
-    const qt_traits *et = qt_get(m->tok_embd.type);
-    for (int t = 0; t < T; t++)
-        et->to_float((const char *)m->tok_embd.data + (size_t)b->tokens[t] * m->tok_embd.row_stride,
-                     s->x + (size_t)t * C, C);
+    if (embed(m, s, b, err, errlen)) return -1;   /* x (T,C) */
 
-    for (int l = 0; l < c->n_layers; l++) {
+    for (int l = sh->layer0; l < sh->layer1; l++) {
         const model_layer *L = &m->layers[l];
         /* attention half */
         for (int t = 0; t < T; t++)
@@ -199,15 +273,15 @@ int model_forward(const model *m, model_state *s, const model_batch *b, float *l
             if (L->bv)
                 for (int i = 0; i < KV; i++) v[i] += L->bv[i];
             kern_rope(q, H, D, c->n_rot, b->pos[t], c->rope_base, c->rope_neox, m->rope_freqs);
-            kern_rope(k, c->n_kv_heads, D, c->n_rot, b->pos[t], c->rope_base, c->rope_neox,
+            kern_rope(k, sh->n_kv_heads, D, c->n_rot, b->pos[t], c->rope_base, c->rope_neox,
                       m->rope_freqs);
             int seq = b->seq ? b->seq[t] : 0;
             memcpy(s->k_cache + kv_index(s, l, seq, b->pos[t]), k, (size_t)KV * sizeof(float));
             memcpy(s->v_cache + kv_index(s, l, seq, b->pos[t]), v, (size_t)KV * sizeof(float));
         }
         attn_job job = { m, s, b, l };
-        be->i->parallel(be, attn_worker, &job);         /* xb (T, H*D) = attention output */
-        MM(s->q, &L->wo, s->xb);                       /* q reused as (T, C) */
+        be->i->parallel(be, attn_worker, &job);         /* xb (T, Hl*D) = attention output */
+        if (mix_matmul(m, s, L->wo_mix, &L->wo, s->xb, QD, T, s->q, err, errlen)) return -1;
         for (size_t i = 0; i < (size_t)T * C; i++) s->x[i] += s->q[i];
 
         /* FFN half */
@@ -216,11 +290,17 @@ int model_forward(const model *m, model_state *s, const model_batch *b, float *l
         MM(s->hb, &L->w_gate, s->xb);
         MM(s->hb2, &L->w_up, s->xb);
         kern_swiglu(s->hb, s->hb, s->hb2, T * F);
-        MM(s->xb, &L->w_down, s->hb);
+        if (mix_matmul(m, s, L->down_mix, &L->w_down, s->hb, F, T, s->xb, err, errlen)) return -1;
         for (size_t i = 0; i < (size_t)T * C; i++) s->x[i] += s->xb[i];
     }
 
-    /* final norm of the wanted positions, packed, then the output head */
+    if (sh->stage < sh->pp - 1) {   /* hand the residual stream to the next stage */
+        if (comm_send(sh->pp_comm, s->x, (size_t)T * C * sizeof(float), sh->stage + 1, 1))
+            return comm_fail(sh->pp_comm, err, errlen);
+        return 0;
+    }
+
+    /* final norm of the wanted positions, packed, then this rank's rows of the output head */
     int n_out = 0;
     for (int t = 0; t < T; t++) {
         int want = b->want ? b->want[t] : t == T - 1;
@@ -233,6 +313,67 @@ int model_forward(const model *m, model_state *s, const model_batch *b, float *l
     if (be->i->matmul(be, logits, &m->output, s->xb, n_out)) {
         snprintf(err, errlen, "model: out of memory in the output head");
         return -1;
+    }
+    if (sh->n_vocab < sh->vocab_pad) {   /* spread rows to vocab_pad, pad with -inf */
+        for (int r = n_out - 1; r >= 0; r--) {
+            memmove(logits + (size_t)r * sh->vocab_pad, logits + (size_t)r * sh->n_vocab,
+                    (size_t)sh->n_vocab * sizeof(float));
+            for (int v = sh->n_vocab; v < sh->vocab_pad; v++)
+                logits[(size_t)r * sh->vocab_pad + v] = -INFINITY;
+        }
+    }
+    return 0;
+}
+
+int model_has_logits(const model *m) { return m->shard.stage == m->shard.pp - 1; }
+
+size_t model_logits_floats(const model *m, int n_out) {
+    size_t V = (size_t)m->cfg.n_vocab, padded = (size_t)m->shard.tp * m->shard.vocab_pad;
+    return (size_t)n_out * (V > padded ? V : padded);
+}
+
+int model_logits_full(const model *m, const float *slices, int n_out, float *full, char *err,
+                      size_t errlen) {
+    const model_shard *sh = &m->shard;
+    const int V = m->cfg.n_vocab, P = sh->vocab_pad;
+    if (sh->tp <= 1) {
+        if (full != slices) memcpy(full, slices, (size_t)n_out * V * sizeof(float));
+        return 0;
+    }
+    float *tmp = malloc((size_t)sh->tp * n_out * P * sizeof(float));
+    if (!tmp) {
+        snprintf(err, errlen, "model: out of memory gathering %d rows of logits", n_out);
+        return -1;
+    }
+    if (comm_allgather(sh->tp_comm, slices, tmp, (size_t)n_out * P, COMM_F32)) {
+        free(tmp);
+        return comm_fail(sh->tp_comm, err, errlen);
+    }
+    /* tmp is (tp, n_out, P); full row r is the concatenation of every rank's row r, cut to V */
+    for (int r = 0; r < n_out; r++)
+        for (int k = 0; k < sh->tp; k++) {
+            int v0 = k * P, n = V - v0 < P ? V - v0 : P;
+            if (n > 0)
+                memcpy(full + (size_t)r * V + v0, tmp + ((size_t)k * n_out + r) * P,
+                       (size_t)n * sizeof(float));
+        }
+    free(tmp);
+    return 0;
+}
+
+int model_argmax(const model *m, const float *slices, int n_out, int32_t *ids, char *err,
+                 size_t errlen) {
+    const model_shard *sh = &m->shard;
+    const int P = sh->vocab_pad;
+    for (int r = 0; r < n_out; r++) {
+        const float *l = slices + (size_t)r * P;
+        int32_t best = 0;
+        for (int v = 1; v < sh->n_vocab; v++)
+            if (l[v] > l[best]) best = v;
+        float val = l[best];
+        int32_t id = best + sh->vocab0;
+        if (sh->tp > 1 && comm_argmax(sh->tp_comm, &val, &id)) return comm_fail(sh->tp_comm, err, errlen);
+        ids[r] = id;
     }
     return 0;
 }

@@ -24,6 +24,7 @@ struct gguf_ctx;
 struct tok;
 struct pool;
 struct backend;
+struct comm;
 
 typedef enum { ARCH_LLAMA = 1, ARCH_QWEN2 = 2 } model_arch;
 
@@ -46,12 +47,41 @@ typedef struct {
     int tied_output; /* output head is token_embd */
 } model_cfg;
 
+/* How a rank's slice of a second matrix of a block half (attention output, FFN down) is
+ * combined across the tensor-parallel group (Megatron: the first matrices are split by output
+ * rows, so each rank holds whole heads / FFN columns and needs no communication until here). */
+typedef enum {
+    MIX_NONE = 0,      /* tp = 1: the whole matrix */
+    MIX_ALLREDUCE,     /* columns of this rank's heads / FFN slice (copied once at load);
+                          partial (T,C) summed by one all-reduce */
+    MIX_GATHER         /* the slice's columns do not fall on the type's block boundaries:
+                          all-gather the (T, K/tp) inputs, multiply by this rank's C/tp output
+                          rows (rows of the mapping, no copy), all-gather the (T, C/tp) outputs.
+                          Every dot product is then the single-rank one, bit for bit. */
+} model_mix;
+
 typedef struct {
-    kern_weight wq, wk, wv, wo;          /* (H*D, C), (Hkv*D, C), (Hkv*D, C), (C, H*D) */
-    kern_weight w_gate, w_up, w_down;    /* (F, C), (F, C), (C, F) */
+    kern_weight wq, wk, wv, wo;          /* local: (Hl*D, C), (Hkvl*D, C), (Hkvl*D, C), and wo
+                                            (C, Hl*D) for ALLREDUCE or (C/tp, H*D) for GATHER */
+    kern_weight w_gate, w_up, w_down;    /* local: (Fl, C), (Fl, C), (C, Fl) or (C/tp, F) */
+    model_mix wo_mix, down_mix;
     const float *attn_norm, *ffn_norm;   /* (C) */
-    const float *bq, *bk, *bv;           /* (H*D), (Hkv*D), (Hkv*D) or NULL */
+    const float *bq, *bk, *bv;           /* (Hl*D), (Hkvl*D), (Hkvl*D) or NULL */
 } model_layer;
+
+/* This rank's share of the model: tensor-parallel rank within its stage, pipeline stage,
+ * and the slices that follow from them. tp = pp = 1 is the whole model. */
+typedef struct {
+    int tp, tp_rank, pp, stage;
+    struct comm *tp_comm;      /* ranks of this stage (NULL when tp == 1) */
+    struct comm *pp_comm;      /* ranks with this tp_rank, one per stage (NULL when pp == 1) */
+    int layer0, layer1;        /* layers [layer0, layer1) live on this stage */
+    int head0, n_heads;        /* query heads [head0, head0 + n_heads) */
+    int kv_head0, n_kv_heads;  /* KV heads this rank keeps (replicated when Hkv < tp) */
+    int ffn0, n_ffn;           /* FFN columns */
+    int vocab0, n_vocab;       /* rows of token_embd / output on this rank */
+    int vocab_pad;             /* ceil(V / tp): every rank's logits slice is this long */
+} model_shard;
 
 typedef struct model {
     model_cfg cfg;
@@ -61,16 +91,29 @@ typedef struct model {
     kern_weight output;                  /* (V, C); == tok_embd when tied */
     const float *output_norm;            /* (C) */
     const float *rope_freqs;             /* (n_rot/2) or NULL */
-    model_layer *layers;                 /* (L) */
+    model_layer *layers;                 /* (L); only [layer0, layer1) are bound */
+    model_shard shard;
     void *owned;                         /* weights converted at load (e.g. F32 norms stored
                                             as F16), freed with the model */
-    size_t weight_bytes;                 /* bytes of all weights as used */
+    size_t weight_bytes;                 /* bytes of this rank's weights as used */
+    void **copies;                       /* column slices copied at load (tensor parallel) */
+    int n_copies;
     struct backend *be;                  /* where the forward pass runs; owned */
 } model;
 
 typedef struct {
     int n_threads;   /* <= 0: pool_default_threads() */
+    /* sharding: tp x pp ranks; NULL comms and tp = pp = 0 or 1 mean a single rank */
+    int tp, pp, tp_rank, stage;
+    struct comm *tp_comm, *pp_comm;
 } model_opts;
+
+/* Checks that tp x pp ranks can split this model (heads, KV heads, FFN and layers divide) and
+ * computes this rank's slices; err names the numbers. */
+int model_shard_plan(const model_cfg *c, const size_t *layer_bytes, size_t head_bytes, int tp,
+                     int tp_rank, int pp, int stage, model_shard *out, char *err, size_t errlen);
+/* Reads only the metadata: the config, and bytes per layer (for stage balancing). */
+int model_read_cfg(const char *path, model_cfg *out, char *err, size_t errlen);
 
 int model_load(const char *path, const model_opts *opts, model **out, char *err, size_t errlen);
 void model_free(model *m);
@@ -93,8 +136,23 @@ typedef struct {
 
 /* logits: (n_out, V) for the n_out positions with want set, in batch order. Positions of one
  * sequence must come in increasing order within a batch. Returns 0 or an error (bad token id,
- * position beyond n_ctx, batch larger than max_batch). */
+ * position beyond n_ctx, batch larger than max_batch).
+ * Sharded: every rank of the job calls it with the same batch. Stage 0 embeds, later stages
+ * receive the residual stream from the previous stage; the last stage writes its vocabulary
+ * slice, (n_out, vocab_pad) with -inf padding, into `logits`; other stages write nothing.
+ * model_logits_full and model_argmax then combine the slices across the tensor group. */
 int model_forward(const model *m, model_state *s, const model_batch *b, float *logits,
                   char *err, size_t errlen);
+/* 1 on the ranks of the last stage (they hold logits after model_forward) */
+int model_has_logits(const model *m);
+/* last stage: full (n_out, V) logits from the slices, on every rank of the tensor group;
+ * `slices` is (n_out, vocab_pad) as model_forward wrote it; `full` may not alias it */
+int model_logits_full(const model *m, const float *slices, int n_out, float *full, char *err,
+                      size_t errlen);
+/* last stage: greedy ids for n_out rows (highest logit, ties to the lowest id) */
+int model_argmax(const model *m, const float *slices, int n_out, int32_t *ids, char *err,
+                 size_t errlen);
+/* floats a caller must provide for n_out rows of logits: n_out * max(V, tp * vocab_pad) */
+size_t model_logits_floats(const model *m, int n_out);
 
 #endif

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "gguf.h"
@@ -35,28 +37,37 @@ enum { D_1 = 0, D_C, D_Q, D_KV, D_F, D_V };
 enum { T_MATRIX = 0, T_VECTOR = 1 };
 enum { F_REQ = 0, F_OPT = 1, F_BIAS = 2 /* required iff the arch has QKV bias */ };
 
+/* how a tensor is cut for tensor parallelism */
+enum { S_NONE = 0,  /* replicated (norms) */
+       S_Q,         /* rows (matrices) or elements (biases) of this rank's query heads */
+       S_KV,        /* ... of this rank's KV heads */
+       S_FFN,       /* ... of this rank's FFN columns */
+       S_MIX_Q,     /* attention output: columns of the query heads, or rows (GATHER) */
+       S_MIX_FFN }; /* FFN down: columns of the FFN slice, or rows (GATHER) */
+
 typedef struct {
     const char *suffix;   /* "attn_q.weight" after "blk.N." */
     int kind;             /* T_MATRIX: a kern_weight; T_VECTOR: const float * */
     size_t field;         /* offsetof into model_layer */
     int rows, cols;       /* matrices: (rows, cols) = GGUF ne[1], ne[0]; vectors: cols only */
     int flags;
+    int split;            /* S_* */
 } tensor_spec;
 
 #define LF(f) offsetof(model_layer, f)
 static const tensor_spec layer_tensors[] = {
-    { "attn_norm.weight",   T_VECTOR, LF(attn_norm), D_1,  D_C,  F_REQ },
-    { "attn_q.weight",      T_MATRIX, LF(wq),        D_Q,  D_C,  F_REQ },
-    { "attn_k.weight",      T_MATRIX, LF(wk),        D_KV, D_C,  F_REQ },
-    { "attn_v.weight",      T_MATRIX, LF(wv),        D_KV, D_C,  F_REQ },
-    { "attn_q.bias",        T_VECTOR, LF(bq),        D_1,  D_Q,  F_BIAS },
-    { "attn_k.bias",        T_VECTOR, LF(bk),        D_1,  D_KV, F_BIAS },
-    { "attn_v.bias",        T_VECTOR, LF(bv),        D_1,  D_KV, F_BIAS },
-    { "attn_output.weight", T_MATRIX, LF(wo),        D_C,  D_Q,  F_REQ },
-    { "ffn_norm.weight",    T_VECTOR, LF(ffn_norm),  D_1,  D_C,  F_REQ },
-    { "ffn_gate.weight",    T_MATRIX, LF(w_gate),    D_F,  D_C,  F_REQ },
-    { "ffn_up.weight",      T_MATRIX, LF(w_up),      D_F,  D_C,  F_REQ },
-    { "ffn_down.weight",    T_MATRIX, LF(w_down),    D_C,  D_F,  F_REQ },
+    { "attn_norm.weight",   T_VECTOR, LF(attn_norm), D_1,  D_C,  F_REQ,  S_NONE },
+    { "attn_q.weight",      T_MATRIX, LF(wq),        D_Q,  D_C,  F_REQ,  S_Q },
+    { "attn_k.weight",      T_MATRIX, LF(wk),        D_KV, D_C,  F_REQ,  S_KV },
+    { "attn_v.weight",      T_MATRIX, LF(wv),        D_KV, D_C,  F_REQ,  S_KV },
+    { "attn_q.bias",        T_VECTOR, LF(bq),        D_1,  D_Q,  F_BIAS, S_Q },
+    { "attn_k.bias",        T_VECTOR, LF(bk),        D_1,  D_KV, F_BIAS, S_KV },
+    { "attn_v.bias",        T_VECTOR, LF(bv),        D_1,  D_KV, F_BIAS, S_KV },
+    { "attn_output.weight", T_MATRIX, LF(wo),        D_C,  D_Q,  F_REQ,  S_MIX_Q },
+    { "ffn_norm.weight",    T_VECTOR, LF(ffn_norm),  D_1,  D_C,  F_REQ,  S_NONE },
+    { "ffn_gate.weight",    T_MATRIX, LF(w_gate),    D_F,  D_C,  F_REQ,  S_FFN },
+    { "ffn_up.weight",      T_MATRIX, LF(w_up),      D_F,  D_C,  F_REQ,  S_FFN },
+    { "ffn_down.weight",    T_MATRIX, LF(w_down),    D_C,  D_F,  F_REQ,  S_MIX_FFN },
 };
 #undef LF
 
@@ -212,29 +223,125 @@ static const gguf_tensor *find(const gguf_ctx *g, const char *name, int required
     return t;
 }
 
+/* ---- slicing for tensor parallelism ------------------------------------------------------ */
+
+/* Owned copies (column slices) live until model_free. */
+static void *model__keep(model *m, size_t bytes) {
+    void **list = realloc(m->copies, (size_t)(m->n_copies + 1) * sizeof *list);
+    if (!list) return NULL;
+    m->copies = list;
+    void *p = malloc(bytes ? bytes : 1);
+    if (p) m->copies[m->n_copies++] = p;
+    return p;
+}
+
+/* Tell the kernel it may drop the mapped pages inside [p, p + n): a rank that copied its
+ * columns out of a tensor does not keep the rest resident. */
+static void drop_pages(const void *p, size_t n) {
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
+    uintptr_t b = ((uintptr_t)p + n) & ~(uintptr_t)(pg - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+static kern_weight rows_of(kern_weight w, int64_t r0, int64_t n) {
+    w.data = (const char *)w.data + (size_t)r0 * w.row_stride;
+    w.n_rows = n;
+    return w;
+}
+
+/* columns [c0, c0 + n) of every row, copied once; c0 and n fall on block boundaries */
+static int cols_of(model *m, kern_weight *w, int64_t c0, int64_t n, char *err, size_t errlen) {
+    const qt_traits *tr = qt_get(w->type);
+    size_t off = (size_t)(c0 / tr->block_size) * tr->type_size;
+    size_t rs = qt_row_size(w->type, n);
+    char *dst = model__keep(m, rs * (size_t)w->n_rows);
+    if (!dst) {
+        snprintf(err, errlen, "model: out of memory for a %lld x %lld column slice",
+                 (long long)w->n_rows, (long long)n);
+        return -1;
+    }
+    for (int64_t r = 0; r < w->n_rows; r++)
+        memcpy(dst + (size_t)r * rs, (const char *)w->data + (size_t)r * w->row_stride + off, rs);
+    drop_pages(w->data, w->row_stride * (size_t)w->n_rows);
+    w->data = dst;
+    w->n_cols = n;
+    w->row_stride = rs;
+    return 0;
+}
+
+static int block_aligned(int type, int64_t c0, int64_t n) {
+    const qt_traits *tr = qt_get(type);
+    return tr && c0 % tr->block_size == 0 && n % tr->block_size == 0;
+}
+
+/* Cuts a whole-matrix view down to this rank's share, per the spec's split. */
+static int slice_matrix(model *m, const tensor_spec *ts, kern_weight *w, model_mix *mix,
+                        char *err, size_t errlen) {
+    const model_shard *sh = &m->shard;
+    const int D = m->cfg.head_dim;
+    if (sh->tp <= 1) return 0;
+    switch (ts->split) {
+    case S_Q: *w = rows_of(*w, (int64_t)sh->head0 * D, (int64_t)sh->n_heads * D); return 0;
+    case S_KV: *w = rows_of(*w, (int64_t)sh->kv_head0 * D, (int64_t)sh->n_kv_heads * D); return 0;
+    case S_FFN: *w = rows_of(*w, sh->ffn0, sh->n_ffn); return 0;
+    case S_MIX_Q:
+    case S_MIX_FFN: {
+        int64_t c0 = ts->split == S_MIX_Q ? (int64_t)sh->head0 * D : sh->ffn0;
+        int64_t n = ts->split == S_MIX_Q ? (int64_t)sh->n_heads * D : sh->n_ffn;
+        if (block_aligned(w->type, c0, n)) {
+            *mix = MIX_ALLREDUCE;
+            return cols_of(m, w, c0, n, err, errlen);
+        }
+        int64_t rows = m->cfg.dim / sh->tp;
+        *mix = MIX_GATHER;
+        *w = rows_of(*w, rows * sh->tp_rank, rows);
+        return 0;
+    }
+    default: return 0;
+    }
+}
+
+static const float *slice_vector(const model *m, const tensor_spec *ts, const float *v) {
+    const model_shard *sh = &m->shard;
+    const int D = m->cfg.head_dim;
+    if (sh->tp <= 1) return v;
+    switch (ts->split) {
+    case S_Q: return v + (size_t)sh->head0 * D;
+    case S_KV: return v + (size_t)sh->kv_head0 * D;
+    case S_FFN: return v + sh->ffn0;
+    default: return v;
+    }
+}
+
 static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
     const gguf_ctx *g = m->gguf;
     model_cfg *c = &m->cfg;
+    const model_shard *sh = &m->shard;
     const gguf_tensor *te = find(g, "token_embd.weight", 1, err, errlen);
     if (!te) return -1;
-    if (te->n_dims != 2 || te->ne[0] != c->dim || te->ne[1] < 1 || te->ne[1] > (1 << 24)) {
-        snprintf(err, errlen, "model: token_embd.weight has shape [%lld, %lld], expected [%d, V]",
-                 (long long)te->ne[0], (long long)te->ne[1], c->dim);
+    if (te->n_dims != 2 || te->ne[0] != c->dim || te->ne[1] != c->n_vocab) {
+        snprintf(err, errlen, "model: token_embd.weight has shape [%lld, %lld], expected [%d, %d]",
+                 (long long)te->ne[0], (long long)te->ne[1], c->dim, c->n_vocab);
         return -1;
     }
-    c->n_vocab = (int)te->ne[1];
     if (load_matrix(te, &m->tok_embd, c->n_vocab, c->dim, err, errlen)) return -1;
-    m->weight_bytes = te->nbytes;
     const gguf_tensor *on = find(g, "output_norm.weight", 1, err, errlen);
     if (!on || !(m->output_norm = load_vector(on, ar, c->dim, err, errlen))) return -1;
     const gguf_tensor *out = find(g, "output.weight", 0, err, errlen);
     c->tied_output = out == NULL;
     if (out) {
         if (load_matrix(out, &m->output, c->n_vocab, c->dim, err, errlen)) return -1;
-        m->weight_bytes += out->nbytes;
     } else {
         m->output = m->tok_embd;
     }
+    /* vocabulary slices: embedding rows on the first stage, output rows on the last */
+    m->tok_embd = rows_of(m->tok_embd, sh->vocab0, sh->n_vocab);
+    m->output = rows_of(m->output, sh->vocab0, sh->n_vocab);
+    m->weight_bytes = 0;
+    if (sh->stage == 0) m->weight_bytes += m->tok_embd.row_stride * (size_t)sh->n_vocab;
+    if (sh->stage == sh->pp - 1 && (out || sh->stage != 0))
+        m->weight_bytes += m->output.row_stride * (size_t)sh->n_vocab;
     const gguf_tensor *rf = find(g, "rope_freqs.weight", 0, err, errlen);
     if (rf && !(m->rope_freqs = load_vector(rf, ar, c->n_rot / 2, err, errlen))) return -1;
 
@@ -243,7 +350,8 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
         snprintf(err, errlen, "model: out of memory for %d layers", c->n_layers);
         return -1;
     }
-    for (int l = 0; l < c->n_layers; l++) {
+    for (int l = sh->layer0; l < sh->layer1; l++) {
+        model_layer *L = &m->layers[l];
         for (size_t i = 0; i < sizeof layer_tensors / sizeof layer_tensors[0]; i++) {
             const tensor_spec *ts = &layer_tensors[i];
             char name[96];
@@ -254,20 +362,111 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
                 if (required) return -1;
                 continue;
             }
-            char *base = (char *)&m->layers[l];
+            char *base = (char *)L;
             if (ts->kind == T_MATRIX) {
-                if (load_matrix(t, (kern_weight *)(base + ts->field), dim_of(c, ts->rows),
-                                dim_of(c, ts->cols), err, errlen))
+                kern_weight *w = (kern_weight *)(base + ts->field);
+                model_mix *mix = ts->split == S_MIX_Q ? &L->wo_mix : &L->down_mix;
+                if (load_matrix(t, w, dim_of(c, ts->rows), dim_of(c, ts->cols), err, errlen) ||
+                    slice_matrix(m, ts, w, mix, err, errlen))
                     return -1;
+                m->weight_bytes += w->row_stride * (size_t)w->n_rows;
             } else {
                 const float *v = load_vector(t, ar, dim_of(c, ts->cols), err, errlen);
                 if (!v) return -1;
+                v = slice_vector(m, ts, v);
                 memcpy(base + ts->field, &v, sizeof v);
             }
-            m->weight_bytes += t->nbytes;
         }
     }
     return 0;
+}
+
+/* ---- the shard plan --------------------------------------------------------------------- */
+
+int model_shard_plan(const model_cfg *c, const size_t *layer_bytes, size_t head_bytes, int tp,
+                     int tp_rank, int pp, int stage, model_shard *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    if (tp < 1) tp = 1;
+    if (pp < 1) pp = 1;
+    if (c->n_heads % tp || c->dim % tp ||
+        (c->n_kv_heads % tp && tp % c->n_kv_heads)) {
+        snprintf(err, errlen,
+                 "model: tensor parallel size %d must divide the %d attention heads and the "
+                 "model dim %d, and divide or be a multiple of the %d KV heads",
+                 tp, c->n_heads, c->dim, c->n_kv_heads);
+        return -1;
+    }
+    if (c->ffn_dim % tp) {
+        snprintf(err, errlen, "model: tensor parallel size %d must divide the FFN dim %d", tp,
+                 c->ffn_dim);
+        return -1;
+    }
+    if (pp > c->n_layers) {
+        snprintf(err, errlen, "model: %d pipeline stages for %d layers: at most one stage per layer",
+                 pp, c->n_layers);
+        return -1;
+    }
+    out->tp = tp;
+    out->tp_rank = tp_rank;
+    out->pp = pp;
+    out->stage = stage;
+    int group = c->n_heads / c->n_kv_heads;
+    out->n_heads = c->n_heads / tp;
+    out->head0 = tp_rank * out->n_heads;
+    out->kv_head0 = out->head0 / group;
+    out->n_kv_heads = (out->head0 + out->n_heads - 1) / group - out->kv_head0 + 1;
+    out->n_ffn = c->ffn_dim / tp;
+    out->ffn0 = tp_rank * out->n_ffn;
+    out->vocab_pad = (c->n_vocab + tp - 1) / tp;
+    out->vocab0 = tp_rank * out->vocab_pad;
+    if (out->vocab0 > c->n_vocab) out->vocab0 = c->n_vocab;
+    out->n_vocab = c->n_vocab - out->vocab0 < out->vocab_pad ? c->n_vocab - out->vocab0
+                                                              : out->vocab_pad;
+    /* stages: contiguous layers balanced by bytes; the last stage also reads the output head */
+    double total = (double)head_bytes;
+    for (int l = 0; l < c->n_layers; l++) total += (double)layer_bytes[l];
+    int l = 0;
+    double acc = 0;
+    for (int s = 0; s <= stage; s++) {
+        int first = l;
+        double target = total * (s + 1) / pp;
+        /* leave at least one layer for each later stage */
+        while (l < c->n_layers - (pp - 1 - s) &&
+               (l == first || acc + (double)layer_bytes[l] / 2 <= target ||
+                s == pp - 1)) {
+            acc += (double)layer_bytes[l];
+            l++;
+        }
+        if (s == stage) {
+            out->layer0 = first;
+            out->layer1 = l;
+        }
+    }
+    return 0;
+}
+
+static void layer_bytes_of(const gguf_ctx *g, const model_cfg *c, size_t *lb, size_t *head) {
+    for (int l = 0; l < c->n_layers; l++) {
+        char prefix[32];
+        int n = snprintf(prefix, sizeof prefix, "blk.%d.", l);
+        lb[l] = 0;
+        for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+            const gguf_tensor *t = gguf_tensor_at(g, i);
+            if (t->name.len > (uint64_t)n && !memcmp(t->name.ptr, prefix, (size_t)n))
+                lb[l] += t->nbytes;
+        }
+    }
+    const gguf_tensor *o = gguf_find_tensor(g, "output.weight");
+    if (!o) o = gguf_find_tensor(g, "token_embd.weight");
+    *head = o ? o->nbytes : 0;
+}
+
+int model_read_cfg(const char *path, model_cfg *out, char *err, size_t errlen) {
+    gguf_ctx *g = NULL;
+    if (gguf_open(path, &g, err, errlen) != GGUF_OK) return -1;
+    int rc = read_cfg(g, out, err, errlen);
+    gguf_close(g);
+    return rc;
 }
 
 /* floats needed to hold every vector tensor as f32 */
@@ -289,6 +488,25 @@ int model_load(const char *path, const model_opts *opts, model **out, char *err,
     }
     if (gguf_open(path, &m->gguf, err, errlen) != GGUF_OK) goto fail;
     if (read_cfg(m->gguf, &m->cfg, err, errlen)) goto fail;
+    const gguf_tensor *te = gguf_find_tensor(m->gguf, "token_embd.weight");
+    if (!te || te->n_dims != 2 || te->ne[1] < 1 || te->ne[1] > (1 << 24)) {
+        snprintf(err, errlen, "model: missing or malformed tensor 'token_embd.weight'");
+        goto fail;
+    }
+    m->cfg.n_vocab = (int)te->ne[1];
+    size_t *lb = malloc((size_t)m->cfg.n_layers * sizeof *lb), head = 0;
+    if (!lb) {
+        snprintf(err, errlen, "model: out of memory");
+        goto fail;
+    }
+    layer_bytes_of(m->gguf, &m->cfg, lb, &head);
+    int tp = opts && opts->tp > 1 ? opts->tp : 1, pp = opts && opts->pp > 1 ? opts->pp : 1;
+    int prc = model_shard_plan(&m->cfg, lb, head, tp, tp > 1 ? opts->tp_rank : 0, pp,
+                               pp > 1 ? opts->stage : 0, &m->shard, err, errlen);
+    free(lb);
+    if (prc) goto fail;
+    m->shard.tp_comm = tp > 1 ? opts->tp_comm : NULL;
+    m->shard.pp_comm = pp > 1 ? opts->pp_comm : NULL;
     arena ar = { 0 };
     ar.cap = vector_floats(m->gguf);
     if (ar.cap && !(ar.buf = malloc(ar.cap * sizeof(float)))) {
@@ -318,6 +536,8 @@ void model_free(model *m) {
     tok_free(m->tok);
     free(m->layers);
     free(m->owned);
+    for (int i = 0; i < m->n_copies; i++) free(m->copies[i]);
+    free(m->copies);
     gguf_close(m->gguf);
     free(m);
 }

@@ -22,7 +22,8 @@ static inline float qt__h2f(qt_f16 h) {
 }
 
 /* 32 signed x 32 signed bytes -> 8 int32 partial sums. |w| <= 128 and |x| <= 127 (activations
- * never hold -128), so each vpmaddubsw pair is at most 2*128*127 = 32512: no saturation. */
+ * quantized from finite floats never hold -128), so each vpmaddubsw pair is at most
+ * 2*128*127 = 32512: no saturation. */
 static inline __m256i qt__dot_s8(__m256i w, __m256i x) {
     const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
     return _mm256_madd_epi16(p, _mm256_set1_epi16(1));

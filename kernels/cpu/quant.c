@@ -320,47 +320,50 @@ void qt_quant_q4_0(const float *src, void *dst, int64_t n) {
 static void qt__fit_affine(const float *x, int n, int nmax, float *s_out, float *o_out) {
     float lo = x[0], hi = x[0];
     for (int i = 1; i < n; i++) {
-        lo = fminf(lo, x[i]);
-        hi = fmaxf(hi, x[i]);
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
     }
     if (lo > 0.0f) lo = 0.0f;
-    if (hi <= lo) {
+    if (!(hi > lo)) { /* constant block (or nan) */
         *s_out = 0.0f;
         *o_out = lo;
         return;
     }
+    float sx = 0.0f;
+    for (int i = 0; i < n; i++) sx += x[i];
     float best_err = INFINITY, best_s = (hi - lo) / (float)nmax, best_o = lo;
-    for (int t = -10; t <= 10; t++) {
-        const float iscale = ((float)nmax + 0.1f * (float)t) / (hi - lo);
-        double sq = 0, sqq = 0, sx = 0, sqx = 0;
+    for (int t = -5; t <= 5; t++) {
+        const float iscale = ((float)nmax + 0.2f * (float)t) / (hi - lo);
+        /* integer sums are exact in float (n*nmax^2 < 2^24) */
+        float sq = 0.0f, sqq = 0.0f, sqx = 0.0f;
         for (int i = 0; i < n; i++) {
             int q = qt__rne(iscale * (x[i] - lo));
             q = q < 0 ? 0 : q > nmax ? nmax : q;
-            sq += q;
-            sqq += (double)q * q;
-            sx += x[i];
-            sqx += (double)q * x[i];
+            sq += (float)q;
+            sqq += (float)(q * q);
+            sqx += (float)q * x[i];
         }
-        const double det = n * sqq - sq * sq;
-        if (det <= 0) continue;
-        double s = (n * sqx - sq * sx) / det;
-        double o = (sqq * sx - sq * sqx) / det;
-        if (o > 0) { /* the offset may only lower values: refit the scale alone */
-            o = 0;
+        const float det = (float)n * sqq - sq * sq;
+        if (!(det > 0.0f)) continue;
+        float s = ((float)n * sqx - sq * sx) / det;
+        float o = (sqq * sx - sq * sqx) / det;
+        if (o > 0.0f) { /* the offset may only lower values: refit the scale alone */
+            o = 0.0f;
             s = sqx / sqq;
         }
-        if (s <= 0) continue;
-        double err = 0;
+        if (!(s > 0.0f)) continue;
+        const float inv = 1.0f / s;
+        float err = 0.0f;
         for (int i = 0; i < n; i++) {
-            const double v = fmin(fmax((x[i] - o) / s, 0.0), (double)nmax);
-            const int q = (int)lrint(v);
-            const double e = s * q + o - x[i];
+            int q = qt__rne((x[i] - o) * inv);
+            q = q < 0 ? 0 : q > nmax ? nmax : q;
+            const float e = s * (float)q + o - x[i];
             err += e * e;
         }
         if (err < best_err) {
-            best_err = (float)err;
-            best_s = (float)s;
-            best_o = (float)o;
+            best_err = err;
+            best_s = s;
+            best_o = o;
         }
     }
     *s_out = best_s;
@@ -422,28 +425,28 @@ static float qt__fit_q6(const float *x) {
         }
     }
     if (amax == 0.0f) return 0.0f;
-    float best_s = max / -32.0f;
-    double best_err = INFINITY;
-    for (int t = -6; t <= 6; t++) {
-        const float iscale = -(32.0f + 0.25f * (float)t) / max;
-        double sqq = 0, sqx = 0;
+    float best_s = max / -32.0f, best_err = INFINITY;
+    for (int t = -3; t <= 3; t++) {
+        const float iscale = -(32.0f + 0.5f * (float)t) / max;
+        float sqq = 0.0f, sqx = 0.0f;
         for (int i = 0; i < 16; i++) {
             int q = qt__rne(iscale * x[i]);
             q = q < -32 ? -32 : q > 31 ? 31 : q;
-            sqq += (double)q * q;
-            sqx += (double)q * x[i];
+            sqq += (float)(q * q);
+            sqx += (float)q * x[i];
         }
-        if (sqq <= 0) continue;
-        const double s = sqx / sqq;
-        double err = 0;
+        if (!(sqq > 0.0f)) continue;
+        const float s = sqx / sqq, inv = 1.0f / s;
+        float err = 0.0f;
         for (int i = 0; i < 16; i++) {
-            const int q = (int)lrint(fmin(fmax(x[i] / s, -32.0), 31.0));
-            const double e = s * q - x[i];
+            int q = qt__rne(x[i] * inv);
+            q = q < -32 ? -32 : q > 31 ? 31 : q;
+            const float e = s * (float)q - x[i];
             err += e * e;
         }
         if (err < best_err) {
             best_err = err;
-            best_s = (float)s;
+            best_s = s;
         }
     }
     return best_s;

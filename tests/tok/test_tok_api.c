@@ -4,13 +4,16 @@
  * Part 1 (always runs) writes tiny GGUF vocabularies with the GGUF writer and checks outcomes
  * worked out by hand from the rules in tok.h: SPM merges the highest-scoring pair first and the
  * leftmost on ties, falls back to <0xXX> bytes, adds one leading space; BPE merges the lowest
- * rank first, leftmost on ties; bad metadata is refused with a message naming the key.
+ * rank first, leftmost on ties; bad metadata is refused with a message naming the key. It also
+ * checks each pre-tokenizer's split of one text against a split worked out by hand from its
+ * regexes, and GPT-2's byte table.
  * Part 2 (needs $SAMPAN_SHARED/reference/vocab, else reported skipped) checks the API contracts
  * against the vocabulary READMEs' facts (sizes, BOS flags, special ids).
  * Prints "N passed, N failed".
  */
 #include "gguf.h"
 #include "tok.h"
+#include "tok_pre.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,6 +172,53 @@ static void test_bpe_rules(void) {
         tok_free(t);
     }
     gguf_close(g);
+}
+
+/* ---- pre-tokenizers: pieces joined by '|' (space shows as U+0120, newline as U+010A) -------- */
+
+typedef struct { char buf[512]; size_t n; } pieces;
+
+static int collect(void *ud, const char *s, size_t n) {
+    pieces *p = ud;
+    if (p->n + n + 1 >= sizeof(p->buf)) return 1;
+    if (p->n) p->buf[p->n++] = '|';
+    memcpy(p->buf + p->n, s, n);
+    p->n += n;
+    p->buf[p->n] = 0;
+    return 0;
+}
+
+#define SP "\xc4\xa0"
+#define NL "\xc4\x8a"
+static void test_pre(void) {
+    static const char text[] = "Hello world's  12345!!\n";
+    static const struct { const char *pre, *want; } cases[] = {
+        { "gpt-2", "Hello|" SP "world|'s|" SP "|" SP "12345|!!|" NL },
+        { "llama-bpe", "Hello|" SP "world|'s|" SP "|" SP "|123|45|!!" NL },
+        { "qwen2", "Hello|" SP "world|'s|" SP "|" SP "|1|2|3|4|5|!!" NL },
+        { "starcoder", "Hello|" SP "world|'s|" SP SP "|1|2|3|4|5|!!|" NL },
+        { "falcon", "Hello|" SP "world|'|s|" SP "|" SP "|123|45|!!|" NL },
+        { "default", "Hello|" SP "world|'|s|" SP "|" SP "|123|45|!!|" NL },
+        { "deepseek-coder", "Hello|" SP "world|'|s|" SP SP "|1|2|3|4|5|!!|" NL },
+        { "deepseek-llm", "Hello|" SP "world|'|s|" SP SP "|12345|!!|" NL },
+    };
+    char err[256];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        tok_pre *p = NULL;
+        pieces got = { .n = 0 };
+        got.buf[0] = 0;
+        int rc = tok_pre_new(cases[i].pre, &p, err, sizeof(err));
+        if (rc == 0) rc = tok_pre_split(p, text, sizeof(text) - 1, collect, &got);
+        CHECK(rc == 0 && strcmp(got.buf, cases[i].want) == 0, "pre %s: got '%s' (%s)",
+              cases[i].pre, got.buf, rc ? err : "split");
+        tok_pre_free(p);
+    }
+    int inverse = 1;
+    for (int b = 0; b < 256; b++) inverse &= tok_pre_cp_to_byte(tok_pre_byte_to_cp((uint8_t)b)) == b;
+    CHECK(inverse && tok_pre_byte_to_cp(' ') == 0x120 && tok_pre_byte_to_cp('\n') == 0x10A &&
+          tok_pre_byte_to_cp(0x7F) == 0x121 && tok_pre_byte_to_cp(0xAD) == 0x143 &&
+          tok_pre_byte_to_cp('A') == 'A' && tok_pre_byte_to_cp(0xE9) == 0xE9 &&
+          tok_pre_cp_to_byte(0x144) == -1, "GPT-2 byte table");
 }
 
 /* tok_load must fail with a message containing `want`. */
@@ -395,6 +445,7 @@ int main(void) {
     test_spm_rules();
     test_bpe_rules();
     test_load_errors();
+    test_pre();
     unlink(tmp_path);
     const char *shared = getenv("SAMPAN_SHARED");
     char dir[900];

@@ -7,7 +7,7 @@
 # parsed from "2(x3),1" lists); usage errors; and, when mpirun is installed, 2 real ranks that
 # bind themselves, checked through the affinity the kernel reports.
 # Uses `SAMPAN topo` when launch/main.c dispatches it, TOPO_CLI (the same code) otherwise.
-# shellcheck disable=SC2015  # ok/bad always return 0
+# shellcheck disable=SC2015,SC2016  # ok/bad always return 0; single quotes for the ranks
 set -uo pipefail
 SAMPAN=$1 TOPO_CLI=$2 TEST_TOPO=$3
 TOPO=("$TOPO_CLI" topo)
@@ -120,8 +120,33 @@ if command -v mpirun >/dev/null 2>&1; then
         [[ "$line" == *"rank $r (local $r): bound to cpus $cpus, affinity now $cpus" ]] &&
             ok "mpirun rank $r bound to cpus $cpus" || bad "mpirun rank $r: '$line', want cpus $cpus"
     done
+    # launch/mpirun.sh: 3 ranks on this machine (oversubscribed on 2 cores), each under
+    # taskset with its planned cpus, whatever the command
+    SAMPAN_FOR_SH=$SAMPAN
+    if [ "${TOPO[0]}" = "$TOPO_CLI" ]; then
+        SAMPAN_FOR_SH=$TMP/sampan
+        # shellcheck disable=SC2016  # $1 and $@ belong to the wrapper
+        printf '#!/bin/sh\nif [ "$1" = topo ]; then exec "%s" "$@"; fi\nexec "%s" "$@"\n' \
+            "$TOPO_CLI" "$SAMPAN" >"$SAMPAN_FOR_SH"
+        chmod +x "$SAMPAN_FOR_SH"
+    fi
+    plan3=$("${TOPO[@]}" --ranks 3 | grep '^rank ')
+    out=$(SAMPAN=$SAMPAN_FOR_SH timeout 60 "$(dirname "$0")/../../launch/mpirun.sh" 3 -- \
+          sh -c 'echo "local $OMPI_COMM_WORLD_LOCAL_RANK: $(taskset -pc $$)"' 2>&1)
+    rc=$?
+    for r in 0 1 2; do
+        cpus=$(echo "$plan3" | sed -n "s/^rank $r: .* cpus \(.*\)$/\1/p")
+        line=$(echo "$out" | grep "^local $r: ")
+        [ $rc -eq 0 ] && [ -n "$cpus" ] && [[ "$line" == *"affinity list: $cpus" ]] &&
+            ok "mpirun.sh rank $r under taskset -c $cpus" ||
+            bad "mpirun.sh rank $r (exit $rc): '$line', want cpus $cpus; output: $out"
+    done
+    SAMPAN=$SAMPAN_FOR_SH timeout 60 "$(dirname "$0")/../../launch/mpirun.sh" 2 -- sh -c 'exit 3' \
+        >/dev/null 2>&1
+    rc=$?
+    [ $rc -eq 3 ] && ok "mpirun.sh passes a rank's exit code 3" || bad "mpirun.sh exit $rc, want 3"
 else
-    echo "note: mpirun not installed: the launched-ranks check is skipped"
+    echo "note: mpirun not installed: the launched-ranks checks are skipped"
 fi
 
 echo "$pass passed, $fail failed"

@@ -1,0 +1,129 @@
+/* launch/rank.c — rank bootstrap (see rank.h). */
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "comm.h"
+#include "model.h"
+#include "rank.h"
+#include "topo.h"
+
+/* Binds this rank per the hwloc plan, unless the launcher already narrowed our affinity (then
+ * its choice stands) or more ranks share the node than it has cores. */
+static void place(rank_ctx *r) {
+    int lr = 0, ls = 1;
+    comm_local_rank(r->world, &lr, &ls);
+    char err[200];
+    topo *t = NULL;
+    if (topo_open(NULL, &t, err, sizeof err)) {
+        snprintf(r->placement, sizeof r->placement, "unplaced (%s)", err);
+        return;
+    }
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    int bound = sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) < sysconf(_SC_NPROCESSORS_ONLN);
+    topo_rank_plan p;
+    if (topo_plan(t, lr, ls, &p, err, sizeof err)) {
+        snprintf(r->placement, sizeof r->placement, "unplaced (%s)", err);
+    } else if (bound || ls > topo_n_cores(t) || getenv("SAMPAN_NO_BIND")) {
+        snprintf(r->placement, sizeof r->placement, "%d cpus as launched (%s)", CPU_COUNT(&set),
+                 bound ? "bound by the launcher" : "not bound");
+    } else {
+        char line[200];
+        topo_describe(&p, line, sizeof line);
+        const char *what = strchr(line, ':');
+        if (topo_bind(t, &p, err, sizeof err) == 0)
+            snprintf(r->placement, sizeof r->placement, "%s", what ? what + 2 : line);
+        else
+            snprintf(r->placement, sizeof r->placement, "unbound (%s)", err);
+    }
+    topo_close(t);
+}
+
+int rank_init(int *argc, char ***argv, int tp, int pp, const char *model_path, rank_ctx *r) {
+    memset(r, 0, sizeof *r);
+    char err[512];
+    if (comm_world_init(argc, argv, 0, &r->world, err, sizeof err)) {
+        cli_error("%s", err);
+        return 1;
+    }
+    r->rank = r->world->rank;
+    r->size = r->world->size;
+    if (pp <= 0) pp = tp > 0 && r->size % tp == 0 ? r->size / tp : 1;
+    if (tp <= 0) tp = r->size / pp > 0 ? r->size / pp : 1;
+    if (tp * pp != r->size) {
+        if (r->rank == 0)
+            cli_error("layout: --tp %d x --pp %d = %d ranks, but the job has %d", tp, pp, tp * pp,
+                      r->size);
+        return 1;
+    }
+    r->tp = tp;
+    r->pp = pp;
+    r->stage = r->rank / tp;
+    r->tp_rank = r->rank % tp;
+    r->leader_rank = (pp - 1) * tp;
+    r->leader = r->rank == r->leader_rank;
+    /* the layout must fit the model: every rank checks the same numbers, rank 0 reports */
+    model_cfg cfg;
+    if (model_read_cfg(model_path, &cfg, err, sizeof err)) {
+        cli_error("%s", err);
+        return 1;
+    }
+    if (tp > 1 || pp > 1) {
+        size_t *lb = calloc((size_t)cfg.n_layers, sizeof *lb);
+        model_shard sh;
+        int bad = !lb || model_shard_plan(&cfg, lb, 0, tp, r->tp_rank, pp, r->stage, &sh, err,
+                                          sizeof err);
+        free(lb);
+        if (bad) {
+            if (r->rank == 0) cli_error("layout: %s", err);
+            return 1;
+        }
+    }
+    if ((tp > 1 && comm_split(r->world, r->stage, r->tp_rank, &r->tp_comm)) ||
+        (pp > 1 && comm_split(r->world, r->tp_rank, r->stage, &r->pp_comm))) {
+        cli_error("%s", comm_error(r->world));
+        return 1;
+    }
+    if (r->size > 1) place(r);
+    return 0;
+}
+
+int rank_agree(rank_ctx *r, int ok) {
+    if (r->size == 1) return ok;
+    int32_t bad = !ok;
+    if (comm_allreduce_sum(r->world, &bad, 1, COMM_I32)) {
+        cli_error("%s", comm_error(r->world));
+        return 0;
+    }
+    return bad == 0;
+}
+
+void rank_layout(rank_ctx *r, const model *m) {
+    if (r->size == 1) return;
+    enum { LINE = 512 };
+    char line[LINE];
+    const model_shard *sh = &m->shard;
+    snprintf(line, sizeof line,
+             "rank %d: stage %d/%d layers %d-%d, tp %d/%d heads %d-%d kv %d-%d ffn %d-%d vocab "
+             "%d-%d, %.1f MiB; %s",
+             r->rank, sh->stage, sh->pp, sh->layer0, sh->layer1 - 1, sh->tp_rank, sh->tp,
+             sh->head0, sh->head0 + sh->n_heads - 1, sh->kv_head0,
+             sh->kv_head0 + sh->n_kv_heads - 1, sh->ffn0, sh->ffn0 + sh->n_ffn - 1, sh->vocab0,
+             sh->vocab0 + sh->n_vocab - 1, (double)m->weight_bytes / (1 << 20), r->placement);
+    char *all = r->rank == 0 ? malloc((size_t)LINE * r->size) : NULL;
+    char *recv = all ? all : malloc((size_t)LINE * r->size);
+    if (recv && comm_allgather(r->world, line, recv, LINE, COMM_U8) == 0 && r->rank == 0)
+        for (int i = 0; i < r->size; i++) fprintf(stderr, "sampan: %s\n", recv + (size_t)i * LINE);
+    free(recv);
+}
+
+void rank_finish(rank_ctx *r) {
+    comm_free(r->tp_comm);
+    comm_free(r->pp_comm);
+    r->tp_comm = r->pp_comm = NULL;
+    comm_world_finalize();
+}
