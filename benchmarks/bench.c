@@ -3,7 +3,8 @@
  * One harness, one schema (nccl-tests): a run first measures, with each requested thread count,
  *   read   GB/s     AVX2 read-sum of a 1 GiB buffer (far above the caches), best of 5 passes
  *   triad  GB/s     STREAM a[i] = b[i] + s*c[i] on doubles, 3 x 128 MiB, 24 B per element counted
- *   fma    GFLOP/s  12 independent ymm FMA chains per thread (2 flops x 8 lanes per FMA)
+ *   fma    GFLOP/s  12 independent ymm FMA chains per thread (2 flops x 8 lanes per FMA), timed
+ *                    by each thread's CPU clock and summed: the cores' peak
  * then, for each model and thread count,
  *   pp  one batch of --pp tokens:  tokens/s, GFLOP/s (2 x weight params x tokens + attention),
  *       fraction of the FMA ceiling
@@ -46,6 +47,7 @@ typedef struct {
     int pp, tg, reps, layers;
     const char *json;
     const char *model_dir;
+    const char *shape;
     int quick, matmul;
 } bench_opts;
 
@@ -103,7 +105,8 @@ typedef struct {
     double *a, *b, *c;
     size_t n;             /* triad elements */
     long iters;           /* fma loop */
-    uint64_t sink[BENCH_MAX_LIST * 8];
+    uint64_t *sink;       /* (threads * 8): results, so that no loop is optimised away */
+    double *cpu;          /* (threads * 8): CPU seconds of each thread's FMA loop */
 } bench__job;
 
 static void bench__slice(size_t n, size_t align, int ith, int nth, size_t *lo, size_t *hi) {
@@ -214,9 +217,17 @@ __attribute__((target("avx2,fma"))) static double bench__fma_avx2(long iters) {
     return v[0] + v[7];
 }
 
+static double bench__cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static void bench__fma_job(void *arg, int ith, int nth) {
     bench__job *j = arg;
+    double t0 = bench__cpu_now();
     double r = bench__have_avx2() ? bench__fma_avx2(j->iters) : 0.0;
+    j->cpu[ith * 8] = bench__cpu_now() - t0;
     j->sink[ith * 8] += (uint64_t)r;
 }
 
@@ -231,9 +242,12 @@ static int bench__ceilings(const bench_opts *o, int threads, bench_ceil *out, ch
     bench__job j;
     memset(&j, 0, sizeof j);
     out->threads = threads;
-    int passes = o->quick ? 3 : 5;
+    int passes = 5;
+    j.sink = calloc((size_t)threads * 8, sizeof *j.sink);
+    j.cpu = calloc((size_t)threads * 8, sizeof *j.cpu);
+    if (!j.sink || !j.cpu) goto oom;
 
-    j.bytes = (o->quick ? 64u : 1024u) << 20;
+    j.bytes = (o->quick ? 256u : 1024u) << 20;   /* both far above a 32 MiB L3 */
     j.buf = bench__alloc(j.bytes);
     if (!j.buf) goto oom;
     pool_run(p, bench__touch_job, &j);
@@ -248,7 +262,7 @@ static int bench__ceilings(const bench_opts *o, int threads, bench_ceil *out, ch
     free(j.buf);
     j.buf = NULL;
 
-    j.n = ((o->quick ? 16u : 128u) << 20) / sizeof(double);
+    j.n = ((o->quick ? 64u : 128u) << 20) / sizeof(double);
     j.a = bench__alloc(j.n * sizeof(double));
     j.b = bench__alloc(j.n * sizeof(double));
     j.c = bench__alloc(j.n * sizeof(double));
@@ -267,19 +281,24 @@ static int bench__ceilings(const bench_opts *o, int threads, bench_ceil *out, ch
     free(j.c);
     j.a = j.b = j.c = NULL;
 
-    j.iters = o->quick ? 200000 : 10000000;
-    best = 1e30;
+    /* a core's FMA rate is its own: timed by each thread's CPU clock, so other processes on a
+     * shared machine do not lower the ceiling (they lower the runs measured against it) */
+    j.iters = o->quick ? 1000000 : 10000000;
+    out->fma_gflops = 0;
     for (int i = 0; i < 3; i++) {
-        double t0 = bench__now();
         pool_run(p, bench__fma_job, &j);
-        double t = bench__now() - t0;
-        best = t < best ? t : best;
+        double rate = 0;
+        for (int t = 0; t < threads; t++)
+            rate += (double)j.iters * BENCH_FMA_CHAINS * 16.0 / j.cpu[t * 8] * 1e-9;
+        if (bench__have_avx2() && rate > out->fma_gflops) out->fma_gflops = rate;
     }
-    out->fma_gflops = bench__have_avx2()
-        ? (double)j.iters * BENCH_FMA_CHAINS * 16.0 * threads / best * 1e-9 : 0.0;
+    free(j.sink);
+    free(j.cpu);
     pool_free(p);
     return 0;
 oom:
+    free(j.sink);
+    free(j.cpu);
     free(j.buf);
     free(j.a);
     free(j.b);
@@ -421,8 +440,19 @@ typedef struct {
     int C, F, KV, V, L;   /* dim, ffn, kv heads x head dim, vocab, layers */
 } bench_shape;
 
-static const bench_shape bench__tinyllama = { "tinyllama-1.1b", 2048, 5632, 256, 32000, 22 };
-static const bench_shape bench__small = { "small", 256, 768, 128, 4096, 4 };
+/* the shapes of runtime/synth.h; KV = kv heads x head dim */
+static const bench_shape bench__shapes[] = {
+    { "tiny", 64, 128, 32, 512, 2 },
+    { "small", 256, 768, 64, 4096, 4 },
+    { "tinyllama-1.1b", 2048, 5632, 256, 32000, 22 },
+    { "llama-7b", 4096, 11008, 4096, 32000, 32 },
+};
+
+static const bench_shape *bench__shape(const char *name) {
+    for (size_t i = 0; i < sizeof bench__shapes / sizeof bench__shapes[0]; i++)
+        if (!strcmp(bench__shapes[i].name, name)) return &bench__shapes[i];
+    return NULL;
+}
 
 /* Random blocks with finite, moderate values: random bits, then the scale fields overwritten. */
 static void bench__fill_weight(int type, uint8_t *p, size_t bytes, uint64_t seed) {
@@ -724,16 +754,18 @@ done:
 static void bench__usage(FILE *f) {
     fputs("usage: sampan bench [-m MODEL ...] [--types F16,Q8_0,Q4_0,Q4_K] [--threads 1,2]\n"
           "                    [--pp 512] [--tg 128] [--reps N] [--json OUT.json]\n"
-          "                    [--model-dir DIR] [--matmul] [--layers N] [--quick]\n"
-          "  -m MODEL      a GGUF model (repeatable); without -m, tinyllama-1.1b-shaped synthetic\n"
-          "                models of each --types entry are made in --model-dir (default\n"
-          "                build/bench-models) and reused\n"
+          "                    [--model-dir DIR] [--shape NAME] [--layers N] [--matmul] [--quick]\n"
+          "  -m MODEL      a GGUF model (repeatable); without -m, synthetic models of --shape\n"
+          "                (default tinyllama-1.1b) in each --types entry are made in --model-dir\n"
+          "                (default build/bench-models) and reused\n"
           "  --threads     comma list of thread counts (default: the CPUs of the affinity mask)\n"
           "  --pp N        prompt tokens in one batch (0 skips); --tg N decode steps (0 skips)\n"
           "  --reps N      timed repetitions, best kept (default 1, or 2 with --matmul)\n"
-          "  --matmul      kern_matmul alone on the model's matrix shapes (no model file)\n"
+          "  --shape NAME  tiny, small, tinyllama-1.1b or llama-7b\n"
           "  --layers N    layers of the synthetic model or matmul set (default: the shape's)\n"
-          "  --quick       smoke test: small shapes and buffers, finishes in seconds\n"
+          "  --matmul      kern_matmul alone on the shape's matrices, random weights in memory\n"
+          "  --quick       smoke test in seconds: 1 layer of tinyllama-1.1b in Q4_0 (weights still\n"
+          "                far larger than the caches), --pp 32 --tg 8, smaller ceiling buffers\n"
           "Ceilings (read, triad, fma) are measured first with each thread count.\n",
           f);
 }
@@ -791,7 +823,8 @@ static int bench__parse(int argc, char **argv, bench_opts *o) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int need = !strcmp(a, "-m") || !strcmp(a, "--types") || !strcmp(a, "--threads") ||
                    !strcmp(a, "--pp") || !strcmp(a, "--tg") || !strcmp(a, "--json") ||
-                   !strcmp(a, "--model-dir") || !strcmp(a, "--reps") || !strcmp(a, "--layers");
+                   !strcmp(a, "--model-dir") || !strcmp(a, "--reps") || !strcmp(a, "--layers") ||
+                   !strcmp(a, "--shape");
         if (need && !v) {
             fprintf(stderr, "sampan: bench: %s needs a value\n", a);
             return -1;
@@ -821,6 +854,13 @@ static int bench__parse(int argc, char **argv, bench_opts *o) {
             o->json = v;
         } else if (!strcmp(a, "--model-dir")) {
             o->model_dir = v;
+        } else if (!strcmp(a, "--shape")) {
+            if (!bench__shape(v)) {
+                fprintf(stderr, "sampan: bench: unknown --shape '%s' (tiny, small, "
+                                "tinyllama-1.1b, llama-7b)\n", v);
+                return -1;
+            }
+            o->shape = v;
         } else if (!strcmp(a, "--quick")) {
             o->quick = 1;
         } else if (!strcmp(a, "--matmul")) {
@@ -831,6 +871,8 @@ static int bench__parse(int argc, char **argv, bench_opts *o) {
         }
         if (need) i++;
     }
+    if (!o->shape) o->shape = "tinyllama-1.1b";
+    if (o->quick && o->layers == 0) o->layers = 1;
     if (o->pp < 0) o->pp = o->quick ? 32 : 512;
     if (o->tg < 0) o->tg = o->quick ? 8 : 128;
     if (o->reps < 0) o->reps = o->matmul ? 2 : 1;
@@ -838,9 +880,9 @@ static int bench__parse(int argc, char **argv, bench_opts *o) {
         if (bench__list("--types", types, 1, o->types, &o->n_types)) return -1;
     } else {
         static const int def[] = { QT_F16, QT_Q8_0, QT_Q4_0, QT_Q4_K };
-        static const int quick[] = { QT_F32, QT_Q4_0 };
+        static const int quick[] = { QT_Q4_0 };
         const int *d = o->quick ? quick : def;
-        o->n_types = o->quick ? 2 : 4;
+        o->n_types = o->quick ? 1 : 4;
         memcpy(o->types, d, sizeof(int) * (size_t)o->n_types);
     }
     if (threads) {
@@ -880,7 +922,7 @@ int bench_main(int argc, char **argv) {
     bench_log lg;
     memset(&lg, 0, sizeof lg);
     int rc = 0;
-    const bench_shape *shape = o.quick ? &bench__small : &bench__tinyllama;
+    const bench_shape *shape = bench__shape(o.shape);
 
     char cpu[256];
     bench__cpu_model(cpu, sizeof cpu);

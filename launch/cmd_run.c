@@ -184,6 +184,8 @@ int cmd_run(int argc, char **argv) {
     run_opts o;
     if (parse(argc, argv, &o)) return 2;
     char err[512];
+    const char *mix = getenv("SAMPAN_TP_REDUCE");
+    int tp_allreduce = mix && !strcmp(mix, "allreduce");
     rank_ctx rk;
     if (rank_init(&argc, &argv, (int)o.tp, (int)o.pp, o.model, &rk)) {
         comm_world_finalize();
@@ -191,7 +193,8 @@ int cmd_run(int argc, char **argv) {
     }
     model *m = NULL;
     model_opts mo = { .n_threads = (int)o.threads, .tp = rk.tp, .pp = rk.pp, .tp_rank = rk.tp_rank,
-                      .stage = rk.stage, .tp_comm = rk.tp_comm, .pp_comm = rk.pp_comm };
+                      .stage = rk.stage, .tp_comm = rk.tp_comm, .pp_comm = rk.pp_comm,
+                      .tp_allreduce = tp_allreduce };
     int loaded = model_load(o.model, &mo, &m, err, sizeof err) == 0;
     if (!loaded) cli_error("%s%s%s", rk.size > 1 ? comm_where(rk.world) : "", rk.size > 1 ? ": " : "", err);
     if (!rank_agree(&rk, loaded)) {
@@ -281,8 +284,22 @@ int cmd_run(int argc, char **argv) {
         n_decode++;
     }
     double t2 = cli_now();
+    /* every rank's peak RSS, for the leader's report (capacity planning needs the per-rank
+     * figure, not just the leader's) */
+    int64_t my_rss = cli_peak_rss_bytes();
+    int64_t *rss_all = calloc((size_t)rk.size, sizeof *rss_all);
+    if (!rss_all) goto out;
+    if (rk.size > 1 && comm_allgather(rk.world, &my_rss, rss_all, sizeof my_rss, COMM_U8)) {
+        cli_error("run: %s", comm_error(rk.world));
+        free(rss_all);
+        goto out;
+    }
+    if (rk.size == 1) rss_all[0] = my_rss;
     rc = 0;
-    if (!rk.leader) goto out;
+    if (!rk.leader) {
+        free(rss_all);
+        goto out;
+    }
     if (!o.json && text.len > text.flushed) fwrite(text.buf + text.flushed, 1, text.len - text.flushed, stdout);
     double pp_tps = n_prompt / (t1 - t0 > 0 ? t1 - t0 : 1e-9);
     double tg_tps = n_decode / (t2 - t1 > 0 ? t2 - t1 : 1e-9);
@@ -307,12 +324,15 @@ int cmd_run(int argc, char **argv) {
         cJSON_AddNumberToObject(tm, "weight_bytes", (double)m->weight_bytes);
         cJSON_AddNumberToObject(tm, "threads", m->be->i->n_threads(m->be));
         cJSON_AddStringToObject(tm, "isa", kern_isa());
+        cJSON *ra = cJSON_AddArrayToObject(tm, "rank_peak_rss_bytes");
+        for (int i = 0; i < rk.size; i++) cJSON_AddItemToArray(ra, cJSON_CreateNumber((double)rss_all[i]));
         char *s = cJSON_PrintUnformatted(js);
         if (s) puts(s);
         free(s);
     } else {
         putchar('\n');
     }
+    free(rss_all);
     fflush(stdout);
     fprintf(stderr,
             "sampan: prompt %d tokens, %.2f tokens/s | decode %d tokens, %.2f tokens/s | "

@@ -92,7 +92,8 @@ static void topo_cmd__usage(FILE *f) {
     fputs("usage: sampan topo [--topology FILE.xml | --synthetic DESC] [--ranks N] [--bind]\n"
           "  prints where each node-local rank runs: its cores, NUMA node and nearest GPU.\n"
           "  --topology FILE.xml  a node described by hwloc XML (lstopo --of xml)\n"
-          "  --synthetic DESC     a node in hwloc's synthetic syntax, e.g. \"pack:2 numa:2 core:16 pu:2\"\n"
+          "  --synthetic DESC     a node in hwloc's synthetic syntax,\n"
+          "                       e.g. \"pack:2 numa:2 core:16 pu:2\"\n"
           "                       (default: this machine, or HWLOC_XMLFILE / HWLOC_SYNTHETIC)\n"
           "  --ranks N            plan for N ranks on the node, without a launcher\n"
           "  --bind               each rank binds itself to its plan and prints its affinity\n"
@@ -111,7 +112,8 @@ static int topo_cmd__print_plan(const topo *t, const char *host, int size, const
     }
     int nc = topo_n_cores(t), nn = topo_n_numa(t), ng = topo_n_gpus(t);
     len += (size_t)snprintf(out + len, cap - len,
-                            "node %s (%s): %d cores, %d NUMA node%s, %d GPU%s; %d local rank%s%s%s\n",
+                            "node %s (%s): %d cores, %d NUMA node%s, %d GPU%s; "
+                            "%d local rank%s%s%s\n",
                             host, topo_source(t), nc, nn, nn == 1 ? "" : "s", ng,
                             ng == 1 ? "" : "s", size, size == 1 ? "" : "s", via ? " via " : "",
                             via ? via : "");

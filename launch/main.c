@@ -15,6 +15,7 @@ static void usage(FILE *f) {
           "  info   MODEL                       architecture, hyper-parameters, tokenizer, tensors\n"
           "  model  synth -o FILE --shape tiny|small|tinyllama-1.1b|llama-7b [--type T] [--layers N] [--seed S]\n"
           "  model  quantize IN OUT TYPE        convert tensors to F32|F16|BF16|Q8_0|Q4_0|Q4_K|Q6_K\n"
+          "  topo   [--topology FILE.xml | --synthetic DESC] [--ranks N] [--bind]   where ranks run (cores, NUMA node, GPU)\n"
           "  bench  [--quick] [--json FILE] ... prompt/decode speed against measured machine ceilings\n"
           "Run 'sampan <command> --help' for a command's options.\n",
           f);
@@ -44,6 +45,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "model")) return cmd_model(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return bench_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "topo")) return cmd_topo(argc - 1, argv + 1);
     cli_error("unknown command '%s' (run 'sampan --help')", cmd);
     return 2;
 }

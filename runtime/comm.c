@@ -1,5 +1,5 @@
-/* runtime/comm.c — the communicator's front: choosing self or MPI at start-up, the dispatchers
- * that check arguments once for every implementation, and the watchdog wait loop.
+/* runtime/comm.c — the communicator's front: start-up (self or MPI), the dispatchers that check
+ * arguments once for every implementation, the watchdog thread and the polling wait.
  *
  * Rank start-up and shutdown:
  *
@@ -18,10 +18,10 @@
  */
 #include "comm_impl.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,7 +192,7 @@ static void *comm__watchdog(void *arg) {
         if (comm__wd.limit > 0 && waited > comm__wd.limit) {
             double limit = comm__wd.limit;
             pthread_mutex_unlock(&comm__wd.mu);
-            comm__die(c, "%s timed out after %g s (a peer is dead or stuck)", op, limit);
+            comm__die(c, "%s timed out after %.3g s (a peer is dead or stuck)", op, limit);
         }
         if (waited >= 1.0 && t >= comm__wd.next_check) {
             comm__wd.next_check = t + 1.0;
@@ -241,14 +241,14 @@ void comm__watchdog_stop(void) {
     comm__wd.running = 0;
 }
 
-void comm__watch_begin(comm *c, const char *op, int idle) {
+void comm__watch_begin(comm *c, const char *op, int idle, size_t bytes) {
     pthread_mutex_lock(&comm__wd.mu);
     if (comm__wd.depth++ == 0) {
         comm__wd.c = c;
         comm__wd.op = op;
         comm__wd.idle = idle;
         comm__wd.since = comm__now();
-        comm__wd.limit = idle ? 0.0 : comm__g.timeout;
+        comm__wd.limit = idle || comm__g.timeout <= 0 ? 0.0 : comm__g.timeout + (double)bytes / 100e6;
         comm__wd.next_check = comm__wd.since + 1.0;
     }
     pthread_mutex_unlock(&comm__wd.mu);
@@ -260,12 +260,12 @@ void comm__watch_end(void) {
     pthread_mutex_unlock(&comm__wd.mu);
 }
 
-int comm__wait(comm *c, const char *op, int idle, comm__test_fn test, void *arg) {
+int comm__wait(comm *c, const char *op, int idle, size_t bytes, comm__test_fn test, void *arg) {
     int done = 0;
     int rc = test(c, arg, &done);
     if (rc || done) return rc;
 
-    comm__watch_begin(c, op, idle);
+    comm__watch_begin(c, op, idle, bytes);
     const double t0 = comm__now();
     long nap_ns = 20000;
     for (;;) {
@@ -363,7 +363,13 @@ void comm_abort(comm *c, int code) {
     fflush(stdout);
     fflush(stderr);
     if (!c) c = comm__g.world;
-    if (c && c->i->abort) c->i->abort(c, code);
+    if (c && c->i->abort) {
+        /* MPI_Abort waits for the launcher to end the job; should that never happen, SIGALRM's
+         * default action ends this process, an abnormal exit the launcher acts on */
+        signal(SIGALRM, SIG_DFL);
+        alarm(10);
+        c->i->abort(c, code);
+    }
     exit(code);
 }
 

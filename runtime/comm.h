@@ -20,8 +20,9 @@
  * same count / root / dtype; a rank that never arrives is caught by the watchdog.
  *
  * The watchdog. A blocking call (collective, send, recv, barrier, split) runs under a watchdog
- * thread with a deadline of comm_set_timeout seconds (default 30, env SAMPAN_COMM_TIMEOUT):
- * past it the rank prints "sampan: host:rank N: <op> timed out after 30 s (a peer is dead or
+ * thread with a deadline of comm_set_timeout seconds (default 30, env SAMPAN_COMM_TIMEOUT) plus
+ * the call's bytes at 100 MB/s (so a huge message is not taken for a stuck peer): past it the
+ * rank prints "sampan: host:rank N: <op> timed out after 30 s (a peer is dead or
  * stuck)" and aborts the job. After a second of waiting it also looks, once a second, at the
  * node-local peers (pid and start time in /proc) and aborts at once when one has exited.
  * mpirun kills the job by itself about 1 s after a rank is killed; the watchdog covers
@@ -109,8 +110,8 @@ void comm_world_finalize(void);
 void comm_abort(comm *c, int code);
 /* host name and rank, for error lines: "host:rank 3" (the rank in the world comm) */
 const char *comm_where(const comm *c);
-/* seconds a collective may block before the job is aborted with a message (default 30;
- * <= 0 disables) */
+/* seconds a collective may block (plus its bytes at 100 MB/s) before the job is aborted with
+ * a message (default 30; <= 0 disables) */
 void comm_set_timeout(double seconds);
 double comm_get_timeout(void);
 /* the node-local rank and count (MPI_Comm_split_type SHARED, computed when the comm was

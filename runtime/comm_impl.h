@@ -14,14 +14,15 @@ int comm__fail(comm *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* The watchdog. Between comm__watch_begin and comm__watch_end the calling thread is blocked in
- * `op` on c (a literal string). A thread checks every 100 ms: past the timeout taken at
- * watch_begin (none when idle) it prints "sampan: host:rank N: <op> timed out after T s (a peer
+ * `op` on c (a literal string), moving `bytes`. A thread checks every 100 ms: past the deadline
+ * set at watch_begin (the timeout plus bytes at 100 MB/s, so a huge message on a slow link is
+ * not taken for a stuck peer; none when idle) it prints "sampan: host:rank N: <op> timed out after T s (a peer
  * is dead or stuck)" and ends the job through comm_abort(c, 1); after a second of waiting it
  * also checks, once a second, that the node-local peers are alive, and ends the job when one
  * has exited. Calls nest (the outermost counts); one thread at a time may be inside. */
 int comm__watchdog_start(char *err, size_t errlen);
 void comm__watchdog_stop(void);
-void comm__watch_begin(comm *c, const char *op, int idle);
+void comm__watch_begin(comm *c, const char *op, int idle, size_t bytes);
 void comm__watch_end(void);
 
 /* One poll of an outstanding operation: sets *done when it has completed; returns 0 or a
@@ -32,7 +33,7 @@ typedef int (*comm__test_fn)(comm *c, void *arg, int *done);
  * 50 us) to sched_yield (up to 10 ms) to short sleeps (200 us at most; 10 ms when idle for
  * over a second), so a long wait does not burn a core. For idle waits and for operations that
  * have no blocking form (CUDA streams). */
-int comm__wait(comm *c, const char *op, int idle, comm__test_fn test, void *arg);
+int comm__wait(comm *c, const char *op, int idle, size_t bytes, comm__test_fn test, void *arg);
 
 /* elements per MPI call (INT_MAX unless SAMPAN_COMM_MAX_COUNT lowers it) */
 size_t comm__max_count(void);

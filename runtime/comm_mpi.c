@@ -5,9 +5,8 @@
  * comes back as COMM_ERR_MPI with "host:rank N: MPI_Allreduce failed: <MPI_Error_string>".
  * Each blocking call runs between comm__watch_begin/end (comm.c), whose thread aborts the job
  * past the deadline. Counts above comm__max_count() (INT_MAX: MPI counts are int) are sent in
- * chunks; an allgather chunk lands in place through a receive type whose extent is one rank's
- * whole block. BF16 sums go through f32 in chunks of at most 4 Mi elements and are rounded
- * once. comm_bcast_idle is the one non-blocking path (MPI_Ibcast polled with sleeps) so
+ * chunks; an allgather that large becomes one chunked broadcast per rank. BF16 sums go through
+ * f32 in chunks of at most 4 Mi elements and are rounded once. comm_bcast_idle is the one non-blocking path (MPI_Ibcast polled with sleeps) so
  * waiting workers do not spin.
  */
 #include "comm_impl.h"
@@ -55,7 +54,7 @@ static int mpi__allreduce_sum(comm *c, void *buf, size_t count, comm_dtype t) {
         MPI_Datatype dt = mpi__type(t);
         for (size_t off = 0; off < count; off += max) {
             int n = (int)mpi__min(max, count - off);
-            comm__watch_begin(c, "allreduce", 0);
+            comm__watch_begin(c, "allreduce", 0, (size_t)n * 4);
             int rc = MPI_Allreduce(MPI_IN_PLACE, p + off * 4, n, dt, MPI_SUM, mpi__mc(c));
             comm__watch_end();
             if (rc != MPI_SUCCESS) return mpi__fail(c, rc, "MPI_Allreduce");
@@ -71,7 +70,7 @@ static int mpi__allreduce_sum(comm *c, void *buf, size_t count, comm_dtype t) {
     for (size_t off = 0; off < count && !err; off += chunk) {
         size_t n = mpi__min(chunk, count - off);
         for (size_t k = 0; k < n; k++) f[k] = qt_bf16_to_f32(h[off + k]);
-        comm__watch_begin(c, "allreduce", 0);
+        comm__watch_begin(c, "allreduce", 0, n * 4);
         int rc = MPI_Allreduce(MPI_IN_PLACE, f, (int)n, MPI_FLOAT, MPI_SUM, mpi__mc(c));
         comm__watch_end();
         if (rc != MPI_SUCCESS) err = mpi__fail(c, rc, "MPI_Allreduce");
@@ -81,56 +80,38 @@ static int mpi__allreduce_sum(comm *c, void *buf, size_t count, comm_dtype t) {
     return err;
 }
 
-static int mpi__allgather(comm *c, const void *send, void *recv, size_t count, comm_dtype t) {
-    const size_t es = comm_dtype_size(t), max = comm__max_count();
-    MPI_Datatype dt = mpi__type(t);
-    char *r = recv;
-    const int in_place = send == r + (size_t)c->rank * count * es;
-    if (count <= max) {
-        comm__watch_begin(c, "allgather", 0);
-        int rc = MPI_Allgather(in_place ? MPI_IN_PLACE : send, (int)count, dt, recv, (int)count,
-                               dt, mpi__mc(c));
-        comm__watch_end();
-        return rc == MPI_SUCCESS ? 0 : mpi__fail(c, rc, "MPI_Allgather");
-    }
-    /* chunk k of every rank: n elements at offset off of each rank's block of count elements;
-     * one receive element = n elements, with an extent of a whole block */
-    for (size_t off = 0; off < count; off += max) {
-        int n = (int)mpi__min(max, count - off);
-        MPI_Datatype blk, strided;
-        int rc = MPI_Type_contiguous(n, dt, &blk);
-        if (rc != MPI_SUCCESS) return mpi__fail(c, rc, "MPI_Type_contiguous");
-        rc = MPI_Type_create_resized(blk, 0, (MPI_Aint)(count * es), &strided);
-        MPI_Type_free(&blk);
-        if (rc != MPI_SUCCESS) return mpi__fail(c, rc, "MPI_Type_create_resized");
-        rc = MPI_Type_commit(&strided);
-        if (rc == MPI_SUCCESS) {
-            comm__watch_begin(c, "allgather", 0);
-            rc = MPI_Allgather(in_place ? MPI_IN_PLACE : (const char *)send + off * es, n, dt,
-                               r + off * es, 1, strided, mpi__mc(c));
-            comm__watch_end();
-            if (rc != MPI_SUCCESS) {
-                MPI_Type_free(&strided);
-                return mpi__fail(c, rc, "MPI_Allgather");
-            }
-        } else {
-            MPI_Type_free(&strided);
-            return mpi__fail(c, rc, "MPI_Type_commit");
-        }
-        MPI_Type_free(&strided);
-    }
-    return 0;
-}
-
 static int mpi__bcast(comm *c, void *buf, size_t bytes, int root) {
     const size_t max = comm__max_count();
     char *p = buf;
     for (size_t off = 0; off < bytes; off += max) {
         int n = (int)mpi__min(max, bytes - off);
-        comm__watch_begin(c, "bcast", 0);
+        comm__watch_begin(c, "bcast", 0, (size_t)n);
         int rc = MPI_Bcast(p + off, n, MPI_BYTE, root, mpi__mc(c));
         comm__watch_end();
         if (rc != MPI_SUCCESS) return mpi__fail(c, rc, "MPI_Bcast");
+    }
+    return 0;
+}
+
+static int mpi__allgather(comm *c, const void *send, void *recv, size_t count, comm_dtype t) {
+    const size_t es = comm_dtype_size(t);
+    char *r = recv;
+    char *mine = r + (size_t)c->rank * count * es;
+    if (count <= comm__max_count()) {
+        MPI_Datatype dt = mpi__type(t);
+        comm__watch_begin(c, "allgather", 0, (size_t)c->size * count * es);
+        int rc = MPI_Allgather(send == mine ? MPI_IN_PLACE : send, (int)count, dt, recv,
+                               (int)count, dt, mpi__mc(c));
+        comm__watch_end();
+        return rc == MPI_SUCCESS ? 0 : mpi__fail(c, rc, "MPI_Allgather");
+    }
+    /* over the MPI count: each rank broadcasts its block (chunked). Simpler than a strided
+     * receive type, and faster with Open MPI 4.1 (2 GiB per rank: 30 s as MPI_Allgather of a
+     * resized type, a few seconds as broadcasts) */
+    if (send != mine) memcpy(mine, send, count * es);
+    for (int q = 0; q < c->size; q++) {
+        int rc = mpi__bcast(c, r + (size_t)q * count * es, count * es, q);
+        if (rc) return rc;
     }
     return 0;
 }
@@ -149,7 +130,7 @@ static int mpi__bcast_idle(comm *c, void *buf, size_t bytes, int root) {
         MPI_Request req;
         int rc = MPI_Ibcast(p + off, n, MPI_BYTE, root, mpi__mc(c), &req);
         if (rc != MPI_SUCCESS) return mpi__fail(c, rc, "MPI_Ibcast");
-        rc = comm__wait(c, "bcast_idle", c->rank != root, mpi__test, &req);
+        rc = comm__wait(c, "bcast_idle", c->rank != root, (size_t)n, mpi__test, &req);
         if (rc) return rc;
     }
     return 0;
@@ -157,7 +138,7 @@ static int mpi__bcast_idle(comm *c, void *buf, size_t bytes, int root) {
 
 static int mpi__argmax(comm *c, float *value, int32_t *index) {
     struct { float v; int i; } p = { *value, (int)*index };   /* the layout of MPI_FLOAT_INT */
-    comm__watch_begin(c, "argmax", 0);
+    comm__watch_begin(c, "argmax", 0, 0);
     int rc = MPI_Allreduce(MPI_IN_PLACE, &p, 1, MPI_FLOAT_INT, MPI_MAXLOC, mpi__mc(c));
     comm__watch_end();
     if (rc != MPI_SUCCESS) return mpi__fail(c, rc, "MPI_Allreduce");
@@ -172,7 +153,7 @@ static int mpi__send(comm *c, const void *buf, size_t bytes, int peer, int tag) 
     size_t off = 0;
     do {   /* a zero-byte message is still a message */
         int n = (int)mpi__min(max, bytes - off);
-        comm__watch_begin(c, "send", 0);
+        comm__watch_begin(c, "send", 0, (size_t)n);
         int rc = MPI_Send(p + off, n, MPI_BYTE, peer, tag, mpi__mc(c));
         comm__watch_end();
         if (rc != MPI_SUCCESS) return mpi__fail(c, rc, "MPI_Send");
@@ -188,7 +169,7 @@ static int mpi__recv(comm *c, void *buf, size_t bytes, int peer, int tag) {
     do {
         int n = (int)mpi__min(max, bytes - off), got = 0;
         MPI_Status st;
-        comm__watch_begin(c, "recv", 0);
+        comm__watch_begin(c, "recv", 0, (size_t)n);
         int rc = MPI_Recv(p + off, n, MPI_BYTE, peer, tag, mpi__mc(c), &st);
         comm__watch_end();
         if (rc != MPI_SUCCESS) return mpi__fail(c, rc, "MPI_Recv");
@@ -203,7 +184,7 @@ static int mpi__recv(comm *c, void *buf, size_t bytes, int peer, int tag) {
 }
 
 static int mpi__barrier(comm *c) {
-    comm__watch_begin(c, "barrier", 0);
+    comm__watch_begin(c, "barrier", 0, 0);
     int rc = MPI_Barrier(mpi__mc(c));
     comm__watch_end();
     return rc == MPI_SUCCESS ? 0 : mpi__fail(c, rc, "MPI_Barrier");
@@ -227,7 +208,7 @@ static int mpi__wrap(comm *parent, MPI_Comm mc, comm **out) {
     if (rc == MPI_SUCCESS) call = "MPI_Comm_size", rc = MPI_Comm_size(mc, &m->c.size);
     if (rc == MPI_SUCCESS) {
         call = "MPI_Comm_split_type";
-        comm__watch_begin(parent, "split", 0);
+        comm__watch_begin(parent, "split", 0, 0);
         rc = MPI_Comm_split_type(mc, MPI_COMM_TYPE_SHARED, m->c.rank, MPI_INFO_NULL, &node);
         comm__watch_end();
     }
@@ -246,7 +227,7 @@ static int mpi__wrap(comm *parent, MPI_Comm mc, comm **out) {
 
 static int mpi__split(comm *c, int color, int key, comm **out) {
     MPI_Comm nc = MPI_COMM_NULL;
-    comm__watch_begin(c, "split", 0);
+    comm__watch_begin(c, "split", 0, 0);
     int rc = MPI_Comm_split(mpi__mc(c), color < 0 ? MPI_UNDEFINED : color, key, &nc);
     comm__watch_end();
     if (rc != MPI_SUCCESS) return mpi__fail(c, rc, "MPI_Comm_split");
@@ -334,6 +315,8 @@ int comm__mpi_world_new(int *argc, char ***argv, comm **out, char *err, size_t e
     *out = NULL;
     MPI_Initialized(&inited);
     if (!inited) {
+        /* MULTIPLE only so the watchdog thread may call MPI_Abort; should a build provide less,
+         * the abort is still tried and comm_abort's alarm ends the process if it hangs */
         if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
             snprintf(err, errlen, "MPI_Init_thread failed");
             return COMM_ERR_MPI;

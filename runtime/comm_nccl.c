@@ -73,9 +73,9 @@ static int nccl__test(comm *c, void *arg, int *done) {
 }
 
 /* checks the enqueue, then waits for the stream */
-static int nccl__finish(comm *c, ncclResult_t r, const char *call, const char *op) {
+static int nccl__finish(comm *c, ncclResult_t r, const char *call, const char *op, size_t bytes) {
     if (r != ncclSuccess) return nccl__nfail(c, r, call);
-    return comm__wait(c, op, 0, nccl__test, (void *)call);
+    return comm__wait(c, op, 0, bytes, nccl__test, (void *)call);
 }
 
 static int nccl__type(comm_dtype t, ncclDataType_t *out) {
@@ -93,20 +93,20 @@ static int nccl__allreduce_sum(comm *c, void *buf, size_t count, comm_dtype t) {
     if (nccl__type(t, &dt)) return comm__fail(c, COMM_ERR_ARG, "allreduce: dtype %d", (int)t);
     nccl__comm *n = nccl__of(c);
     return nccl__finish(c, ncclAllReduce(buf, buf, count, dt, ncclSum, n->nc, n->st),
-                        "ncclAllReduce", "allreduce");
+                        "ncclAllReduce", "allreduce", count * comm_dtype_size(t));
 }
 
 static int nccl__allgather(comm *c, const void *send, void *recv, size_t count, comm_dtype t) {
     nccl__comm *n = nccl__of(c);
     size_t bytes = count * comm_dtype_size(t);
     return nccl__finish(c, ncclAllGather(send, recv, bytes, ncclUint8, n->nc, n->st),
-                        "ncclAllGather", "allgather");
+                        "ncclAllGather", "allgather", bytes * (size_t)c->size);
 }
 
 static int nccl__bcast(comm *c, void *buf, size_t bytes, int root) {
     nccl__comm *n = nccl__of(c);
     return nccl__finish(c, ncclBroadcast(buf, buf, bytes, ncclUint8, root, n->nc, n->st),
-                        "ncclBroadcast", "bcast");
+                        "ncclBroadcast", "bcast", bytes);
 }
 
 static int nccl__argmax(comm *c, float *value, int32_t *index) {
@@ -120,7 +120,7 @@ static int nccl__argmax(comm *c, float *value, int32_t *index) {
     e = cudaMemcpyAsync(n->pairs, n->scratch, (size_t)c->size * sizeof me,
                         cudaMemcpyDeviceToHost, n->st);
     if (e != cudaSuccess) return nccl__cfail(c, e, "cudaMemcpyAsync");
-    int rc = comm__wait(c, "argmax", 0, nccl__test, (void *)"ncclAllGather");
+    int rc = comm__wait(c, "argmax", 0, 0, nccl__test, (void *)"ncclAllGather");
     if (rc) return rc;
     nccl__pair best = n->pairs[0];
     for (int k = 1; k < c->size; k++) {
@@ -135,25 +135,25 @@ static int nccl__argmax(comm *c, float *value, int32_t *index) {
 static int nccl__send(comm *c, const void *buf, size_t bytes, int peer, int tag) {
     nccl__comm *n = nccl__of(c);
     return nccl__finish(c, ncclSend(buf, bytes, ncclUint8, peer, n->nc, n->st), "ncclSend",
-                        "send");
+                        "send", bytes);
 }
 
 static int nccl__recv(comm *c, void *buf, size_t bytes, int peer, int tag) {
     nccl__comm *n = nccl__of(c);
     return nccl__finish(c, ncclRecv(buf, bytes, ncclUint8, peer, n->nc, n->st), "ncclRecv",
-                        "recv");
+                        "recv", bytes);
 }
 
 static int nccl__barrier(comm *c) {
     nccl__comm *n = nccl__of(c);
     void *word = (char *)n->scratch + (size_t)c->size * sizeof(nccl__pair);
     return nccl__finish(c, ncclAllReduce(word, word, 1, ncclInt32, ncclSum, n->nc, n->st),
-                        "ncclAllReduce", "barrier");
+                        "ncclAllReduce", "barrier", 0);
 }
 
 static void nccl__destroy(nccl__comm *n) {
     if (n->nc) {
-        comm__watch_begin(&n->c, "free", 0);
+        comm__watch_begin(&n->c, "free", 0, 0);
         ncclCommFinalize(n->nc);
         ncclCommDestroy(n->nc);
         comm__watch_end();
@@ -210,7 +210,7 @@ static int nccl__split(comm *c, int color, int key, comm **out) {
         return rc;
     }
     ncclComm_t child = NULL;
-    comm__watch_begin(c, "split", 0);
+    comm__watch_begin(c, "split", 0, 0);
     ncclResult_t r = ncclCommSplit(n->nc, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, &child,
                                    NULL);
     comm__watch_end();
@@ -319,7 +319,7 @@ int comm_nccl_new(comm *host, int device, comm **out, char *err, size_t errlen) 
     rc = comm__watchdog_start(err, errlen);
     if (rc) return rc;
     ncclComm_t nc = NULL;
-    comm__watch_begin(host, "ncclCommInitRank", 0);
+    comm__watch_begin(host, "ncclCommInitRank", 0, 0);
     r = ncclCommInitRank(&nc, host->size, msg.id, host->rank);
     comm__watch_end();
     bad = r != ncclSuccess;

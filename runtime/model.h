@@ -50,6 +50,11 @@ typedef struct {
 /* How a rank's slice of a second matrix of a block half (attention output, FFN down) is
  * combined across the tensor-parallel group (Megatron: the first matrices are split by output
  * rows, so each rank holds whole heads / FFN columns and needs no communication until here). */
+/* The default is MIX_GATHER: every dot product is then the single-rank one, so a sharded model
+ * gives bit-identical logits and tokens (quantized activations make an all-reduce's different
+ * summation order flip roundings downstream). Opt in to Megatron's all-reduce with
+ * model_opts.tp_allreduce. Both move the same bytes per token: an all-reduce moves
+ * 2(n-1)/n of (T,C), the two all-gathers (n-1)/n of (T,K) and of (T,C). */
 typedef enum {
     MIX_NONE = 0,      /* tp = 1: the whole matrix */
     MIX_ALLREDUCE,     /* columns of this rank's heads / FFN slice (copied once at load);
@@ -96,6 +101,7 @@ typedef struct model {
     void *owned;                         /* weights converted at load (e.g. F32 norms stored
                                             as F16), freed with the model */
     size_t weight_bytes;                 /* bytes of this rank's weights as used */
+    int tp_allreduce;                    /* model_opts.tp_allreduce */
     void **copies;                       /* column slices copied at load (tensor parallel) */
     int n_copies;
     struct backend *be;                  /* where the forward pass runs; owned */
@@ -106,6 +112,7 @@ typedef struct {
     /* sharding: tp x pp ranks; NULL comms and tp = pp = 0 or 1 mean a single rank */
     int tp, pp, tp_rank, stage;
     struct comm *tp_comm, *pp_comm;
+    int tp_allreduce;   /* Megatron all-reduce where slices fall on block boundaries */
 } model_opts;
 
 /* Checks that tp x pp ranks can split this model (heads, KV heads, FFN and layers divide) and

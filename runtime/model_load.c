@@ -244,6 +244,21 @@ static void drop_pages(const void *p, size_t n) {
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
+/* A rank's row slice [s, s + sn) of a mapped tensor [t, t + tn): fault the slice in now and
+ * drop the rest of the tensor's pages. The page cache keeps large folios, and the first touch
+ * of a row maps the whole folio around it (up to 2 MiB), so without this a rank's resident set
+ * would include its neighbours' rows at every slice boundary. Done tensor by tensor, the
+ * excess never adds up in the peak. */
+static void settle(const void *t, size_t tn, const void *s, size_t sn) {
+    long pg = sysconf(_SC_PAGESIZE);
+    volatile const char *p = s;
+    unsigned sum = 0;
+    for (size_t i = 0; i < sn; i += (size_t)pg) sum += (unsigned char)p[i];
+    (void)sum;
+    drop_pages(t, (size_t)((const char *)s - (const char *)t));
+    drop_pages((const char *)s + sn, (size_t)((const char *)t + tn - ((const char *)s + sn)));
+}
+
 static kern_weight rows_of(kern_weight w, int64_t r0, int64_t n) {
     w.data = (const char *)w.data + (size_t)r0 * w.row_stride;
     w.n_rows = n;
@@ -289,7 +304,7 @@ static int slice_matrix(model *m, const tensor_spec *ts, kern_weight *w, model_m
     case S_MIX_FFN: {
         int64_t c0 = ts->split == S_MIX_Q ? (int64_t)sh->head0 * D : sh->ffn0;
         int64_t n = ts->split == S_MIX_Q ? (int64_t)sh->n_heads * D : sh->n_ffn;
-        if (block_aligned(w->type, c0, n)) {
+        if (m->tp_allreduce && block_aligned(w->type, c0, n)) {
             *mix = MIX_ALLREDUCE;
             return cols_of(m, w, c0, n, err, errlen);
         }
@@ -338,6 +353,10 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
     /* vocabulary slices: embedding rows on the first stage, output rows on the last */
     m->tok_embd = rows_of(m->tok_embd, sh->vocab0, sh->n_vocab);
     m->output = rows_of(m->output, sh->vocab0, sh->n_vocab);
+    if (sh->tp > 1 && sh->stage == sh->pp - 1) {
+        const gguf_tensor *ot = out ? out : te;
+        settle(ot->data, ot->nbytes, m->output.data, m->output.row_stride * (size_t)sh->n_vocab);
+    }
     m->weight_bytes = 0;
     if (sh->stage == 0) m->weight_bytes += m->tok_embd.row_stride * (size_t)sh->n_vocab;
     if (sh->stage == sh->pp - 1 && (out || sh->stage != 0))
@@ -369,6 +388,9 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
                 if (load_matrix(t, w, dim_of(c, ts->rows), dim_of(c, ts->cols), err, errlen) ||
                     slice_matrix(m, ts, w, mix, err, errlen))
                     return -1;
+                if (sh->tp > 1 && w->data >= t->data &&
+                    (const char *)w->data < (const char *)t->data + t->nbytes)
+                    settle(t->data, t->nbytes, w->data, w->row_stride * (size_t)w->n_rows);
                 m->weight_bytes += w->row_stride * (size_t)w->n_rows;
             } else {
                 const float *v = load_vector(t, ar, dim_of(c, ts->cols), err, errlen);
@@ -488,6 +510,14 @@ int model_load(const char *path, const model_opts *opts, model **out, char *err,
     }
     if (gguf_open(path, &m->gguf, err, errlen) != GGUF_OK) goto fail;
     if (read_cfg(m->gguf, &m->cfg, err, errlen)) goto fail;
+    /* Map the weights in base pages: with huge or large folios a rank touching the first row
+     * of its slice would map the 2 MiB around it, much of it a neighbour's rows. */
+    if (opts && opts->tp > 1) {
+        long pg = sysconf(_SC_PAGESIZE);
+        uintptr_t b = (uintptr_t)gguf_base(m->gguf) & ~(uintptr_t)(pg - 1);
+        madvise((void *)b, gguf_file_size(m->gguf) + ((uintptr_t)gguf_base(m->gguf) - b),
+                MADV_NOHUGEPAGE);
+    }
     const gguf_tensor *te = gguf_find_tensor(m->gguf, "token_embd.weight");
     if (!te || te->n_dims != 2 || te->ne[1] < 1 || te->ne[1] > (1 << 24)) {
         snprintf(err, errlen, "model: missing or malformed tensor 'token_embd.weight'");
@@ -506,6 +536,7 @@ int model_load(const char *path, const model_opts *opts, model **out, char *err,
     free(lb);
     if (prc) goto fail;
     m->shard.tp_comm = tp > 1 ? opts->tp_comm : NULL;
+    m->tp_allreduce = opts && opts->tp_allreduce;
     m->shard.pp_comm = pp > 1 ? opts->pp_comm : NULL;
     arena ar = { 0 };
     ar.cap = vector_floats(m->gguf);

@@ -200,11 +200,20 @@ static int topo__load(const char *xml, const char *synth, topo **out, char *err,
     }
     if (!xml && !synth) {
         const char *es = getenv("HWLOC_SYNTHETIC"), *ex = getenv("HWLOC_XMLFILE");
-        if (hwloc_topology_is_thissystem(t->h)) snprintf(t->source, sizeof t->source,
-                                                         "this system");
-        else if (es && *es) snprintf(t->source, sizeof t->source, "synthetic '%s' (HWLOC_SYNTHETIC)", es);
-        else if (ex && *ex) snprintf(t->source, sizeof t->source, "XML %s (HWLOC_XMLFILE)", ex);
-        else snprintf(t->source, sizeof t->source, "another system");
+        /* hwloc falls back to this system silently when the variable's node cannot load */
+        const char *ts = getenv("HWLOC_THISSYSTEM");
+        if (hwloc_topology_is_thissystem(t->h) && ((es && *es) || (ex && *ex)) &&
+            !(ts && !strcmp(ts, "1")))
+            snprintf(t->source, sizeof t->source, "this system (%s=%s did not load)",
+                     es && *es ? "HWLOC_SYNTHETIC" : "HWLOC_XMLFILE", es && *es ? es : ex);
+        else if (hwloc_topology_is_thissystem(t->h))
+            snprintf(t->source, sizeof t->source, "this system");
+        else if (es && *es)
+            snprintf(t->source, sizeof t->source, "synthetic '%s' (HWLOC_SYNTHETIC)", es);
+        else if (ex && *ex)
+            snprintf(t->source, sizeof t->source, "XML %s (HWLOC_XMLFILE)", ex);
+        else
+            snprintf(t->source, sizeof t->source, "another system");
     }
     if ((rc = topo__index(t)) || (rc = topo__find_gpus(t))) {
         snprintf(err, errlen, "topo: out of memory indexing %s", t->source);
@@ -303,27 +312,24 @@ int topo_plan(const topo *t, int local_rank, int local_size, topo_rank_plan *out
                  local_size);
         return TOPO_ERR_NOMEM;
     }
-    /* GPU choice depends on the ranks before this one: replay their choices */
+    /* a GPU goes to the least-taken of those near the rank, so the choice depends on the
+     * ranks before this one: replay theirs */
     int gpu = -1;
-    for (int q = 0; q <= local_rank; q++) {
-        int first, n;
+    for (int q = 0; t->n_gpus && q <= local_rank; q++) {
+        int first, n, near = 0;
         topo__share(t, q, local_size, &first, &n);
-        if (q == local_rank) {
-            out->first_core = first;
-            out->n_cores = n;
-        }
-        if (!t->n_gpus && q < local_rank) continue;
         topo__cpuset(t, first, n, set);
-        if (!t->n_gpus) break;
-        int near = 0, best = -1;
-        for (int g = 0; g < t->n_gpus; g++) near |= hwloc_bitmap_intersects(t->gpus[g].locality, set);
+        for (int g = 0; g < t->n_gpus; g++)
+            near |= hwloc_bitmap_intersects(t->gpus[g].locality, set);
+        gpu = -1;
         for (int g = 0; g < t->n_gpus; g++) {
             if (near && !hwloc_bitmap_intersects(t->gpus[g].locality, set)) continue;
-            if (best < 0 || load[g] < load[best]) best = g;
+            if (gpu < 0 || load[g] < load[gpu]) gpu = g;
         }
-        load[best]++;
-        gpu = best;
+        load[gpu]++;
     }
+    topo__share(t, local_rank, local_size, &out->first_core, &out->n_cores);
+    topo__cpuset(t, out->first_core, out->n_cores, set);
     out->local_rank = local_rank;
     out->gpu = gpu;
     if (gpu >= 0) snprintf(out->gpu_name, sizeof out->gpu_name, "%s", t->gpus[gpu].name);

@@ -23,6 +23,7 @@ float qt_dot_f32_avx2(int64_t n, const void *w, const void *x) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        qt__prefetch(a + i, 128);
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
         s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
         s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
@@ -43,6 +44,7 @@ float qt_dot_f16_avx2(int64_t n, const void *w, const void *x) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        qt__prefetch(a + i, 64);
         s0 = _mm256_fmadd_ps(qt__ld_f16(a + i), qt__ld_f16(b + i), s0);
         s1 = _mm256_fmadd_ps(qt__ld_f16(a + i + 8), qt__ld_f16(b + i + 8), s1);
         s2 = _mm256_fmadd_ps(qt__ld_f16(a + i + 16), qt__ld_f16(b + i + 16), s2);
@@ -64,6 +66,7 @@ float qt_dot_bf16_avx2(int64_t n, const void *w, const void *x) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        qt__prefetch(a + i, 64);
         s0 = _mm256_fmadd_ps(qt__ld_bf16(a + i), qt__ld_bf16(b + i), s0);
         s1 = _mm256_fmadd_ps(qt__ld_bf16(a + i + 8), qt__ld_bf16(b + i + 8), s1);
         s2 = _mm256_fmadd_ps(qt__ld_bf16(a + i + 16), qt__ld_bf16(b + i + 16), s2);
@@ -83,6 +86,7 @@ float qt_dot_q8_0_avx2(int64_t n, const void *w, const void *x) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 2 <= nb; i += 2) {
+        qt__prefetch(a + i, 2 * (int)sizeof(block_q8_0));
         const __m256i p0 = qt__dot_s8(_mm256_loadu_si256((const __m256i *)a[i].qs),
                                       _mm256_loadu_si256((const __m256i *)b[i].qs));
         const __m256i p1 = qt__dot_s8(_mm256_loadu_si256((const __m256i *)a[i + 1].qs),
@@ -98,23 +102,43 @@ float qt_dot_q8_0_avx2(int64_t n, const void *w, const void *x) {
     return qt__hsum_ps(_mm256_add_ps(acc0, acc1));
 }
 
+/* Two blocks per step share one vector: nibble bytes of block i in the low lane, i+1 in the high
+ * lane; the activations are regrouped to match (elements 0..15 of both blocks, then 16..31), the
+ * two halves' int16 pair sums are added (<= 2*2*15*128, exact) before one vpmaddwd, and the four
+ * f16 scales are converted with one vcvtph2ps. */
 float qt_dot_q4_0_avx2(int64_t n, const void *w, const void *x) {
     const block_q4_0 *a = w;
     const block_q8_0 *b = x;
     const int64_t nb = n / QK4_0;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8), ones = _mm256_set1_epi16(1);
+    const __m256i lanes = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    __m256 acc = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 2 <= nb; i += 2) {
-        const __m256i p0 = qt__dot_q4_0(a[i].qs, b[i].qs);
-        const __m256i p1 = qt__dot_q4_0(a[i + 1].qs, b[i + 1].qs);
-        acc0 = _mm256_fmadd_ps(qt__scale(a[i].d, b[i].d), _mm256_cvtepi32_ps(p0), acc0);
-        acc1 = _mm256_fmadd_ps(qt__scale(a[i + 1].d, b[i + 1].d), _mm256_cvtepi32_ps(p1), acc1);
+        qt__prefetch(a + i, 2 * (int)sizeof(block_q4_0));
+        const __m256i v = _mm256_loadu2_m128i((const __m128i *)a[i + 1].qs, (const __m128i *)a[i].qs);
+        const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        const __m256i y0 = _mm256_loadu_si256((const __m256i *)b[i].qs);
+        const __m256i y1 = _mm256_loadu_si256((const __m256i *)b[i + 1].qs);
+        const __m256i ylo = _mm256_permute2x128_si256(y0, y1, 0x20);
+        const __m256i yhi = _mm256_permute2x128_si256(y0, y1, 0x31);
+        const __m256i qy = _mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi));
+        const __m256i y8 = _mm256_add_epi16(_mm256_maddubs_epi16(eight, ylo), _mm256_maddubs_epi16(eight, yhi));
+        const __m256i p = _mm256_madd_epi16(_mm256_sub_epi16(qy, y8), ones); /* 4 lanes per block */
+        __m128i h = _mm_cvtsi32_si128(a[i].d);
+        h = _mm_insert_epi16(h, a[i + 1].d, 1);
+        h = _mm_insert_epi16(h, b[i].d, 2);
+        h = _mm_insert_epi16(h, b[i + 1].d, 3);
+        const __m128 f = _mm_cvtph_ps(h);
+        const __m128 dd = _mm_mul_ps(f, _mm_movehl_ps(f, f)); /* d_i, d_i+1 */
+        const __m256 d = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(dd), lanes);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
     }
     if (i < nb) {
         const __m256i p0 = qt__dot_q4_0(a[i].qs, b[i].qs);
-        acc0 = _mm256_fmadd_ps(qt__scale(a[i].d, b[i].d), _mm256_cvtepi32_ps(p0), acc0);
+        acc = _mm256_fmadd_ps(qt__scale(a[i].d, b[i].d), _mm256_cvtepi32_ps(p0), acc);
     }
-    return qt__hsum_ps(_mm256_add_ps(acc0, acc1));
+    return qt__hsum_ps(acc);
 }
 
 /* ---- Q4_K against Q8_K ---------------------------------------------------------------- */
@@ -128,6 +152,7 @@ float qt_dot_q4_K_avx2(int64_t n, const void *w, const void *x) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
+        qt__prefetch(a + i, (int)sizeof(block_q4_K));
         const __m128 dd = qt__dd(&a[i].d, b[i].d); /* d, dmin */
         const __m128i sm = qt__q4k_scales(a[i].scales);
         const __m256i mins = qt__q4k_mins(sm, b[i].bsums);
@@ -176,6 +201,7 @@ float qt_dot_q6_K_avx2(int64_t n, const void *w, const void *x) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
+        qt__prefetch(a + i, (int)sizeof(block_q6_K));
         const float d = qt__h2f(a[i].d) * b[i].d;
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a[i].scales));
         const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)b[i].bsums));

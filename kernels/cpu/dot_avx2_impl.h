@@ -10,6 +10,15 @@
 
 #include "qtypes.h"
 
+/* Software prefetch of the weight stream, QT__PF_AHEAD bytes ahead of [p, p + bytes): the
+ * hardware prefetcher alone leaves these kernels 15-20% below a plain read of the same memory
+ * (measured with tests/quant/bench_dot). Prefetches never fault, so reading past the end of the
+ * row is harmless. */
+#define QT__PF_AHEAD 2048
+static inline void qt__prefetch(const void *p, int bytes) {
+    for (int o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + QT__PF_AHEAD + o, _MM_HINT_T0);
+}
+
 static inline float qt__hsum_ps(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

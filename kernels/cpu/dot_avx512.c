@@ -5,8 +5,11 @@
  * put two blocks in one vector, with a scale vector holding one block's scale in each 256-bit
  * half; Q4_K and Q6_K handle 64 quants per instruction and pick per-sub-block scales with
  * vpermw. AVX-512 has no vpsignb, so Q8_0's sign trick uses a byte mask from vpmovb2m and a
- * masked subtraction; Q4_0 keeps its nibbles unsigned as in dot_avx2.c. VNNI (vpdpbusd) is deliberately not used: it needs its own CPUID bit
- * and flag, and these kernels are bound by memory bandwidth, not by the multiply.
+ * masked subtraction; Q4_0 keeps its nibbles unsigned as in dot_avx2.c. VNNI (vpdpbusd) is
+ * deliberately not used: it needs its own CPUID bit and flag, and these kernels are bound by
+ * memory bandwidth, not by the multiply.
+ * On CPUs without AVX-512 these kernels are still tested, under SIMDe emulation
+ * (tests/quant/test_avx512_emu.c).
  * The results match dot_scalar.c up to the order of float additions.
  */
 #include <immintrin.h>
@@ -26,6 +29,7 @@ float qt_dot_f32_avx512(int64_t n, const void *w, const void *x) {
     __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) {
+        qt__prefetch(a + i, 256);
         s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
         s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
         s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
@@ -46,6 +50,7 @@ float qt_dot_f16_avx512(int64_t n, const void *w, const void *x) {
     __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) {
+        qt__prefetch(a + i, 128);
         s0 = _mm512_fmadd_ps(qt__ld16_f16(a + i), qt__ld16_f16(b + i), s0);
         s1 = _mm512_fmadd_ps(qt__ld16_f16(a + i + 16), qt__ld16_f16(b + i + 16), s1);
         s2 = _mm512_fmadd_ps(qt__ld16_f16(a + i + 32), qt__ld16_f16(b + i + 32), s2);
@@ -67,6 +72,7 @@ float qt_dot_bf16_avx512(int64_t n, const void *w, const void *x) {
     __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) {
+        qt__prefetch(a + i, 128);
         s0 = _mm512_fmadd_ps(qt__ld16_bf16(a + i), qt__ld16_bf16(b + i), s0);
         s1 = _mm512_fmadd_ps(qt__ld16_bf16(a + i + 16), qt__ld16_bf16(b + i + 16), s1);
         s2 = _mm512_fmadd_ps(qt__ld16_bf16(a + i + 32), qt__ld16_bf16(b + i + 32), s2);
@@ -103,6 +109,7 @@ float qt_dot_q8_0_avx512(int64_t n, const void *w, const void *x) {
     __m512 acc = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 2 <= nb; i += 2) {
+        qt__prefetch(a + i, 2 * (int)sizeof(block_q8_0));
         const __m512i p = qt__dot_s8_512(qt__ld_2x32(a[i].qs, a[i + 1].qs), qt__ld_2x32(b[i].qs, b[i + 1].qs));
         const __m512 d = qt__scale_2(qt__h2f(a[i].d) * qt__h2f(b[i].d), qt__h2f(a[i + 1].d) * qt__h2f(b[i + 1].d));
         acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc);
@@ -124,6 +131,7 @@ float qt_dot_q4_0_avx512(int64_t n, const void *w, const void *x) {
     __m512 acc = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 2 <= nb; i += 2) {
+        qt__prefetch(a + i, 2 * (int)sizeof(block_q4_0));
         /* 128-bit lanes after the masks: [b0 elems 0..15, b1 0..15, b0 16..31, b1 16..31];
          * the lane shuffle puts each block's 32 quants in its own 256-bit half */
         const __m256i t = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)a[i + 1].qs),
@@ -172,6 +180,7 @@ float qt_dot_q4_K_avx512(int64_t n, const void *w, const void *x) {
     __m512 acc = _mm512_setzero_ps();
     __m256 accm = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
+        qt__prefetch(a + i, (int)sizeof(block_q4_K));
         const __m128 dd = qt__dd(&a[i].d, b[i].d); /* d, dmin */
         const __m128i sm = qt__q4k_scales(a[i].scales);
         accm = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)),
@@ -202,6 +211,7 @@ float qt_dot_q6_K_avx512(int64_t n, const void *w, const void *x) {
     const __m512i idx[4] = {qt__idx_lanes(0), qt__idx_lanes(4), qt__idx_lanes(8), qt__idx_lanes(12)};
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
+        qt__prefetch(a + i, (int)sizeof(block_q6_K));
         const float d = qt__h2f(a[i].d) * b[i].d;
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a[i].scales));
         const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)b[i].bsums));

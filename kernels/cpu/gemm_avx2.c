@@ -5,13 +5,17 @@
  * an exact int32 sum per lane and block (lane l of a 32-value group holds values 4l..4l+3), so
  * only these f32 steps round, and they are the same in every path below:
  *   F32/F16   acc = fma(w[k..k+7], x[k..k+7], acc)            (a zero-padded last step if K%8)
- *   Q8_0/Q4_0 acc = fma(dw*dy, (float)isum, acc)               per block of 32
+ *   Q8_0/Q4_0 acc[b%2] = fma(dw*dy, (float)isum, acc[b%2])     per block b of 32; two
+ *             accumulators (even and odd blocks) so that one row alone is not bound by FMA
+ *             latency; out = ga__hsum(acc[0] + acc[1])
  *   Q4_K      acc = fma(d*dy, (float)isum, acc); acc = fnmadd(dmin*dy, (float)imin, acc)
  *   Q6_K      acc = fma(d*dy, (float)isum, acc)                per super-block of 256
  *
  * Paths (all call the same per-block functions ga__blk_*):
  *   direct  T < t_batch (decode): a tile of R rows x T tokens unpacks each weight block into
- *           registers and uses it for every token.
+ *           registers and uses it for every token. Quantized decode uses R = 1: one row after
+ *           the other is one sequential stream, which the hardware prefetcher follows far better
+ *           than R interleaved rows (about 2x the bandwidth from DRAM on Zen 3).
  *   fp      F32/F16 batches: 3 rows x 4 tokens per tile; weights converted in registers.
  *   panel   quantized batches: a row tile is unpacked once into a panel (ints and f32 scales)
  *           per block of GA_TB tokens, then token tiles stream through it in K chunks of
@@ -68,6 +72,40 @@ GA_INLINE void ga__store(int R, int TT, const gemm_args *a, int64_t n, int t, ga
         for (int r = 0; r < R; r++) a->out[(int64_t)(t + j) * a->N + n + r] = ga__hsum(acc[r][j]);
 }
 
+/* ---- chunked tiles: accumulators kept between calls ------------------------------------ */
+
+/* Panel job: blocks [b0, b1) of R unpacked rows (row r's block b at unit r * nb + b of panel)
+ * x TT tokens starting at token t; accumulator h of (r, j) in/out of
+ * accb[((r * GA_TB + tj + j) * 2 + h]. */
+typedef struct {
+    const void *panel;
+    int64_t nb;           /* blocks per row */
+    int64_t b0, b1;
+    __m256 *accb;         /* [GA_MAXR][GA_TB][2] */
+    int tj;               /* first token's index in the token block */
+} ga__pjob;
+
+GA_INLINE void ga__acc_in(int panel, int R, int TT, const ga__pjob *pj, int h, ga__acc acc) {
+    GA_UNROLL
+    for (int r = 0; r < R; r++)
+        GA_UNROLL
+        for (int j = 0; j < TT; j++)
+            acc[r][j] = panel ? pj->accb[(r * GA_TB + pj->tj + j) * 2 + h] : _mm256_setzero_ps();
+}
+
+GA_INLINE void ga__acc_save(int R, int TT, const ga__pjob *pj, int h, ga__acc acc) {
+    GA_UNROLL
+    for (int r = 0; r < R; r++)
+        GA_UNROLL
+        for (int j = 0; j < TT; j++) pj->accb[(r * GA_TB + pj->tj + j) * 2 + h] = acc[r][j];
+}
+
+GA_INLINE void ga__acc_out(int panel, int R, int TT, const ga__pjob *pj, const gemm_args *a,
+                           int64_t n, int t, ga__acc acc) {
+    if (panel) ga__acc_save(R, TT, pj, 0, acc);
+    else ga__store(R, TT, a, n, t, acc);
+}
+
 /* ---- F32 and F16 weights; activations are f32 -------------------------------------------- */
 
 GA_INLINE __m256 ga__load_wf(int f16, const uint8_t *row, int64_t k) {
@@ -75,13 +113,17 @@ GA_INLINE __m256 ga__load_wf(int f16, const uint8_t *row, int64_t k) {
     return _mm256_loadu_ps((const float *)row + k);
 }
 
-GA_INLINE void ga__tile_fp(int f16, int R, int TT, const gemm_args *a, int64_t n, int t) {
+/* R rows x TT tokens over k in [k0, k1) (panel = 1: a K chunk, accumulators in pj->accb;
+ * k0 is a multiple of 8 and only the chunk ending at K takes the zero-padded last step) */
+GA_INLINE void ga__tile_fp(int f16, int panel, int R, int TT, const gemm_args *a,
+                           const ga__pjob *pj, int64_t n, int t) {
     const uint8_t *w = a->w + (size_t)n * a->w_stride;
     const uint8_t *x = a->x + (size_t)t * a->x_stride;
+    const int64_t K = a->K, k1 = panel ? pj->b1 : K;
     ga__acc acc;
-    ga__zero(R, TT, acc);
-    int64_t K = a->K, k = 0;
-    for (; k + 8 <= K; k += 8) {
+    ga__acc_in(panel, R, TT, pj, 0, acc);
+    int64_t k = panel ? pj->b0 : 0;
+    for (; k + 8 <= k1; k += 8) {
         __m256 wv[GA_MAXR];
         GA_UNROLL
         for (int r = 0; r < R; r++) wv[r] = ga__load_wf(f16, w + r * a->w_stride, k);
@@ -92,16 +134,14 @@ GA_INLINE void ga__tile_fp(int f16, int R, int TT, const gemm_args *a, int64_t n
             for (int r = 0; r < R; r++) acc[r][j] = _mm256_fmadd_ps(wv[r], xv, acc[r][j]);
         }
     }
-    if (k < K) {   /* last partial step, zero padded */
-        int rest = (int)(K - k);
-        GA_UNROLL
+    if (k < k1) {   /* last partial step of the row, zero padded */
+        int rest = (int)(k1 - k);
         for (int r = 0; r < R; r++) {
             float wp[8] = { 0 };
             const uint8_t *row = w + r * a->w_stride;
             for (int i = 0; i < rest; i++)
                 wp[i] = f16 ? ga__h2f(row + 2 * (k + i)) : ((const float *)row)[k + i];
             __m256 wv = _mm256_loadu_ps(wp);
-            GA_UNROLL
             for (int j = 0; j < TT; j++) {
                 float xp[8] = { 0 };
                 memcpy(xp, (const float *)(x + j * a->x_stride) + k, (size_t)rest * 4);
@@ -109,40 +149,10 @@ GA_INLINE void ga__tile_fp(int f16, int R, int TT, const gemm_args *a, int64_t n
             }
         }
     }
-    ga__store(R, TT, a, n, t, acc);
+    ga__acc_out(panel, R, TT, pj, a, n, t, acc);
 }
 
 /* ---- quantized types: shared pieces ----------------------------------------------------- */
-
-/* Panel job: blocks [b0, b1) of R unpacked rows (row r's block b at unit r * nb + b of panel)
- * x TT tokens starting at token t; accumulators in/out of accb[r * GA_TB + tj + j]. */
-typedef struct {
-    const void *panel;
-    int64_t nb;           /* blocks per row */
-    int64_t b0, b1;
-    __m256 *accb;         /* [GA_MAXR][GA_TB] */
-    int tj;               /* first token's index in the token block */
-} ga__pjob;
-
-GA_INLINE void ga__acc_in(int panel, int R, int TT, const ga__pjob *pj, ga__acc acc) {
-    GA_UNROLL
-    for (int r = 0; r < R; r++)
-        GA_UNROLL
-        for (int j = 0; j < TT; j++)
-            acc[r][j] = panel ? pj->accb[r * GA_TB + pj->tj + j] : _mm256_setzero_ps();
-}
-
-GA_INLINE void ga__acc_out(int panel, int R, int TT, const ga__pjob *pj, const gemm_args *a,
-                           int64_t n, int t, ga__acc acc) {
-    if (panel) {
-        GA_UNROLL
-        for (int r = 0; r < R; r++)
-            GA_UNROLL
-            for (int j = 0; j < TT; j++) pj->accb[r * GA_TB + pj->tj + j] = acc[r][j];
-    } else {
-        ga__store(R, TT, a, n, t, acc);
-    }
-}
 
 GA_INLINE __m256 ga__h2f8(const void *p) {   /* f16 at p, broadcast to 8 lanes */
     uint16_t h;
@@ -176,43 +186,64 @@ GA_INLINE __m256 ga__q32_step(int q4, __m256i q, __m256i qa, __m256 dw, __m256i 
     return _mm256_fmadd_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(s), acc);
 }
 
+/* block b of R rows x TT tokens into acc */
+GA_INLINE void ga__q32_block(int q4, int panel, int R, int TT, const gemm_args *a,
+                             const ga__pjob *pj, const uint8_t *w, const uint8_t *x, int64_t b,
+                             ga__acc acc) {
+    const size_t wbs = q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    __m256i q[GA_MAXR], qa[GA_MAXR];
+    __m256 dw[GA_MAXR];
+    GA_UNROLL
+    for (int r = 0; r < R; r++) {
+        if (panel) {
+            const ga__u32 *u = (const ga__u32 *)pj->panel + r * pj->nb + b;
+            q[r] = u->q;
+            qa[r] = q4 ? q[r] : u->qa;
+            dw[r] = _mm256_broadcast_ss(&u->d);
+        } else {
+            const uint8_t *blk = w + r * a->w_stride + b * wbs;
+            q[r] = q4 ? ga__q4_0_q(blk) : ga__loadu(blk + 2);
+            qa[r] = q4 ? q[r] : _mm256_sign_epi8(q[r], q[r]);
+            dw[r] = ga__h2f8(blk);
+        }
+    }
+    GA_UNROLL
+    for (int j = 0; j < TT; j++) {
+        const gemm_q8x *yj = (const gemm_q8x *)(x + j * a->x_stride) + b;
+        __m256i yq = ga__loadu(yj->qs);
+        __m256i ys8 = q4 ? ga__loadu(yj->sum8) : _mm256_setzero_si256();
+        __m256 dy = _mm256_broadcast_ss(&yj->d);
+        GA_UNROLL
+        for (int r = 0; r < R; r++)
+            acc[r][j] = ga__q32_step(q4, q[r], qa[r], dw[r], yq, ys8, dy, acc[r][j]);
+    }
+}
+
+/* even blocks into acc0, odd blocks into acc1; panel chunks start on even blocks */
 GA_INLINE void ga__tile_q32(int q4, int panel, int R, int TT, const gemm_args *a,
                             const ga__pjob *pj, int64_t n, int t) {
-    const size_t wbs = q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
     const uint8_t *w = a->w + (size_t)n * a->w_stride;
     const uint8_t *x = a->x + (size_t)t * a->x_stride;
     const int64_t b0 = panel ? pj->b0 : 0, b1 = panel ? pj->b1 : a->K / QK8_0;
-    ga__acc acc;
-    ga__acc_in(panel, R, TT, pj, acc);
-    for (int64_t b = b0; b < b1; b++) {
-        __m256i q[GA_MAXR], qa[GA_MAXR];
-        __m256 dw[GA_MAXR];
-        GA_UNROLL
-        for (int r = 0; r < R; r++) {
-            if (panel) {
-                const ga__u32 *u = (const ga__u32 *)pj->panel + r * pj->nb + b;
-                q[r] = u->q;
-                qa[r] = q4 ? q[r] : u->qa;
-                dw[r] = _mm256_broadcast_ss(&u->d);
-            } else {
-                const uint8_t *blk = w + r * a->w_stride + b * wbs;
-                q[r] = q4 ? ga__q4_0_q(blk) : ga__loadu(blk + 2);
-                qa[r] = q4 ? q[r] : _mm256_sign_epi8(q[r], q[r]);
-                dw[r] = ga__h2f8(blk);
-            }
-        }
-        GA_UNROLL
-        for (int j = 0; j < TT; j++) {
-            const gemm_q8x *yj = (const gemm_q8x *)(x + j * a->x_stride) + b;
-            __m256i yq = ga__loadu(yj->qs);
-            __m256i ys8 = q4 ? ga__loadu(yj->sum8) : _mm256_setzero_si256();
-            __m256 dy = _mm256_broadcast_ss(&yj->d);
-            GA_UNROLL
-            for (int r = 0; r < R; r++)
-                acc[r][j] = ga__q32_step(q4, q[r], qa[r], dw[r], yq, ys8, dy, acc[r][j]);
-        }
+    ga__acc acc0, acc1;
+    ga__acc_in(panel, R, TT, pj, 0, acc0);
+    ga__acc_in(panel, R, TT, pj, 1, acc1);
+    int64_t b = b0;
+    for (; b + 1 < b1; b += 2) {
+        ga__q32_block(q4, panel, R, TT, a, pj, w, x, b, acc0);
+        ga__q32_block(q4, panel, R, TT, a, pj, w, x, b + 1, acc1);
     }
-    ga__acc_out(panel, R, TT, pj, a, n, t, acc);
+    if (b < b1) ga__q32_block(q4, panel, R, TT, a, pj, w, x, b, acc0);
+    if (panel) {
+        ga__acc_save(R, TT, pj, 0, acc0);
+        ga__acc_save(R, TT, pj, 1, acc1);
+    } else {
+        GA_UNROLL
+        for (int r = 0; r < R; r++)
+            GA_UNROLL
+            for (int j = 0; j < TT; j++) acc0[r][j] = _mm256_add_ps(acc0[r][j], acc1[r][j]);
+        ga__store(R, TT, a, n, t, acc0);
+    }
 }
 
 static void ga__unpack_q32(int q4, const uint8_t *blk, ga__u32 *u) {
@@ -262,7 +293,7 @@ GA_INLINE void ga__tile_q4k(int panel, int R, int TT, const gemm_args *a, const 
     const uint8_t *x = a->x + (size_t)t * a->x_stride;
     const int64_t b0 = panel ? pj->b0 : 0, b1 = panel ? pj->b1 : a->K / QK_K;
     ga__acc acc;
-    ga__acc_in(panel, R, TT, pj, acc);
+    ga__acc_in(panel, R, TT, pj, 0, acc);
     for (int64_t b = b0; b < b1; b++) {
         const block_q4_K *wb[GA_MAXR];
         const ga__q4k *ub[GA_MAXR];
@@ -363,7 +394,7 @@ GA_INLINE void ga__tile_q6k(int panel, int R, int TT, const gemm_args *a, const 
     const uint8_t *x = a->x + (size_t)t * a->x_stride;
     const int64_t b0 = panel ? pj->b0 : 0, b1 = panel ? pj->b1 : a->K / QK_K;
     ga__acc acc;
-    ga__acc_in(panel, R, TT, pj, acc);
+    ga__acc_in(panel, R, TT, pj, 0, acc);
     for (int64_t b = b0; b < b1; b++) {
         const block_q6_K *wb[GA_MAXR];
         const ga__q6k *ub[GA_MAXR];
@@ -433,7 +464,7 @@ static void ga__unpack_q6k(const block_q6_K *blk, ga__q6k *u) {
 /* ---- instantiation ------------------------------------------------------------------------ */
 
 typedef void (*ga__tile_fn)(const gemm_args *a, int64_t n, int t);
-typedef void (*ga__panel_fn)(const gemm_args *a, const ga__pjob *pj, int t);
+typedef void (*ga__panel_fn)(const gemm_args *a, const ga__pjob *pj, int64_t n, int t);
 
 #define GA_FN(kind, expr, R, TT) \
     static void ga__##kind##_##R##x##TT(const gemm_args *a, int64_t n, int t) { expr; }
@@ -449,7 +480,8 @@ typedef void (*ga__panel_fn)(const gemm_args *a, const ga__pjob *pj, int t);
     { ga__##kind##_4x1, ga__##kind##_4x2, ga__##kind##_4x3, ga__##kind##_4x4 } }
 
 #define GA_PFN(kind, expr, R, TT) \
-    static void ga__p##kind##_##R##x##TT(const gemm_args *a, const ga__pjob *pj, int t) { expr; }
+    static void ga__p##kind##_##R##x##TT(const gemm_args *a, const ga__pjob *pj, int64_t n, \
+                                         int t) { expr; }
 #define GA_PROW(kind, body, R) \
     GA_PFN(kind, body(R, 1), R, 1) GA_PFN(kind, body(R, 2), R, 2) \
     GA_PFN(kind, body(R, 3), R, 3) GA_PFN(kind, body(R, 4), R, 4)
@@ -461,19 +493,23 @@ typedef void (*ga__panel_fn)(const gemm_args *a, const ga__pjob *pj, int t);
     { ga__p##kind##_3x1, ga__p##kind##_3x2, ga__p##kind##_3x3, ga__p##kind##_3x4 }, \
     { ga__p##kind##_4x1, ga__p##kind##_4x2, ga__p##kind##_4x3, ga__p##kind##_4x4 } }
 
-#define GA_B_F32(R, TT) ga__tile_fp(0, R, TT, a, n, t)
-#define GA_B_F16(R, TT) ga__tile_fp(1, R, TT, a, n, t)
+#define GA_B_F32(R, TT) ga__tile_fp(0, 0, R, TT, a, NULL, n, t)
+#define GA_B_F16(R, TT) ga__tile_fp(1, 0, R, TT, a, NULL, n, t)
+#define GA_P_F32(R, TT) ga__tile_fp(0, 1, R, TT, a, pj, n, t)
+#define GA_P_F16(R, TT) ga__tile_fp(1, 1, R, TT, a, pj, n, t)
 #define GA_B_Q8_0(R, TT) ga__tile_q32(0, 0, R, TT, a, NULL, n, t)
 #define GA_B_Q4_0(R, TT) ga__tile_q32(1, 0, R, TT, a, NULL, n, t)
 #define GA_B_Q4_K(R, TT) ga__tile_q4k(0, R, TT, a, NULL, n, t)
 #define GA_B_Q6_K(R, TT) ga__tile_q6k(0, R, TT, a, NULL, n, t)
-#define GA_P_Q8_0(R, TT) ga__tile_q32(0, 1, R, TT, a, pj, 0, t)
-#define GA_P_Q4_0(R, TT) ga__tile_q32(1, 1, R, TT, a, pj, 0, t)
-#define GA_P_Q4_K(R, TT) ga__tile_q4k(1, R, TT, a, pj, 0, t)
-#define GA_P_Q6_K(R, TT) ga__tile_q6k(1, R, TT, a, pj, 0, t)
+#define GA_P_Q8_0(R, TT) ga__tile_q32(0, 1, R, TT, a, pj, n, t)
+#define GA_P_Q4_0(R, TT) ga__tile_q32(1, 1, R, TT, a, pj, n, t)
+#define GA_P_Q4_K(R, TT) ga__tile_q4k(1, R, TT, a, pj, n, t)
+#define GA_P_Q6_K(R, TT) ga__tile_q6k(1, R, TT, a, pj, n, t)
 
 GA_ALL(f32, GA_B_F32)
 GA_ALL(f16, GA_B_F16)
+GA_PALL(f32, GA_P_F32)
+GA_PALL(f16, GA_P_F16)
 GA_ALL(q8_0, GA_B_Q8_0)
 GA_ALL(q4_0, GA_B_Q4_0)
 GA_ALL(q4_k, GA_B_Q4_K)
@@ -493,27 +529,28 @@ typedef struct {
     int r_batch, t_batch;   /* tile used when T >= t_batch */
     int r_single;           /* rows per tile for smaller batches */
     ga__tile_fn fn[GA_MAXR][GA_MAXT];
-    /* quantized types only: */
-    int r_panel, t_panel;   /* panel tile */
-    int kc;                 /* blocks per K chunk */
+    /* batches (T >= t_batch) in chunks of K: */
+    int r_panel, t_panel;   /* chunk tile */
+    int kc;                 /* blocks per K chunk (even: Q8_0/Q4_0 alternate accumulators) */
+    int nacc;               /* accumulators per output: 2 for Q8_0/Q4_0, else 1 */
     int qk;                 /* values per block */
     size_t wsize;           /* bytes of one weight block */
-    size_t usize;           /* bytes of one unpacked block */
-    void (*unpack)(const uint8_t *blk, void *u);
+    size_t usize;           /* bytes of one unpacked block (quantized types) */
+    void (*unpack)(const uint8_t *blk, void *u);   /* NULL: tiles read the weights directly */
     ga__panel_fn pfn[GA_MAXR][GA_MAXT];
 } ga__kset;
 
-#define GA_NOPANEL 0, 0, 0, 0, 0, 0, NULL, { { NULL } }
 static const ga__kset ga__ksets[] = {
-    { QT_F32, 3, 4, 4, GA_TABLE(f32), GA_NOPANEL },
-    { QT_F16, 3, 4, 4, GA_TABLE(f16), GA_NOPANEL },
-    { QT_Q8_0, 2, 4, 4, GA_TABLE(q8_0), 2, 4, 32, QK8_0, sizeof(block_q8_0), sizeof(ga__u32), ga__unpack_q8_0,
+    /* F32/F16: kc counts values (a K chunk of 4 tokens' f32 activations is 8 KiB) */
+    { QT_F32, 3, 4, 4, GA_TABLE(f32), 3, 4, 512, 1, 1, 4, 0, NULL, GA_PTABLE(f32) },
+    { QT_F16, 3, 4, 4, GA_TABLE(f16), 3, 4, 512, 1, 1, 2, 0, NULL, GA_PTABLE(f16) },
+    { QT_Q8_0, 2, 4, 1, GA_TABLE(q8_0), 2, 4, 32, 2, QK8_0, sizeof(block_q8_0), sizeof(ga__u32), ga__unpack_q8_0,
       GA_PTABLE(q8_0) },
-    { QT_Q4_0, 2, 4, 4, GA_TABLE(q4_0), 2, 4, 32, QK4_0, sizeof(block_q4_0), sizeof(ga__u32), ga__unpack_q4_0,
+    { QT_Q4_0, 2, 4, 1, GA_TABLE(q4_0), 2, 4, 32, 2, QK4_0, sizeof(block_q4_0), sizeof(ga__u32), ga__unpack_q4_0,
       GA_PTABLE(q4_0) },
-    { QT_Q4_K, 2, 4, 2, GA_TABLE(q4_k), 2, 4, 4, QK_K, sizeof(block_q4_K), sizeof(ga__q4k), ga__unpack_q4_k,
+    { QT_Q4_K, 2, 4, 1, GA_TABLE(q4_k), 2, 4, 4, 1, QK_K, sizeof(block_q4_K), sizeof(ga__q4k), ga__unpack_q4_k,
       GA_PTABLE(q4_k) },
-    { QT_Q6_K, 2, 4, 2, GA_TABLE(q6_k), 2, 4, 4, QK_K, sizeof(block_q6_K), sizeof(ga__q6k), ga__unpack_q6_k,
+    { QT_Q6_K, 2, 4, 1, GA_TABLE(q6_k), 2, 4, 4, 1, QK_K, sizeof(block_q6_K), sizeof(ga__q6k), ga__unpack_q6_k,
       GA_PTABLE(q6_k) },
 };
 
@@ -585,47 +622,59 @@ void gemm_avx2_convert(int type, const float *x, void *dst, int64_t n, const qt_
     }
 }
 
-/* Quantized batch: returns 0, or -1 if the panel could not be allocated (the caller then
- * uses the direct tiles, which compute the same values). */
-static int ga__rows_panel(const ga__kset *ks, const gemm_args *a, int64_t n0, int64_t n1) {
+/* A batch in K chunks: for each block of GA_NB rows and GA_TB tokens, the rows' chunk of K
+ * (unpacked into a panel first for the quantized types) meets each token tile while both are
+ * in L1/L2; the accumulators wait in accb between chunks. Returns 0, or -1 if a buffer could
+ * not be allocated (the caller then uses the direct tiles, which compute the same values). */
+static int ga__rows_chunked(const ga__kset *ks, const gemm_args *a, int64_t n0, int64_t n1) {
     const int R = ks->r_panel, TT = ks->t_panel;
-    const int64_t nb = a->K / ks->qk;
-    void *panel = aligned_alloc(64, ((size_t)R * (size_t)nb * ks->usize + 63) / 64 * 64);
-    __m256 *accb = aligned_alloc(64, sizeof(__m256) * GA_MAXR * GA_TB);
-    if (!panel || !accb) {
+    const int64_t nb = (a->K + ks->qk - 1) / ks->qk;   /* F32/F16: qk = 1, nb = K */
+    void *panel = NULL;
+    if (ks->unpack) panel = aligned_alloc(64, ((size_t)R * (size_t)nb * ks->usize + 63) / 64 * 64);
+    __m256 *accb = aligned_alloc(64, sizeof(__m256) * GA_NB * GA_TB * 2);
+    if ((ks->unpack && !panel) || !accb) {
         free(panel);
         free(accb);
         return -1;
     }
     for (int64_t nbk = n0; nbk < n1; nbk += GA_NB) {
         int64_t ne = nbk + GA_NB < n1 ? nbk + GA_NB : n1;
+        int rows = (int)(ne - nbk);
         for (int tb = 0; tb < a->T; tb += GA_TB) {
             int te = tb + GA_TB < a->T ? tb + GA_TB : a->T;
-            for (int64_t n = nbk; n < ne; n += R) {
-                int r = (int)(ne - n < R ? ne - n : R);
-                GA_UNROLL
-                for (int i = 0; i < r; i++) {
+            for (int i = 0; i < rows * GA_TB * 2; i++) accb[i] = _mm256_setzero_ps();
+            /* quantized: one panel of R rows at a time; F32/F16: the whole row block */
+            int rstep = ks->unpack ? R : rows;
+            for (int64_t n = nbk; n < ne; n += rstep) {
+                int rr = (int)(ne - n < rstep ? ne - n : rstep);
+                for (int i = 0; ks->unpack && i < rr; i++) {
                     const uint8_t *row = a->w + (size_t)(n + i) * a->w_stride;
                     uint8_t *pr = (uint8_t *)panel + (size_t)i * (size_t)nb * ks->usize;
                     for (int64_t b = 0; b < nb; b++)
                         ks->unpack(row + (size_t)b * ks->wsize, pr + (size_t)b * ks->usize);
                 }
-                for (int i = 0; i < r * GA_TB; i++) accb[i] = _mm256_setzero_ps();
-                ga__pjob pj = { .panel = panel, .nb = nb, .accb = accb };
                 for (int64_t b0 = 0; b0 < nb; b0 += ks->kc) {
-                    pj.b0 = b0;
-                    pj.b1 = b0 + ks->kc < nb ? b0 + ks->kc : nb;
+                    ga__pjob pj = { .panel = panel, .nb = nb, .b0 = b0,
+                                    .b1 = b0 + ks->kc < nb ? b0 + ks->kc : nb };
                     for (int t = tb; t < te; t += TT) {
                         int tt = te - t < TT ? te - t : TT;
                         pj.tj = t - tb;
-                        ks->pfn[r - 1][tt - 1](a, &pj, t);
+                        for (int64_t m = n; m < n + rr; m += R) {
+                            int r = (int)(n + rr - m < R ? n + rr - m : R);
+                            pj.accb = accb + (size_t)(m - nbk) * GA_TB * 2;
+                            if (ks->unpack) pj.panel = (const uint8_t *)panel +
+                                                       (size_t)(m - n) * (size_t)nb * ks->usize;
+                            ks->pfn[r - 1][tt - 1](a, &pj, m, t);
+                        }
                     }
                 }
-                for (int t = tb; t < te; t++)
-                    GA_UNROLL
-                    for (int i = 0; i < r; i++)
-                        a->out[(int64_t)t * a->N + n + i] = ga__hsum(accb[i * GA_TB + t - tb]);
             }
+            for (int t = tb; t < te; t++)
+                for (int i = 0; i < rows; i++) {
+                    const __m256 *ac = &accb[(i * GA_TB + t - tb) * 2];
+                    a->out[(int64_t)t * a->N + nbk + i] =
+                        ga__hsum(ks->nacc == 2 ? _mm256_add_ps(ac[0], ac[1]) : ac[0]);
+                }
         }
     }
     free(panel);
@@ -636,26 +685,13 @@ static int ga__rows_panel(const ga__kset *ks, const gemm_args *a, int64_t n0, in
 void gemm_avx2_rows(const gemm_args *a, int64_t n0, int64_t n1) {
     const ga__kset *ks = ga__find(a->type);
     if (!ks || n0 >= n1) return;
-    if (a->T >= ks->t_batch && ks->unpack && ga__rows_panel(ks, a, n0, n1) == 0) return;
-    if (a->T < ks->t_batch || ks->unpack) {
-        int rs = a->T < ks->t_batch ? ks->r_single : ks->r_batch;
-        for (int64_t n = n0; n < n1; n += rs) {
-            int r = (int)(n1 - n < rs ? n1 - n : rs);
-            for (int t = 0; t < a->T; t += GA_MAXT) {
-                int tt = a->T - t < GA_MAXT ? a->T - t : GA_MAXT;
-                ks->fn[r - 1][tt - 1](a, n, t);
-            }
-        }
-        return;
-    }
-    for (int64_t nb = n0; nb < n1; nb += GA_NB) {
-        int64_t ne = nb + GA_NB < n1 ? nb + GA_NB : n1;
-        for (int t = 0; t < a->T; t += ks->t_batch) {
-            int tt = a->T - t < ks->t_batch ? a->T - t : ks->t_batch;
-            for (int64_t n = nb; n < ne; n += ks->r_batch) {
-                int r = (int)(ne - n < ks->r_batch ? ne - n : ks->r_batch);
-                ks->fn[r - 1][tt - 1](a, n, t);
-            }
+    if (a->T >= ks->t_batch && ga__rows_chunked(ks, a, n0, n1) == 0) return;
+    int rs = a->T < ks->t_batch ? ks->r_single : ks->r_batch;
+    for (int64_t n = n0; n < n1; n += rs) {
+        int r = (int)(n1 - n < rs ? n1 - n : rs);
+        for (int t = 0; t < a->T; t += GA_MAXT) {
+            int tt = a->T - t < GA_MAXT ? a->T - t : GA_MAXT;
+            ks->fn[r - 1][tt - 1](a, n, t);
         }
     }
 }

@@ -7,6 +7,8 @@
  *     Q8_K: max = the element of largest |x| (signed), iscale = -127/max, q = min(127,
  *           round_half_even(iscale*x)), d = 1/iscale (f32, negative when max > 0),
  *           bsums[i] = sum of quants 16i..16i+15
+ *   (one deliberate difference: when subnormal activations make x*id overflow to +inf we store
+ *   127, where llama.cpp's vcvtps2dq gives -128)
  * - weight quantizers (Q4_0, Q4_K, Q6_K) aim for low error with simple searched scales; they are
  *   not bit-identical to llama.cpp's and need not be.
  * All functions take n a multiple of the type's block size; rows are processed block by block.

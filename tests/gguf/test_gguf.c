@@ -295,6 +295,29 @@ static void test_raw_and_getters(void) {
     CHECK(str_is(gguf_arr_str(&copy, 2), "ccc"), "string array without an index");
     gguf_close(g);
     free(b.p);
+
+    /* arrays nest 8 levels deep at most: [[[...[u8 x 0]...]]] */
+    for (int levels = 7; levels <= 9; levels++) {
+        rb d = {0};
+        rb_put(&d, "GGUF", 4);
+        rb_u32(&d, 3);
+        rb_u64(&d, 0);
+        rb_u64(&d, 1);
+        rb_key(&d, "deep", GGUF_TYPE_ARRAY);
+        for (int l = 1; l < levels; l++) rb_arr(&d, GGUF_TYPE_ARRAY, 1);
+        rb_arr(&d, GGUF_TYPE_UINT8, 0);
+        rc = gguf_open_buffer(d.p, d.n, &g, err, sizeof err);
+        CHECK(levels <= 8 ? rc == GGUF_OK : rc == GGUF_ERR_FORMAT && strstr(err, "deeper than 8"),
+              "%d nested levels: rc %d '%s'", levels, rc, rc ? err : "");
+        if (rc == GGUF_OK) {
+            const gguf_value *v = gguf_get(g, "deep");
+            for (int l = 1; l < levels && v; l++) v = gguf_arr_nested(v, 0);
+            CHECK(v && v->v.arr.elem_type == GGUF_TYPE_UINT8 && v->v.arr.n == 0,
+                  "%d nested levels walk to the u8 array", levels);
+            gguf_close(g);
+        }
+        free(d.p);
+    }
 }
 
 /* ---- writer round trip ---------------------------------------------------------------- */

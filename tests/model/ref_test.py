@@ -19,6 +19,8 @@ ap.add_argument("--top1", type=float, default=1.0, help="min fraction of positio
 ap.add_argument("--greedy", action="store_true", help="free-running greedy must match exactly")
 ap.add_argument("--full-rel", type=float, default=None)
 ap.add_argument("--threads", default="2")
+ap.add_argument("--launcher", default="", help="prefix for every sampan command, e.g. 'mpirun -np 4'")
+ap.add_argument("--sampan-args", default="", help="extra arguments for run and score, e.g. '--tp 2 --pp 2'")
 ap.add_argument("--report", help="write {worst, top1} over all prompts as JSON here")
 ap.add_argument("--model-path", help="run this file against the model's references (e.g. our own quantization)")
 args = ap.parse_args()
@@ -41,6 +43,7 @@ def check(ok, what):
     else: failed += 1
 
 def sh(cmd):
+    cmd = args.launcher.split() + cmd + args.sampan_args.split()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:3])}... exit {r.returncode}: {r.stderr.strip()}")

@@ -18,7 +18,9 @@ int main(void) {
         {QT_Q6_K, qt_dot_q6_K_avx512},
     };
     kern_init("scalar");
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) dot_check(cases[i].type, cases[i].fn, "avx512(emulated)");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        dot_check(cases[i].type, cases[i].fn, "avx512(emulated)");
+    }
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }

@@ -1,11 +1,14 @@
 /* tests/quant/test_simd.c — kernel checks that need no shared data:
+ *  0. traits: kern_init's ISA choice and refusals, qt_get / qt_supported / qt_row_size, the
+ *     vec_dot_type mapping.
  *  1. f16 and bf16 conversions: exhaustive round trips over all 65536 codes; f16 against the
  *     CPU's F16C instructions (every half, and random / boundary floats incl. subnormals,
  *     overflow, nan); f32 -> bf16 against a nearest-even rule evaluated in double.
  *  2. activation quantizers reproduce llama.cpp's rounding: constructed blocks with exact .5
  *     ties and known signs for Q8_0 and Q8_K (bsums included); their AVX2 versions equal the
  *     scalar ones bit for bit.
- *  3. quantize -> dequantize relative RMS error per type on seeded gaussian data.
+ *  3. quantize -> dequantize relative RMS error per type on seeded gaussian data; nan, inf and
+ *     huge values stay inside their block; zeros come back as zeros.
  *  4. every vec_dot variant (avx2, avx512 where the CPU has them) against the scalar reference,
  *     and the scalar reference against a double dot of the dequantized operands, on seeded data
  *     (weights both quantized from floats and raw random bytes), several lengths.
@@ -313,7 +316,8 @@ static void test_roundtrip(void) {
         }
         free(qb);
         free(yb);
-        snprintf(msg, sizeof msg, "%-4s nan/inf/huge in one block leave the next block as it would be", qt_get(cases[c].type)->name);
+        snprintf(msg, sizeof msg, "%-4s nan/inf/huge in one block leave the next block as it would be",
+                 qt_get(cases[c].type)->name);
         check(fabs(sqrt(e2 / s2) - err1) <= 1e-12, msg);
 
         /* all-zero input comes back as zeros */

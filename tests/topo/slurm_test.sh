@@ -9,7 +9,8 @@
 #   3. sampan-1node.sbatch without MODEL: the job must fail and say why.
 # Checked against references computed outside Slurm: the plan lines equal `sampan topo --ranks 2`
 # on this machine, each rank's affinity after binding equals its planned cpus, and every JSON
-# result carries the tokens a plain single-process `sampan run` generates.
+# result carries the tokens a plain single-process `sampan run` generates (with --tp 2, from
+# ranks holding at most 0.6x of its weight bytes).
 # The trap cancels this cluster's jobs and stops the daemons it started (by pid file) on every
 # exit. Exit 77 (skip) when Slurm or munge is not installed.
 #
@@ -55,6 +56,7 @@ cleanup() {
     "$SRC/launch/slurm/slurm-down.sh" "$D"
 }
 trap cleanup EXIT
+trap 'exit 1' TERM INT
 
 up=$(SAMPAN_SLURM_PORT=$port "$SRC/launch/slurm/slurm-up.sh" "$D" 2>"$D/up.err")
 rc=$?
@@ -73,15 +75,15 @@ if ! "$SAMPAN" topo --help >/dev/null 2>&1; then
     chmod +x "$RUNNER"
     echo "note: 'sampan topo' is not dispatched by this sampan yet: jobs use $TOPO_CLI for it"
 fi
-PAR1="" PAR2=""
-if "$SAMPAN" run --help 2>&1 | grep -q -- "--tp"; then PAR1="--tp 2" PAR2="--tp 2 --pp 1"
+PAR1="" PAR2="" sharded=""
+if "$SAMPAN" run --help 2>&1 | grep -q -- "--tp"; then PAR1="--tp 2" PAR2="--tp 2 --pp 1" sharded=1
 else echo "note: 'sampan run' has no --tp yet: each rank runs the whole model"; fi
 
 MODEL=$D/tiny.gguf PROMPT="Once upon a time" N=8
 "$SAMPAN" model synth -o "$MODEL" --shape tiny >/dev/null 2>"$D/synth.err" ||
     { echo "FAIL: model synth: $(cat "$D/synth.err")"; exit 1; }
 ref=$("$SAMPAN" run -m "$MODEL" -p "$PROMPT" -n $N --temp 0 --json 2>/dev/null)
-ref_tokens=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["tokens"])' "$ref") ||
+python3 -c 'import json,sys; json.loads(sys.argv[1])["tokens"]' "$ref" 2>/dev/null ||
     { echo "FAIL: single-process reference run gave no JSON: $ref"; exit 1; }
 plan=$("$TOPO_CLI" topo --ranks 2 | grep '^rank ')
 [ "$(echo "$plan" | grep -c '^rank ')" = 2 ] ||
@@ -89,13 +91,13 @@ plan=$("$TOPO_CLI" topo --ranks 2 | grep '^rank ')
 
 # submit all three, wait for all (sbatch --wait polls: a job's end is seen 2-10 s late)
 export SAMPAN=$RUNNER MODEL PROMPT N_TOKENS=$N RUN_ARGS="--temp 0 --json"
-PARALLEL_ARGS=$PAR1 timeout 90 sbatch --wait --ntasks-per-node=2 --cpus-per-task=1 \
+PARALLEL_ARGS=$PAR1 timeout 90 sbatch --wait --time=00:02:00 --ntasks-per-node=2 --cpus-per-task=1 \
     --output="$D/jobs/one-%j.out" "$SRC/launch/slurm/sampan-1node.sbatch" >"$D/one.sub" 2>&1 &
 p1=$!
-PARALLEL_ARGS=$PAR2 timeout 90 sbatch --wait --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 \
+PARALLEL_ARGS=$PAR2 timeout 90 sbatch --wait --time=00:02:00 --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 \
     --output="$D/jobs/multi-%j.out" "$SRC/launch/slurm/sampan-multinode.sbatch" >"$D/multi.sub" 2>&1 &
 p2=$!
-env -u MODEL timeout 90 sbatch --wait --output="$D/jobs/nomodel-%j.out" \
+env -u MODEL timeout 90 sbatch --wait --time=00:02:00 --output="$D/jobs/nomodel-%j.out" \
     "$SRC/launch/slurm/sampan-1node.sbatch" >"$D/nomodel.sub" 2>&1 &
 p3=$!
 wait $p1; rc1=$?
@@ -122,16 +124,22 @@ check_job() {
             ok "$name: local rank $r bound to cpus $cpus"
         else bad "$name: local rank $r binding line '$line', want cpus $cpus"; fi
     done
-    if python3 - "$out" "$ref_tokens" <<'PY'
+    if python3 - "$out" "$ref" "$sharded" <<'PY'
 import json, sys
-out, want = sys.argv[1], sys.argv[2]
+out, ref, sharded = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3] == "1"
 res = [json.loads(l) for l in open(out, errors="replace") if l.startswith("{")]
-bad = [r["tokens"] for r in res if str(r["tokens"]) != want]
-print(f"{len(res)} JSON results, {len(bad)} differ from the single-process run {want}")
-sys.exit(0 if res and not bad else 1)
+bad = [r["tokens"] for r in res if r["tokens"] != ref["tokens"]]
+print(f"{len(res)} JSON results, {len(bad)} differ from the single-process run {ref['tokens']}")
+ok = bool(res) and not bad
+if sharded:   # --tp 2: a rank holds about half the weights
+    wb = [r.get("timings", {}).get("weight_bytes", 0) for r in res]
+    ref_wb = ref.get("timings", {}).get("weight_bytes", 0)
+    print(f"weight bytes per rank {wb}, single process {ref_wb}")
+    ok = ok and ref_wb > 0 and all(0 < w <= 0.6 * ref_wb for w in wb)
+sys.exit(0 if ok else 1)
 PY
-    then ok "$name: generated tokens equal the single-process run"
-    else bad "$name: generated tokens"; fi
+    then ok "$name: generated tokens equal the single-process run${sharded:+ (tp=2 shards)}"
+    else bad "$name: generated tokens or weight shares"; fi
 }
 check_job one "$rc1"
 check_job multi "$rc2"

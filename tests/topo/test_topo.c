@@ -97,9 +97,10 @@ static int write_node_xml(const char *path, const node_spec *s) {
     for (int p = 0; p < s->packs; p++) {
         hwloc_bitmap_zero(cpus);
         hwloc_bitmap_zero(nodes);
+        int per_pack = s->numa_per_pack * s->cores_per_numa;
         for (int k = 0; k < s->pus_per_core; k++)
-            hwloc_bitmap_set_range(cpus, p * s->numa_per_pack * s->cores_per_numa + k * n_cores,
-                                   (p + 1) * s->numa_per_pack * s->cores_per_numa - 1 + k * n_cores);
+            hwloc_bitmap_set_range(cpus, p * per_pack + k * n_cores,
+                                   (p + 1) * per_pack - 1 + k * n_cores);
         hwloc_bitmap_set_range(nodes, p * s->numa_per_pack, (p + 1) * s->numa_per_pack - 1);
         fprintf(f, "    <object type=\"Package\" os_index=\"%d\"", p);
         xml_sets(f, cpus, nodes, 0);
