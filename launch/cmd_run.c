@@ -162,7 +162,7 @@ int run_prefill(model *m, model_state *st, const int32_t *tokens, int n, int bat
     for (int i = 0; i < n && !rc; i += batch) {
         int T = n - i < batch ? n - i : batch;
         for (int t = 0; t < T; t++) pos[t] = i + t;
-        model_batch b = { T, tokens + i, pos, NULL, NULL };
+        model_batch b = { .n = T, .tokens = tokens + i, .pos = pos };
         rc = model_forward(m, st, &b, logits, err, errlen);
     }
     free(pos);
@@ -276,7 +276,7 @@ int cmd_run(int argc, char **argv) {
         n_gen++;
         if (msg[1] || n_gen == o.n_predict) break;
         int32_t pos = n - 1;
-        model_batch b = { 1, &toks[n - 1], &pos, NULL, NULL };
+        model_batch b = { .n = 1, .tokens = &toks[n - 1], .pos = &pos };
         if (model_forward(m, st, &b, logits, err, sizeof err)) {
             cli_error("run: %s", err);
             goto out;

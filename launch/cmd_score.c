@@ -165,7 +165,7 @@ int cmd_score(int argc, char **argv) {
     for (int i0 = 0; i0 < n; i0 += (int)batch) {
         int T = n - i0 < batch ? n - i0 : (int)batch;
         for (int t = 0; t < T; t++) pos[t] = i0 + t;
-        model_batch b = { T, toks + i0, pos, NULL, want };
+        model_batch b = { .n = T, .tokens = toks + i0, .pos = pos, .want = want };
         if (model_forward(m, st, &b, slices, err, sizeof err) ||
             (model_has_logits(m) && model_logits_full(m, slices, T, logits, err, sizeof err))) {
             cli_error("score: %s", err);

@@ -22,15 +22,18 @@
  * The watchdog. A blocking call (collective, send, recv, barrier, split) runs under a watchdog
  * thread with a deadline of comm_set_timeout seconds (default 30, env SAMPAN_COMM_TIMEOUT) plus
  * the call's bytes at 100 MB/s (so a huge message is not taken for a stuck peer): past it the
- * rank prints "sampan: host:rank N: <op> timed out after 30 s (a peer is dead or
- * stuck)" and aborts the job. After a second of waiting it also looks, once a second, at the
- * node-local peers (pid and start time in /proc) and aborts at once when one has exited.
- * mpirun kills the job by itself about 1 s after a rank is killed; the watchdog covers
- * launchers that do not, a peer that is alive but stuck, and ranks on other nodes (through the
- * deadline). Ranks that wait an unbounded time on purpose (for the next request) use
- * comm_bcast_idle: no deadline, but a dead node-local peer is still noticed. Errors that are
- * returned (COMM_ERR_MPI, COMM_ERR_NCCL) leave the comm unusable: the caller prints
- * comm_error() and calls comm_abort.
+ * rank prints "sampan: host:rank N: <op> timed out after 30 s (a peer is dead or stuck)" and
+ * aborts the job. After a second of waiting it also looks, once a second, at the node-local
+ * peers (pid and start time in /proc) and aborts at once when one has exited.
+ * mpirun (Open MPI 4.1) and srun (with PMIx) end the job by themselves about 1 s after a rank
+ * is killed; the watchdog covers launchers that do not, a peer that is alive but stuck, and
+ * ranks on other nodes (through the deadline).
+ * Ranks that wait an unbounded time on purpose (for the next request) use comm_bcast_idle: no
+ * deadline, but a dead node-local peer is still noticed. A rank busy on purpose for longer than
+ * the timeout while its peers wait in a collective (loading a large model, say) needs the same,
+ * or a longer timeout around it (comm_get_timeout / comm_set_timeout).
+ * Errors that are returned (COMM_ERR_MPI, COMM_ERR_NCCL) leave the comm unusable: the caller
+ * prints comm_error() and calls comm_abort.
  *
  * Threads: one thread at a time may call into the comms (the caller serialises). MPI runs at
  * MPI_THREAD_MULTIPLE only so that the watchdog thread may call MPI_Abort.

@@ -9,7 +9,10 @@
  * columns; one all-reduce (or two all-gathers, model_mix) per block half combines the tensor
  * group; stages pass the residual stream (T,C) to the next stage.
  *
- * The KV cache is f32, laid out (L, S, P, Hkv*D) for K and for V. Every per-position result
+ * The KV cache is paged: f32 blocks of `block_size` positions, laid out (L, n_blocks,
+ * block_size, Hkv*D) for K and for V. A position finds its sequence's blocks through the block
+ * table the batch gives for it (scheduler/kv.c owns who holds which block); without tables,
+ * sequence slot s owns the contiguous blocks [s * P/bs, (s + 1) * P/bs). Every per-position result
  * depends only on that position's inputs and its sequence's cache (matmuls are batch-invariant,
  * attention is computed per position), so a sequence's logits do not depend on what else shares
  * its batch.
@@ -24,10 +27,12 @@
 #include "model.h"
 
 struct model_state {
-    int n_seq, n_ctx, max_batch;
+    int n_seq, n_ctx, max_batch;  /* slots and their length when used without block tables */
+    int block_size, n_blocks;
+    int32_t *identity;            /* (n_seq * n_ctx / block_size) the slots' own tables */
     int kv_dim;                   /* this rank's KV heads x D */
     int layer0;                   /* first layer of this stage: cache layer 0 */
-    float *k_cache, *v_cache;     /* (L_stage, S, P, kv_dim) each */
+    float *k_cache, *v_cache;     /* (L_stage, n_blocks, block_size, kv_dim) each */
     /* activations for up to max_batch positions */
     float *x;                     /* (T, C) residual stream */
     float *xb;                    /* (T, max(C, H*D)) normed input / attention output */
@@ -39,28 +44,64 @@ struct model_state {
     int n_att;                    /* rows of att */
 };
 
-static size_t kv_index(const model_state *s, int l, int seq, int pos) {
+/* first float of the K (or V) vector of block `blk`, slot `off`, layer l */
+static size_t kv_index(const model_state *s, int l, int blk, int off) {
     l -= s->layer0;
-    return (((size_t)l * s->n_seq + (size_t)seq) * s->n_ctx + (size_t)pos) * (size_t)s->kv_dim;
+    return (((size_t)l * s->n_blocks + (size_t)blk) * s->block_size + (size_t)off) *
+           (size_t)s->kv_dim;
+}
+
+/* the block table of position t's sequence */
+static const int32_t *table_of(const model_state *s, const model_batch *b, int t) {
+    if (b->tables) return b->tables[t];
+    int seq = b->seq ? b->seq[t] : 0;
+    return s->identity + (size_t)seq * (s->n_ctx / s->block_size);
 }
 
 model_state *model_state_new(const model *m, int n_seq, int n_ctx, int max_batch, char *err,
                              size_t errlen) {
-    const model_cfg *c = &m->cfg;
     if (n_seq < 1 || n_ctx < 1 || max_batch < 1) {
         snprintf(err, errlen, "model: bad state size: %d sequences, context %d, batch %d", n_seq,
                  n_ctx, max_batch);
         return NULL;
     }
+    const int bs = 16;
+    int per_seq = (n_ctx + bs - 1) / bs;
+    model_state *s = model_state_new_paged(m, n_seq * per_seq, bs, n_ctx, max_batch, err, errlen);
+    if (!s) return NULL;
+    s->n_seq = n_seq;
+    s->n_ctx = per_seq * bs;
+    s->identity = malloc((size_t)n_seq * per_seq * sizeof *s->identity);
+    if (!s->identity) {
+        model_state_free(s);
+        snprintf(err, errlen, "model: out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < n_seq * per_seq; i++) s->identity[i] = i;
+    s->n_ctx = n_ctx;
+    return s;
+}
+
+model_state *model_state_new_paged(const model *m, int n_blocks, int block_size, int max_ctx,
+                                   int max_batch, char *err, size_t errlen) {
+    const model_cfg *c = &m->cfg;
+    int n_ctx = max_ctx;
+    if (n_blocks < 1 || block_size < 1 || max_ctx < 1 || max_batch < 1) {
+        snprintf(err, errlen, "model: bad KV cache: %d blocks of %d, context %d, batch %d",
+                 n_blocks, block_size, max_ctx, max_batch);
+        return NULL;
+    }
     model_state *s = calloc(1, sizeof *s);
     if (!s) goto oom;
-    s->n_seq = n_seq;
+    s->n_seq = 0;
     s->n_ctx = n_ctx;
+    s->block_size = block_size;
+    s->n_blocks = n_blocks;
     s->max_batch = max_batch;
     const model_shard *sh = &m->shard;
     s->kv_dim = sh->n_kv_heads * c->head_dim;
     s->layer0 = sh->layer0;
-    size_t kv = (size_t)(sh->layer1 - sh->layer0) * n_seq * n_ctx * s->kv_dim;
+    size_t kv = (size_t)(sh->layer1 - sh->layer0) * n_blocks * block_size * s->kv_dim;
     size_t T = (size_t)max_batch;
     int qd = c->n_heads * c->head_dim;
     int wide = qd > c->dim ? qd : c->dim;
@@ -87,8 +128,8 @@ model_state *model_state_new(const model *m, int n_seq, int n_ctx, int max_batch
     return s;
 oom:
     model_state_free(s);
-    snprintf(err, errlen, "model: out of memory for a KV cache of %d x %d positions", n_seq,
-             n_ctx);
+    snprintf(err, errlen, "model: out of memory for a KV cache of %d blocks of %d positions",
+             n_blocks, block_size);
     return NULL;
 }
 
@@ -106,14 +147,21 @@ void model_state_free(model_state *s) {
     free(s->att);
     free(s->g1);
     free(s->g2);
+    free(s->identity);
     free(s);
 }
 
 size_t model_state_kv_bytes(const model_state *s) {
-    return 2 * kv_index(s, s->layer0, s->n_seq, 0) * sizeof(float);
+    return 2 * kv_index(s, s->layer0, s->n_blocks, 0) * sizeof(float);
 }
 
 int model_state_n_ctx(const model_state *s) { return s->n_ctx; }
+
+size_t model_kv_block_bytes(const model *m, int block_size) {
+    const model_shard *sh = &m->shard;
+    return 2 * (size_t)(sh->layer1 - sh->layer0) * block_size * sh->n_kv_heads *
+           m->cfg.head_dim * sizeof(float);
+}
 
 /* ---- attention: one job per (position, head), split over the backend's threads ---------- */
 
@@ -136,18 +184,20 @@ static void attn_worker(void *arg, int ith, int nth) {
     int total = j->b->n * H;
     for (int w = ith; w < total; w += nth) {
         int t = w / H, h = w % H;
-        int seq = j->b->seq ? j->b->seq[t] : 0;
+        const int32_t *tab = table_of(s, j->b, t);
+        const int bs = s->block_size;
         int pos = j->b->pos[t];
         const float *q = s->q + ((size_t)t * H + h) * D;
         int kvh = (sh->head0 + h) / group - sh->kv_head0;   /* this rank's copy of h's KV head */
-        const float *kc = s->k_cache + kv_index(s, j->layer, seq, 0) + (size_t)kvh * D;
-        const float *vc = s->v_cache + kv_index(s, j->layer, seq, 0) + (size_t)kvh * D;
-        for (int p = 0; p <= pos; p++) att[p] = dot(D, kc + (size_t)p * s->kv_dim, q) * scale;
+        for (int p = 0; p <= pos; p++) {
+            const float *k = s->k_cache + kv_index(s, j->layer, tab[p / bs], p % bs) + (size_t)kvh * D;
+            att[p] = dot(D, k, q) * scale;
+        }
         kern_softmax(att, pos + 1);
         float *out = s->xb + ((size_t)t * H + h) * D;
         memset(out, 0, (size_t)D * sizeof(float));
         for (int p = 0; p <= pos; p++) {
-            const float *v = vc + (size_t)p * s->kv_dim;
+            const float *v = s->v_cache + kv_index(s, j->layer, tab[p / bs], p % bs) + (size_t)kvh * D;
             float a = att[p];
             for (int d = 0; d < D; d++) out[d] += a * v[d];
         }
@@ -167,12 +217,12 @@ static int check_batch(const model *m, const model_state *s, const model_batch *
                      m->cfg.n_vocab);
             return -1;
         }
-        if (b->pos[t] < 0 || b->pos[t] >= s->n_ctx) {
+        if (b->pos[t] < 0 || b->pos[t] >= s->n_ctx) {   /* tables too: attention scratch is n_ctx */
             snprintf(err, errlen, "model: position %d beyond the context of %d tokens", b->pos[t],
                      s->n_ctx);
             return -1;
         }
-        if (seq < 0 || seq >= s->n_seq) {
+        if (!b->tables && (seq < 0 || seq >= s->n_seq)) {
             snprintf(err, errlen, "model: sequence slot %d out of range [0, %d)", seq, s->n_seq);
             return -1;
         }
@@ -275,9 +325,10 @@ int model_forward(const model *m, model_state *s, const model_batch *b, float *l
             kern_rope(q, H, D, c->n_rot, b->pos[t], c->rope_base, c->rope_neox, m->rope_freqs);
             kern_rope(k, sh->n_kv_heads, D, c->n_rot, b->pos[t], c->rope_base, c->rope_neox,
                       m->rope_freqs);
-            int seq = b->seq ? b->seq[t] : 0;
-            memcpy(s->k_cache + kv_index(s, l, seq, b->pos[t]), k, (size_t)KV * sizeof(float));
-            memcpy(s->v_cache + kv_index(s, l, seq, b->pos[t]), v, (size_t)KV * sizeof(float));
+            const int32_t *tab = table_of(s, b, t);
+            int blk = tab[b->pos[t] / s->block_size], off = b->pos[t] % s->block_size;
+            memcpy(s->k_cache + kv_index(s, l, blk, off), k, (size_t)KV * sizeof(float));
+            memcpy(s->v_cache + kv_index(s, l, blk, off), v, (size_t)KV * sizeof(float));
         }
         attn_job job = { m, s, b, l };
         be->i->parallel(be, attn_worker, &job);         /* xb (T, Hl*D) = attention output */

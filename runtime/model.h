@@ -125,10 +125,17 @@ int model_read_cfg(const char *path, model_cfg *out, char *err, size_t errlen);
 int model_load(const char *path, const model_opts *opts, model **out, char *err, size_t errlen);
 void model_free(model *m);
 
-/* KV cache and scratch for up to n_seq sequences of n_ctx positions each. */
+/* KV cache and scratch for up to n_seq sequences of n_ctx positions each (slot s owns its
+ * own blocks; batches give `seq` and no tables). */
 typedef struct model_state model_state;
 model_state *model_state_new(const model *m, int n_seq, int n_ctx, int max_batch,
                              char *err, size_t errlen);
+/* A paged KV cache of n_blocks blocks of block_size positions for sequences of at most
+ * max_ctx positions; batches must give block tables (scheduler/kv.c hands out blocks). */
+model_state *model_state_new_paged(const model *m, int n_blocks, int block_size, int max_ctx,
+                                   int max_batch, char *err, size_t errlen);
+/* bytes one KV block takes on this rank */
+size_t model_kv_block_bytes(const model *m, int block_size);
 void model_state_free(model_state *s);
 size_t model_state_kv_bytes(const model_state *s);
 int model_state_n_ctx(const model_state *s);
@@ -139,6 +146,9 @@ typedef struct {
     const int32_t *pos;      /* (T) position of each token in its sequence */
     const int32_t *seq;      /* (T) sequence slot, or NULL for all 0 */
     const int8_t *want;      /* (T) 1 = produce logits for this position; NULL = last only */
+    const int32_t *const *tables;  /* (T) block table of each position's sequence (entry i =
+                                      block of positions [i*bs, (i+1)*bs)), or NULL: slot seq[t]'s
+                                      own blocks */
 } model_batch;
 
 /* logits: (n_out, V) for the n_out positions with want set, in batch order. Positions of one

@@ -11,16 +11,18 @@
  *   Q4_K      acc = fma(d*dy, (float)isum, acc); acc = fnmadd(dmin*dy, (float)imin, acc)
  *   Q6_K      acc = fma(d*dy, (float)isum, acc)                per super-block of 256
  *
- * Paths (all call the same per-block functions ga__blk_*):
- *   direct  T < t_batch (decode): a tile of R rows x T tokens unpacks each weight block into
- *           registers and uses it for every token. Quantized decode uses R = 1: one row after
- *           the other is one sequential stream, which the hardware prefetcher follows far better
- *           than R interleaved rows (about 2x the bandwidth from DRAM on Zen 3).
- *   fp      F32/F16 batches: 3 rows x 4 tokens per tile; weights converted in registers.
- *   panel   quantized batches: a row tile is unpacked once into a panel (ints and f32 scales)
- *           per block of GA_TB tokens, then token tiles stream through it in K chunks of
- *           about 1024 values (panel chunk and activation chunk stay in L1); the accumulators
- *           wait in a small buffer between chunks.
+ * Each type has one tile function ga__tile_<type>(panel, R, TT, ...) used two ways, so both
+ * run the same per-block code:
+ *   direct   (panel = 0) T < t_batch (decode): a tile of R rows x T tokens over all of K, the
+ *            weight blocks unpacked in registers. Quantized decode uses R = 1: one row after
+ *            the other is one sequential stream, which the hardware prefetcher follows far
+ *            better than R interleaved rows (about 2x the bandwidth from DRAM on Zen 3).
+ *   chunked  (panel = 1) batches, ga__rows_chunked: blocks of GA_NB rows x GA_TB tokens, K in
+ *            chunks (512 values for F32/F16, 1024 for the quantized types) so that the rows'
+ *            chunk and a token tile's chunk stay in L1/L2; accumulators wait in a small buffer
+ *            between chunks. Quantized rows are first unpacked into a panel (ints and f32
+ *            scales) once per token block, which the token tiles then share. Tiles are
+ *            3 rows x 4 tokens (F32/F16) and 2 rows x 4 tokens (quantized).
  */
 #include <immintrin.h>
 #include <stdlib.h>
@@ -35,8 +37,9 @@
 #define GA_UNROLL _Pragma("GCC unroll 8")
 #define GA_MAXR 4
 #define GA_MAXT 4
-#define GA_NB 32    /* weight rows per L2 block in the batched paths */
-#define GA_TB 64    /* tokens per L2 block in the panel path */
+#define GA_NB 48    /* weight rows per L2 block in the batched paths (a multiple of 2 and 3) */
+#define GA_TB 64    /* tokens per L2 block in the chunked path */
+#define GA_XG 4     /* tokens per interleaved group of F32/F16 activations (= GA_MAXT) */
 
 GA_INLINE float ga__hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -74,35 +77,38 @@ GA_INLINE void ga__store(int R, int TT, const gemm_args *a, int64_t n, int t, ga
 
 /* ---- chunked tiles: accumulators kept between calls ------------------------------------ */
 
-/* Panel job: blocks [b0, b1) of R unpacked rows (row r's block b at unit r * nb + b of panel)
- * x TT tokens starting at token t; accumulator h of (r, j) in/out of
- * accb[((r * GA_TB + tj + j) * 2 + h]. */
+/* Chunk job: blocks [b0, b1) of R rows (quantized: unpacked, row r's block b at unit
+ * r * nb + b of panel) x TT tokens starting at token t; accumulator h of (r, j) in/out of
+ * accb[(r * GA_TB + tj + j) * nacc + h]. */
 typedef struct {
     const void *panel;
     int64_t nb;           /* blocks per row */
     int64_t b0, b1;
-    __m256 *accb;         /* [GA_MAXR][GA_TB][2] */
+    __m256 *accb;         /* [GA_MAXR][GA_TB][nacc] */
     int tj;               /* first token's index in the token block */
 } ga__pjob;
 
-GA_INLINE void ga__acc_in(int panel, int R, int TT, const ga__pjob *pj, int h, ga__acc acc) {
+GA_INLINE void ga__acc_in(int panel, int nacc, int R, int TT, const ga__pjob *pj, int h,
+                          ga__acc acc) {
     GA_UNROLL
     for (int r = 0; r < R; r++)
         GA_UNROLL
         for (int j = 0; j < TT; j++)
-            acc[r][j] = panel ? pj->accb[(r * GA_TB + pj->tj + j) * 2 + h] : _mm256_setzero_ps();
+            acc[r][j] = panel ? pj->accb[(r * GA_TB + pj->tj + j) * nacc + h]
+                              : _mm256_setzero_ps();
 }
 
-GA_INLINE void ga__acc_save(int R, int TT, const ga__pjob *pj, int h, ga__acc acc) {
+GA_INLINE void ga__acc_save(int nacc, int R, int TT, const ga__pjob *pj, int h, ga__acc acc) {
     GA_UNROLL
     for (int r = 0; r < R; r++)
         GA_UNROLL
-        for (int j = 0; j < TT; j++) pj->accb[(r * GA_TB + pj->tj + j) * 2 + h] = acc[r][j];
+        for (int j = 0; j < TT; j++) pj->accb[(r * GA_TB + pj->tj + j) * nacc + h] = acc[r][j];
 }
 
+/* one accumulator per output: to accb, or summed and stored */
 GA_INLINE void ga__acc_out(int panel, int R, int TT, const ga__pjob *pj, const gemm_args *a,
                            int64_t n, int t, ga__acc acc) {
-    if (panel) ga__acc_save(R, TT, pj, 0, acc);
+    if (panel) ga__acc_save(1, R, TT, pj, 0, acc);
     else ga__store(R, TT, a, n, t, acc);
 }
 
@@ -113,28 +119,39 @@ GA_INLINE __m256 ga__load_wf(int f16, const uint8_t *row, int64_t k) {
     return _mm256_loadu_ps((const float *)row + k);
 }
 
+/* Activations of F32/F16 weights are stored in groups of GA_XG tokens, interleaved by 8
+ * values: x[t][k..k+7] at float (t / GA_XG) * GA_XG * Kp + (k / 8) * 8 * GA_XG + (t % GA_XG) * 8,
+ * Kp = K rounded up to 8 (zero padded). A tile's tokens are one group (tiles start at multiples
+ * of GA_XG), so a k step reads one contiguous 32 * TT byte run: no 4 KiB-strided rows that
+ * collide in L1 sets. */
+GA_INLINE const float *ga__xg(const gemm_args *a, int t) {
+    int64_t Kp = (a->K + 7) / 8 * 8;
+    return (const float *)a->x + (size_t)(t / GA_XG) * GA_XG * (size_t)Kp;
+}
+
 /* R rows x TT tokens over k in [k0, k1) (panel = 1: a K chunk, accumulators in pj->accb;
  * k0 is a multiple of 8 and only the chunk ending at K takes the zero-padded last step) */
 GA_INLINE void ga__tile_fp(int f16, int panel, int R, int TT, const gemm_args *a,
                            const ga__pjob *pj, int64_t n, int t) {
     const uint8_t *w = a->w + (size_t)n * a->w_stride;
-    const uint8_t *x = a->x + (size_t)t * a->x_stride;
+    const float *x = ga__xg(a, t);
     const int64_t K = a->K, k1 = panel ? pj->b1 : K;
     ga__acc acc;
-    ga__acc_in(panel, R, TT, pj, 0, acc);
+    ga__acc_in(panel, 1, R, TT, pj, 0, acc);
     int64_t k = panel ? pj->b0 : 0;
     for (; k + 8 <= k1; k += 8) {
         __m256 wv[GA_MAXR];
         GA_UNROLL
         for (int r = 0; r < R; r++) wv[r] = ga__load_wf(f16, w + r * a->w_stride, k);
+        const float *xk = x + k * GA_XG;
         GA_UNROLL
         for (int j = 0; j < TT; j++) {
-            __m256 xv = _mm256_loadu_ps((const float *)(x + j * a->x_stride) + k);
+            __m256 xv = _mm256_loadu_ps(xk + 8 * j);
             GA_UNROLL
             for (int r = 0; r < R; r++) acc[r][j] = _mm256_fmadd_ps(wv[r], xv, acc[r][j]);
         }
     }
-    if (k < k1) {   /* last partial step of the row, zero padded */
+    if (k < k1) {   /* last partial step of the row: weights zero padded, x is already */
         int rest = (int)(k1 - k);
         for (int r = 0; r < R; r++) {
             float wp[8] = { 0 };
@@ -142,11 +159,8 @@ GA_INLINE void ga__tile_fp(int f16, int panel, int R, int TT, const gemm_args *a
             for (int i = 0; i < rest; i++)
                 wp[i] = f16 ? ga__h2f(row + 2 * (k + i)) : ((const float *)row)[k + i];
             __m256 wv = _mm256_loadu_ps(wp);
-            for (int j = 0; j < TT; j++) {
-                float xp[8] = { 0 };
-                memcpy(xp, (const float *)(x + j * a->x_stride) + k, (size_t)rest * 4);
-                acc[r][j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp), acc[r][j]);
-            }
+            for (int j = 0; j < TT; j++)
+                acc[r][j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + k * GA_XG + 8 * j), acc[r][j]);
         }
     }
     ga__acc_out(panel, R, TT, pj, a, n, t, acc);
@@ -226,8 +240,8 @@ GA_INLINE void ga__tile_q32(int q4, int panel, int R, int TT, const gemm_args *a
     const uint8_t *x = a->x + (size_t)t * a->x_stride;
     const int64_t b0 = panel ? pj->b0 : 0, b1 = panel ? pj->b1 : a->K / QK8_0;
     ga__acc acc0, acc1;
-    ga__acc_in(panel, R, TT, pj, 0, acc0);
-    ga__acc_in(panel, R, TT, pj, 1, acc1);
+    ga__acc_in(panel, 2, R, TT, pj, 0, acc0);
+    ga__acc_in(panel, 2, R, TT, pj, 1, acc1);
     int64_t b = b0;
     for (; b + 1 < b1; b += 2) {
         ga__q32_block(q4, panel, R, TT, a, pj, w, x, b, acc0);
@@ -235,8 +249,8 @@ GA_INLINE void ga__tile_q32(int q4, int panel, int R, int TT, const gemm_args *a
     }
     if (b < b1) ga__q32_block(q4, panel, R, TT, a, pj, w, x, b, acc0);
     if (panel) {
-        ga__acc_save(R, TT, pj, 0, acc0);
-        ga__acc_save(R, TT, pj, 1, acc1);
+        ga__acc_save(2, R, TT, pj, 0, acc0);
+        ga__acc_save(2, R, TT, pj, 1, acc1);
     } else {
         GA_UNROLL
         for (int r = 0; r < R; r++)
@@ -293,7 +307,7 @@ GA_INLINE void ga__tile_q4k(int panel, int R, int TT, const gemm_args *a, const 
     const uint8_t *x = a->x + (size_t)t * a->x_stride;
     const int64_t b0 = panel ? pj->b0 : 0, b1 = panel ? pj->b1 : a->K / QK_K;
     ga__acc acc;
-    ga__acc_in(panel, R, TT, pj, 0, acc);
+    ga__acc_in(panel, 1, R, TT, pj, 0, acc);
     for (int64_t b = b0; b < b1; b++) {
         const block_q4_K *wb[GA_MAXR];
         const ga__q4k *ub[GA_MAXR];
@@ -394,7 +408,7 @@ GA_INLINE void ga__tile_q6k(int panel, int R, int TT, const gemm_args *a, const 
     const uint8_t *x = a->x + (size_t)t * a->x_stride;
     const int64_t b0 = panel ? pj->b0 : 0, b1 = panel ? pj->b1 : a->K / QK_K;
     ga__acc acc;
-    ga__acc_in(panel, R, TT, pj, 0, acc);
+    ga__acc_in(panel, 1, R, TT, pj, 0, acc);
     for (int64_t b = b0; b < b1; b++) {
         const block_q6_K *wb[GA_MAXR];
         const ga__q6k *ub[GA_MAXR];
@@ -566,7 +580,7 @@ int gemm_avx2_supported(int type) {
     return ga__find(type) != NULL;
 }
 
-int gemm_avx2_x_block(int type) {
+int gemm_avx2_x_chunk(int type) {
     switch (type) {
     case QT_F32:
     case QT_F16: return 8;
@@ -581,7 +595,7 @@ int gemm_avx2_x_block(int type) {
 size_t gemm_avx2_x_row_size(int type, int64_t K) {
     switch (type) {
     case QT_F32:
-    case QT_F16: return (size_t)K * sizeof(float);
+    case QT_F16: return (size_t)(K + 7) / 8 * 8 * sizeof(float);
     case QT_Q8_0:
     case QT_Q4_0: return (size_t)(K / QK8_0) * sizeof(gemm_q8x);
     case QT_Q4_K:
@@ -590,26 +604,42 @@ size_t gemm_avx2_x_row_size(int type, int64_t K) {
     }
 }
 
-void gemm_avx2_convert(int type, const float *x, void *dst, int64_t n, const qt_traits *vdt) {
-    if (type == QT_F32) {
-        memcpy(dst, x, (size_t)n * sizeof(float));
-    } else if (type == QT_F16) {   /* round to f16 and back (F16C rounds to nearest even) */
-        float *d = dst;
-        int64_t i = 0;
-        for (; i + 8 <= n; i += 8) {
-            __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT);
-            _mm256_storeu_ps(d + i, _mm256_cvtph_ps(h));
-        }
-        for (; i < n; i++) d[i] = qt_f16_to_f32(qt_f32_to_f16(x[i]));
+size_t gemm_avx2_x_size(int type, int64_t K, int T) {
+    int groups = type == QT_F32 || type == QT_F16 ? (T + GA_XG - 1) / GA_XG * GA_XG : T;
+    return gemm_avx2_x_row_size(type, K) * (size_t)groups;
+}
+
+/* F32/F16: chunk c = 8 values of row t = c / cpr at k = (c % cpr) * 8, to its interleaved
+ * place; F16 weights get the values rounded to f16 (F16C rounds to nearest even) */
+static void ga__convert_fp(int f16, const float *x, int64_t K, int64_t c0, int64_t c1,
+                           float *dst) {
+    const int64_t cpr = (K + 7) / 8, Kp = cpr * 8;
+    for (int64_t c = c0; c < c1; c++) {
+        int64_t t = c / cpr, k = (c % cpr) * 8;
+        float v[8] = { 0 };
+        memcpy(v, x + t * K + k, (size_t)(K - k < 8 ? K - k : 8) * sizeof(float));
+        __m256 xv = _mm256_loadu_ps(v);
+        if (f16) xv = _mm256_cvtph_ps(_mm256_cvtps_ph(xv, _MM_FROUND_TO_NEAREST_INT));
+        float *d = dst + (t / GA_XG) * GA_XG * Kp + k * GA_XG + (t % GA_XG) * 8;
+        _mm256_storeu_ps(d, xv);
+    }
+}
+
+void gemm_avx2_convert(int type, const float *x, int64_t K, int64_t c0, int64_t c1, void *dst,
+                       const qt_traits *vdt) {
+    if (c0 >= c1) return;
+    if (type == QT_F32 || type == QT_F16) {
+        ga__convert_fp(type == QT_F16, x, K, c0, c1, dst);
     } else if (type == QT_Q8_0 || type == QT_Q4_0) {
-        gemm_q8x *out = dst;
+        /* rows are whole blocks: chunk c is block c of the flattened (T, K) matrix */
+        gemm_q8x *out = (gemm_q8x *)dst + c0;
         block_q8_0 tmp[16];
         const __m256i one8 = _mm256_set1_epi8(1), eight = _mm256_set1_epi16(8);
-        for (int64_t e = 0; e < n; e += 16 * QK8_0) {
-            int64_t m = n - e < 16 * QK8_0 ? n - e : 16 * QK8_0;
-            vdt->from_float(x + e, tmp, m);
-            for (int64_t b = 0; b < m / QK8_0; b++) {
-                gemm_q8x *o = out + e / QK8_0 + b;
+        for (int64_t c = c0; c < c1; c += 16) {
+            int64_t m = c1 - c < 16 ? c1 - c : 16;
+            vdt->from_float(x + c * QK8_0, tmp, m * QK8_0);
+            for (int64_t b = 0; b < m; b++) {
+                gemm_q8x *o = out + (c - c0) + b;
                 o->d = _cvtsh_ss(tmp[b].d);
                 memcpy(o->qs, tmp[b].qs, 32);
                 /* |y| <= 128: maddubs(1, y) pairs, madd(8) quads, exact */
@@ -618,7 +648,7 @@ void gemm_avx2_convert(int type, const float *x, void *dst, int64_t n, const qt_
             }
         }
     } else {
-        vdt->from_float(x, dst, n);
+        vdt->from_float(x + c0 * QK_K, (block_q8_K *)dst + c0, (c1 - c0) * QK_K);
     }
 }
 
@@ -631,7 +661,8 @@ static int ga__rows_chunked(const ga__kset *ks, const gemm_args *a, int64_t n0, 
     const int64_t nb = (a->K + ks->qk - 1) / ks->qk;   /* F32/F16: qk = 1, nb = K */
     void *panel = NULL;
     if (ks->unpack) panel = aligned_alloc(64, ((size_t)R * (size_t)nb * ks->usize + 63) / 64 * 64);
-    __m256 *accb = aligned_alloc(64, sizeof(__m256) * GA_NB * GA_TB * 2);
+    const int nacc = ks->nacc;
+    __m256 *accb = aligned_alloc(64, sizeof(__m256) * GA_NB * GA_TB * (size_t)nacc);
     if ((ks->unpack && !panel) || !accb) {
         free(panel);
         free(accb);
@@ -642,7 +673,7 @@ static int ga__rows_chunked(const ga__kset *ks, const gemm_args *a, int64_t n0, 
         int rows = (int)(ne - nbk);
         for (int tb = 0; tb < a->T; tb += GA_TB) {
             int te = tb + GA_TB < a->T ? tb + GA_TB : a->T;
-            for (int i = 0; i < rows * GA_TB * 2; i++) accb[i] = _mm256_setzero_ps();
+            for (int i = 0; i < rows * GA_TB * nacc; i++) accb[i] = _mm256_setzero_ps();
             /* quantized: one panel of R rows at a time; F32/F16: the whole row block */
             int rstep = ks->unpack ? R : rows;
             for (int64_t n = nbk; n < ne; n += rstep) {
@@ -661,7 +692,7 @@ static int ga__rows_chunked(const ga__kset *ks, const gemm_args *a, int64_t n0, 
                         pj.tj = t - tb;
                         for (int64_t m = n; m < n + rr; m += R) {
                             int r = (int)(n + rr - m < R ? n + rr - m : R);
-                            pj.accb = accb + (size_t)(m - nbk) * GA_TB * 2;
+                            pj.accb = accb + (size_t)(m - nbk) * GA_TB * nacc;
                             if (ks->unpack) pj.panel = (const uint8_t *)panel +
                                                        (size_t)(m - n) * (size_t)nb * ks->usize;
                             ks->pfn[r - 1][tt - 1](a, &pj, m, t);
@@ -671,9 +702,9 @@ static int ga__rows_chunked(const ga__kset *ks, const gemm_args *a, int64_t n0, 
             }
             for (int t = tb; t < te; t++)
                 for (int i = 0; i < rows; i++) {
-                    const __m256 *ac = &accb[(i * GA_TB + t - tb) * 2];
+                    const __m256 *ac = &accb[(i * GA_TB + t - tb) * nacc];
                     a->out[(int64_t)t * a->N + nbk + i] =
-                        ga__hsum(ks->nacc == 2 ? _mm256_add_ps(ac[0], ac[1]) : ac[0]);
+                        ga__hsum(nacc == 2 ? _mm256_add_ps(ac[0], ac[1]) : ac[0]);
                 }
         }
     }

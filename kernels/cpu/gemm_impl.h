@@ -7,11 +7,12 @@
  * A tile of R rows x TT tokens only shares loads between elements, never arithmetic, so the
  * value of out[t][n] is the same whatever tile, batch size, batch position or thread computed it.
  *
- * Activations reach the kernels converted (gemm_avx2_x_row_size bytes per token row) to the
- * same values as the traits' vec_dot_type, laid out for the kernels:
- *   F32 weights  -> f32 (the caller's x itself)
- *   F16 weights  -> f32 values rounded to f16 (exactly ggml's F16 vec_dot operands, kept in f32
- *                   so the inner loop converts only the weights)
+ * Activations reach the kernels converted to the same values as the traits' vec_dot_type,
+ * laid out for the kernels (gemm_avx2_x_size bytes for T rows):
+ *   F32 weights  -> f32, F16 weights -> f32 values rounded to f16 (exactly ggml's F16 vec_dot
+ *                   operands, kept in f32 so the inner loop converts only the weights); both
+ *                   in groups of 4 tokens interleaved by 8 values (see gemm_avx2.c), rows
+ *                   zero-padded to a multiple of 8
  *   Q8_0, Q4_0   -> gemm_q8x blocks: a Q8_0 block with its scale widened to f32 and, per lane
  *                   of 4 values, 8 x their sum (Q4_0 kernels use unsigned nibbles and subtract it)
  *   Q4_K, Q6_K   -> Q8_K blocks as they are
@@ -36,7 +37,7 @@ typedef struct {
     int type;             /* qt_type of w */
     int64_t K;
     const uint8_t *x;     /* (T, K) activations converted as above */
-    size_t x_stride;      /* bytes between activation rows */
+    size_t x_stride;      /* bytes between activation rows (quantized types) */
     float *out;           /* (T, N) */
     int64_t N;            /* row stride of out */
     int T;
@@ -44,14 +45,17 @@ typedef struct {
 
 /* 1 if gemm_avx2_rows handles weights of this type */
 int gemm_avx2_supported(int type);
-/* bytes of one converted activation row of K elements */
+/* bytes of one converted activation row of K values, and of all T rows */
 size_t gemm_avx2_x_row_size(int type, int64_t K);
-/* elements per block of the converted activations (conversion splits on these) */
-int gemm_avx2_x_block(int type);
-/* converts n elements of x (a whole number of blocks, or the tail of a row for F16) for
- * weights of `type`, using the vec_dot_type's from_float where the values need quantizing;
- * dst is the converted position of x[0] */
-void gemm_avx2_convert(int type, const float *x, void *dst, int64_t n, const qt_traits *vdt);
+size_t gemm_avx2_x_size(int type, int64_t K, int T);
+/* Conversion works in chunks of gemm_avx2_x_chunk(type) values of a row (a row of K values
+ * has ceil(K / chunk) of them; K is a multiple of the chunk for the quantized types):
+ * converts chunks [c0, c1) of x (T, K) into dst (the whole converted matrix), using the
+ * vec_dot_type's from_float where values need quantizing. Chunks are independent, so threads
+ * may convert disjoint ranges at once. */
+int gemm_avx2_x_chunk(int type);
+void gemm_avx2_convert(int type, const float *x, int64_t K, int64_t c0, int64_t c1, void *dst,
+                       const qt_traits *vdt);
 /* out[t][n] for all t < T and n0 <= n < n1 */
 void gemm_avx2_rows(const gemm_args *a, int64_t n0, int64_t n1);
 
