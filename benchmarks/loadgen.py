@@ -19,16 +19,17 @@ input tokens/s, and p50/p90/p99/mean/min/max of TTFT, TPOT, ITL and latency: a t
 and, with --json, the object described under SCHEMA below. serve_bench.py imports run().
 
 Prompts are random words from a fixed list. How many tokens a word makes depends on the
-server's tokenizer, so before the run two small non-streaming requests (16 and 32 words,
-max_tokens 1) read usage.prompt_tokens: their difference gives tokens per word, the rest the
-fixed overhead (BOS, template); without usage, 1.3 tokens per word is assumed.
+server's tokenizer, so before the run two small non-streaming requests (max_tokens 1) read
+usage.prompt_tokens: the prompt "the" gives the fixed overhead (BOS, template: its count less
+one), 48 random words (12 if the context is too small for 48) the tokens per word; without
+usage, 1.3 tokens per word and no overhead are assumed.
 
 Bounded: a request fails after --request-timeout seconds (or that long without a byte);
 the whole run stops after --timeout seconds, cutting the connections still open and counting
 those requests (and any not yet sent) as failed. Python 3 standard library only.
 
 SCHEMA ("sampan-loadgen-1"), times in milliseconds, rates per second:
-  schema, machine {host, cpu, cpus_online, cpus_affinity}, options {...},
+  schema, machine {host, cpu, cpus_online, cpus_affinity, loadavg}, options {...},
   calibration {tokens_per_word, overhead_tokens, source},
   summary {requests, ok, failed, short, duration_s, requests_per_s, output_tokens,
            input_tokens, output_tokens_per_s, input_tokens_per_s, input_tokens_source,
@@ -52,7 +53,7 @@ import urllib.parse
 
 SCHEMA = "sampan-loadgen-1"
 DEFAULT_TOKENS_PER_WORD = 1.3
-CALIBRATION_WORDS = (16, 32)
+CALIBRATION_WORDS = (48, 12)
 
 WORDS = (
     "the of and to in is was he for it with as his on be at by had are but from or have an "
@@ -254,28 +255,34 @@ def words_for_tokens(n_tokens, calib):
     return max(1, int(round((n_tokens - calib["overhead_tokens"]) / calib["tokens_per_word"])))
 
 
+def _prompt_tokens(target, model, api_key, endpoint, timeout, prompt):
+    """(usage.prompt_tokens or None, message) of one non-streaming request."""
+    body = _body(endpoint, model, prompt, 1, False, True, 0.0)
+    try:
+        st, j, raw = http_json(target, "POST", _endpoint_path(endpoint), body, api_key, timeout)
+    except (OSError, http.client.HTTPException) as e:
+        return None, f"calibration request failed: {e}"
+    pt = j.get("usage", {}).get("prompt_tokens") if isinstance(j, dict) else None
+    if st != 200 or not isinstance(pt, int):
+        return None, f"calibration: HTTP {st}: {_error_text(raw)}"
+    return pt, None
+
+
 def calibrate(target, model, api_key, endpoint, timeout):
-    """Tokens per word and fixed overhead of this server's tokenizer, from usage.prompt_tokens
-    of two non-streaming requests (see the file header)."""
+    """Tokens per word and fixed overhead of this server's tokenizer (see the file header)."""
+    t1, why = _prompt_tokens(target, model, api_key, endpoint, timeout, "the")
+    if t1 is None:
+        return _default_calibration(why)
+    overhead = max(0, t1 - 1)   # "the" is one token in any tokenizer trained on English
     rng = random.Random("calibration")
-    counts = []
-    for n in CALIBRATION_WORDS:
-        body = _body(endpoint, model, make_prompt(rng, n), 1, False, True, 0.0)
-        try:
-            st, j, raw = http_json(target, "POST", _endpoint_path(endpoint), body, api_key,
-                                   timeout)
-        except (OSError, http.client.HTTPException) as e:
-            return _default_calibration(f"calibration request failed: {e}")
-        pt = (j or {}).get("usage", {}).get("prompt_tokens") if isinstance(j, dict) else None
-        if st != 200 or not isinstance(pt, int):
-            return _default_calibration(f"calibration: HTTP {st}: {_error_text(raw)}")
-        counts.append(pt)
-    (n0, n1), (t0, t1) = CALIBRATION_WORDS, counts
-    tpw = (t1 - t0) / (n1 - n0)
-    if tpw <= 0:
-        return _default_calibration(f"calibration: prompt_tokens {t0} and {t1} not increasing")
-    return {"tokens_per_word": tpw, "overhead_tokens": max(0.0, t0 - n0 * tpw),
-            "source": "server usage"}
+    for n in CALIBRATION_WORDS:   # the shorter one for models with a tiny context
+        t, why = _prompt_tokens(target, model, api_key, endpoint, timeout, make_prompt(rng, n))
+        if t is not None:
+            if t <= overhead:
+                return _default_calibration(f"calibration: {n} words made {t} tokens")
+            return {"tokens_per_word": (t - overhead) / n, "overhead_tokens": float(overhead),
+                    "source": "server usage"}
+    return _default_calibration(why)
 
 
 def _default_calibration(why):
@@ -491,8 +498,12 @@ def machine_info():
         aff = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         aff = os.cpu_count()
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
     return {"host": socket.gethostname(), "cpu": cpu, "cpus_online": os.cpu_count(),
-            "cpus_affinity": aff}
+            "cpus_affinity": aff, "loadavg": load}
 
 
 def summarize_run(records, duration, calib):

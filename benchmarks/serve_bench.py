@@ -19,6 +19,10 @@ count, measured before the server starts) and, per phase,
   GB/s     weight bytes streamed (bytes per forward pass x passes: the server's step counter
            from /metrics when it has one, else, for the single phase, one pass per output
            token) as a fraction of the read ceiling, since one-at-a-time decode is memory-bound
+  dec_tok/s  decode alone, without prefill: requests in flight / mean TPOT (an estimate that
+           assumes they all decode together, as they do when sent at once)
+  %cpu     the server's CPU seconds in the phase / (duration x threads): below 100 the
+           machine was shared (every figure above is wall-clock; the FMA ceiling is not)
 Model facts (params, bytes, heads) are read from the GGUF header here. The default model is a
 synthetic tinyllama-1.1b Q4_0 made once by `sampan model synth` in --model-dir (the same file
 name `sampan bench` uses, so both share it); --quick uses the `small` shape and a few short
@@ -226,6 +230,15 @@ class Server:
                                    list(self.tail)[-8:]))
         return f"http://{self.host}:{self.port}"
 
+    def cpu_seconds(self):
+        """User + system CPU seconds of the server process so far (Linux /proc), or None."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -289,10 +302,12 @@ def lg_opts(a, url, api_key, model_id, n, concurrency, calibration, output_len=N
         request_timeout=a.request_timeout, timeout=a.timeout, allow_remote=False)
 
 
-def phase_run(name, res, facts, ceil, threads, steps):
+def phase_run(name, res, facts, ceil, threads, steps, cpu_s):
     """One row of `runs` (bench.c's run schema plus serving fields) from a loadgen result."""
     s = res["summary"]
     ok = [r for r in res["requests"] if r["ok"]]
+    tpot = [r["tpot_ms"] for r in ok if r["tpot_ms"]]
+    conc_n = res["options"]["concurrency"] or s["requests"]
     flops = sum(request_flops(facts, r["prompt_tokens"] if r["prompt_tokens"] is not None
                               else r["prompt_tokens_target"], r["output_tokens"]) for r in ok)
     sec = s["duration_s"]
@@ -316,6 +331,9 @@ def phase_run(name, res, facts, ceil, threads, steps):
         "weight_bytes": bytes_, "weight_gbs": gb,
         "frac_read_bw": gb / ceil["read_gbs"] if gb is not None and ceil and ceil.get("read_gbs")
         else None,
+        "decode_tokens_per_s": conc_n * 1000.0 / (sum(tpot) / len(tpot)) if tpot else None,
+        "server_cpu_s": cpu_s,
+        "cpu_util": cpu_s / (sec * threads) if cpu_s is not None and sec > 0 else None,
         "ttft_ms": s["ttft_ms"], "tpot_ms": s["tpot_ms"], "itl_ms": s["itl_ms"],
         "latency_ms": s["latency_ms"],
     }
@@ -335,22 +353,29 @@ def format_table(j):
     for c in j["ceilings"]:
         lines.append(f"# ceilings, {c['threads']} threads: read {c['read_gbs']:.2f} GB/s, "
                      f"triad {c['triad_gbs']:.2f} GB/s, fma {c['fma_gflops']:.1f} GFLOP/s")
-    lines.append("%-10s %4s %4s %4s %6s %8s %8s %8s %5s %6s %5s %9s %9s %9s %9s" % (
-        "test", "reqs", "fail", "conc", "tokens", "time_s", "tok/s", "GFLOP/s", "%fma", "GB/s",
-        "%read", "ttft_p50", "ttft_p99", "tpot_p50", "itl_p99"))
+    lines.append("%-10s %4s %4s %4s %6s %8s %8s %9s %8s %5s %6s %5s %5s %9s %9s %9s %9s" % (
+        "test", "reqs", "fail", "conc", "tokens", "time_s", "tok/s", "dec_tok/s", "GFLOP/s",
+        "%fma", "GB/s", "%read", "%cpu", "ttft_p50", "ttft_p99", "tpot_p50", "itl_p99"))
     for r in j["runs"]:
-        lines.append("%-10s %4d %4d %4d %6d %8.2f %8.2f %8.2f %s %s %s %9s %9s %9s %9s" % (
+        lines.append("%-10s %4d %4d %4d %6d %8.2f %8.2f %9s %8.2f %s %s %s %s %9s %9s %9s %9s" % (
             r["test"], r["requests"], r["failed"], r["concurrency"], r["tokens"], r["seconds"],
-            r["tokens_per_s"], r["gflops"],
+            r["tokens_per_s"], _n(r["decode_tokens_per_s"], "%9.2f"), r["gflops"],
             _n(100 * r["frac_fma_peak"] if r["frac_fma_peak"] is not None else None, "%5.1f"),
             _n(r["weight_gbs"], "%6.2f"),
             _n(100 * r["frac_read_bw"] if r["frac_read_bw"] is not None else None, "%5.1f"),
+            _n(100 * r["cpu_util"] if r["cpu_util"] is not None else None, "%5.0f"),
             _n(r["ttft_ms"]["p50"], "%9.1f"), _n(r["ttft_ms"]["p99"], "%9.1f"),
             _n(r["tpot_ms"]["p50"], "%9.1f"), _n(r["itl_ms"]["p99"], "%9.1f")))
+    busy = [r["cpu_util"] for r in j["runs"] if r["cpu_util"] is not None]
+    if busy and min(busy) < 0.8:
+        lines.append(f"# note: the server had {100 * min(busy):.0f}% of its threads' CPU time in a "
+                     "phase: the machine was shared and wall-clock rates are low")
     acc = j["acceptance"]
     if j["ratio"] is not None:
         lines.append(f"# aggregate / single-request output tokens/s: {j['ratio']:.2f}x "
-                     f"(acceptance >= {acc['min_ratio']:g}x: {'PASS' if acc['pass'] else 'FAIL'})")
+                     f"(acceptance >= {acc['min_ratio']:g}x: {'PASS' if acc['pass'] else 'FAIL'})"
+                     + (f"; decode only (from TPOT): {j['decode_ratio']:.2f}x"
+                        if j.get("decode_ratio") else ""))
     return "\n".join(lines)
 
 
@@ -452,12 +477,13 @@ def main(argv=None):
             raise RuntimeError("warm-up request failed: " + next(iter(warm["summary"]["errors"])))
         results, runs = {}, []
         for name, n, conc in (("single", a.single, 1), ("concurrent", a.concurrent, 0)):
-            s0 = scrape_steps(target, key)
+            s0, c0 = scrape_steps(target, key), server.cpu_seconds()
             res = loadgen.run(lg_opts(a, url, key, model_id, n, conc, calib), log)
-            s1 = scrape_steps(target, key)
+            s1, c1 = scrape_steps(target, key), server.cpu_seconds()
             steps = s1 - s0 if s0 is not None and s1 is not None else None
+            cpu = c1 - c0 if c0 is not None and c1 is not None else None
             results[name] = res
-            runs.append(phase_run(name, res, facts, ceil, a.threads, steps))
+            runs.append(phase_run(name, res, facts, ceil, a.threads, steps, cpu))
             print(loadgen.format_table(res, f"serve_bench {name}"), flush=True)
     except (RuntimeError, ValueError, OSError, GGUFError, subprocess.TimeoutExpired) as e:
         log(f"serve_bench: {e}")
@@ -468,6 +494,8 @@ def main(argv=None):
     single, conc = runs
     ratio = (conc["tokens_per_s"] / single["tokens_per_s"]
              if single["tokens_per_s"] > 0 and conc["tokens_per_s"] > 0 else None)
+    dr = (conc["decode_tokens_per_s"] / single["decode_tokens_per_s"]
+          if conc["decode_tokens_per_s"] and single["decode_tokens_per_s"] else None)
     j = {
         "schema": SCHEMA,
         "machine": loadgen.machine_info(),
@@ -481,6 +509,7 @@ def main(argv=None):
         "ceilings": [ceil],
         "runs": runs,
         "ratio": ratio,
+        "decode_ratio": dr,
         "acceptance": {"min_ratio": a.min_ratio, "pass": ratio is not None and
                        ratio >= a.min_ratio},
         "loadgen": results,

@@ -5,7 +5,7 @@
  * Jinja, chat_tmpl_detect recognises the common families by distinctive substrings and renders
  * them natively:
  *
- *   family    recognised by                      rendering (B = BOS, E = EOS as literal text)
+ *   family    recognised by                      rendering (B = "<s>", E = "</s>", literally)
  *   llama3    "<|start_header_id|>"              <|start_header_id|>ROLE<|end_header_id|>\n\n
  *                                                CONTENT(trimmed)<|eot_id|> ... then
  *                                                <|start_header_id|>assistant<|end_header_id|>\n\n
@@ -15,8 +15,10 @@
  *                                                (Qwen's "You are a helpful assistant.") is used
  *                                                when the conversation has none
  *   llama2    "[INST]" and "<<SYS>>"             B[INST] <<SYS>>\nSYS\n<</SYS>>\n\nUSER [/INST]
- *                                                 ASSISTANT E ... (user turns trimmed)
- *   mistral   "[INST]" without "<<SYS>>"         B[INST] USER [/INST]ASSISTANTE ... ; a system
+ *                                                 ASSISTANT EB[INST] USER [/INST] ... (turns
+ *                                                trimmed; every user turn opens with B)
+ *   mistral   "[INST]" without "<<SYS>>"         B[INST] USER [/INST]ASSISTANTE[INST] USER
+ *                                                [/INST] ... (B only at the start); a system
  *                                                message is prepended to the first user
  *                                                message followed by "\n\n"
  *   plain     anything else, or no template      "System: S\nUser: U\nAssistant: A\n" ...

@@ -12,6 +12,7 @@ int cmd_score(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_model(int argc, char **argv);
 int cmd_topo(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* prints "sampan: <msg>\n" to stderr */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -251,6 +251,7 @@ int cmd_serve(int argc, char **argv) {
         pthread_join(sig_thread, NULL);
     }
 out:
+    http_stop(h);   /* no connection thread may reach the scheduler once it is freed */
     sched_free(s);
     http_free(h);
     model_free(m);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../benchmarks/allreduce.h"
 #include "../benchmarks/bench.h"
 #include "cli.h"
 #include "kern.h"
@@ -12,11 +13,13 @@ static void usage(FILE *f) {
     fputs("usage: sampan <command> [options]\n"
           "  run    -m MODEL -p PROMPT [-n N] [--temp T] [--seed S] [-t N] [--json]   generate text\n"
           "  score  -m MODEL (-p PROMPT | --tokens ID,ID,...) [--top K]   teacher-forced logits (JSON)\n"
+          "  serve  -m MODEL [--tp N --pp N] [--host H] [--port P] [--api-key KEY]   OpenAI-compatible HTTP server\n"
           "  info   MODEL                       architecture, hyper-parameters, tokenizer, tensors\n"
           "  model  synth -o FILE --shape tiny|small|tinyllama-1.1b|llama-7b [--type T] [--layers N] [--seed S]\n"
           "  model  quantize IN OUT TYPE        convert tensors to F32|F16|BF16|Q8_0|Q4_0|Q4_K|Q6_K\n"
           "  topo   [--topology FILE.xml | --synthetic DESC] [--ranks N] [--bind]   where ranks run (cores, NUMA node, GPU)\n"
           "  bench  [--quick] [--json FILE] ... prompt/decode speed against measured machine ceilings\n"
+          "  bench  allreduce [--json FILE]     all-reduce algbw/busbw, 4 KiB-64 MiB (under mpirun)\n"
           "Run 'sampan <command> --help' for a command's options.\n",
           f);
 }
@@ -35,6 +38,9 @@ int main(int argc, char **argv) {
         printf("sampan 0.1.0\n");
         return 0;
     }
+    /* the all-reduce benchmark starts and ends MPI itself */
+    if (!strcmp(cmd, "bench") && argc > 2 && !strcmp(argv[2], "allreduce"))
+        return bench_allreduce_main(argc - 2, argv + 2);
     const char *isa = getenv("SAMPAN_ISA");
     if (kern_init(isa && *isa ? isa : NULL) != 0) {
         cli_error("SAMPAN_ISA=%s is not supported by this CPU", isa);
@@ -46,6 +52,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "model")) return cmd_model(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return bench_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "topo")) return cmd_topo(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
     cli_error("unknown command '%s' (run 'sampan --help')", cmd);
     return 2;
 }

@@ -26,7 +26,7 @@
 #include "sample.h"
 #include "server.h"
 #include "tok.h"
-#include "../scheduler/sched.h"
+#include "scheduler/sched.h"
 
 #define HTTP__WAIT_MS 100        /* how often a waiting connection looks at its client */
 #define HTTP__SSE_BLOCK 16384    /* bytes libmicrohttpd asks the stream reader for at most */
@@ -167,13 +167,13 @@ int http_auth_ok(const char *header, const char *key) {
     if (!header || !key || !*key) return 0;
     while (*header == ' ') header++;
     if (strncasecmp(header, "Bearer", 6) || header[6] != ' ') return 0;
-    const char *tok = header + 7;
-    while (*tok == ' ') tok++;
-    size_t tl = strlen(tok), kl = strlen(key);
-    while (tl && (tok[tl - 1] == ' ' || tok[tl - 1] == '\t')) tl--;
+    const char *bearer = header + 7;
+    while (*bearer == ' ') bearer++;
+    size_t tl = strlen(bearer), kl = strlen(key);
+    while (tl && (bearer[tl - 1] == ' ' || bearer[tl - 1] == '\t')) tl--;
     unsigned diff = tl != kl;
     for (size_t i = 0; i < tl; i++)
-        diff |= (unsigned)((unsigned char)tok[i] ^ (unsigned char)key[i % kl]);
+        diff |= (unsigned)((unsigned char)bearer[i] ^ (unsigned char)key[i % kl]);
     return diff == 0;
 }
 
@@ -1403,11 +1403,11 @@ int http_start(const http_opts *o, struct sched *s, const struct tok *t, http_se
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
                      MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0);
     h->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, http__handler, h,
+                            MHD_OPTION_EXTERNAL_LOGGER, http__log, h,
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout_s,
                             MHD_OPTION_NOTIFY_COMPLETED, http__completed, h,
-                            MHD_OPTION_EXTERNAL_LOGGER, http__log, h,
                             MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errlen, "http: cannot listen on %s port %d (%s)", h->host, o->port,

@@ -12,12 +12,13 @@ BUILD=${1:-build}
 shift || true
 
 APT_PKGS="meson ninja-build pkg-config gcc clang libpcre2-dev libcjson-dev python3 python3-venv
-          libopenmpi-dev openmpi-bin libhwloc-dev hwloc-nox slurmctld slurmd slurm-client munge libsimde-dev"
+          libopenmpi-dev openmpi-bin libhwloc-dev hwloc-nox slurmctld slurmd slurm-client munge libsimde-dev
+          libmicrohttpd-dev curl"
 need_apt=0
-for tool in meson ninja pkg-config cc clang python3 mpirun slurmctld munged; do command -v "$tool" >/dev/null || need_apt=1; done
+for tool in meson ninja pkg-config cc clang python3 mpirun slurmctld munged curl; do command -v "$tool" >/dev/null || need_apt=1; done
 if command -v pkg-config >/dev/null; then
     command -v mpicc >/dev/null || need_apt=1
-    for mod in libpcre2-8 libcjson hwloc; do pkg-config --exists "$mod" || need_apt=1; done
+    for mod in libpcre2-8 libcjson hwloc libmicrohttpd; do pkg-config --exists "$mod" || need_apt=1; done
 fi
 if [ "$need_apt" = 1 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -494,6 +494,18 @@ int sched_follow(sched *s) {
 
 /* ---- one step --------------------------------------------------------------------------- */
 
+/* the gauges front ends read (/metrics): refreshed at every exit of a step */
+static void stats_refresh(sched *s) {
+    int nw = 0;
+    for (req *r = s->waiting; r; r = r->next) nw++;
+    pthread_mutex_lock(&s->mu);
+    s->stats.requests_running = s->n_running;
+    s->stats.requests_waiting = nw;
+    s->stats.kv_blocks_used = kv_n_held(s->kv);
+    s->stats.kv_blocks_cached = kv_n_cached(s->kv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void take_inbox(sched *s) {
     pthread_mutex_lock(&s->mu);
     req *in = s->incoming;
@@ -590,7 +602,10 @@ int sched_step(sched *s) {
         seqs[n_seq++] = r;
         budget -= take;
     }
-    if (n_pos == 0) return 0;
+    if (n_pos == 0) {
+        stats_refresh(s);
+        return 0;
+    }
     int n_out = 0;
     for (int t = 0; t < n_pos; t++) {
         s->b_tab[t] = s->b_req[t]->table;
@@ -648,13 +663,8 @@ int sched_step(sched *s) {
     }
     pthread_mutex_lock(&s->mu);
     s->stats.steps++;
-    s->stats.requests_running = s->n_running;
-    int nw = 0;
-    for (req *r = s->waiting; r; r = r->next) nw++;
-    s->stats.requests_waiting = nw;
-    s->stats.kv_blocks_used = kv_n_held(s->kv);
-    s->stats.kv_blocks_cached = kv_n_cached(s->kv);
     pthread_mutex_unlock(&s->mu);
+    stats_refresh(s);
     return n_seq;
 }
 

@@ -23,6 +23,8 @@ fi
 
 status=0
 launch/setup.sh build || exit 1
+# Python test helpers from PyPI (the official openai client) into build/venv
+tests/http/venv.sh build/venv || echo "tests/run.sh: no venv with openai: its test will be skipped" >&2
 meson test -C build --print-errorlogs --num-processes 2 || status=1
 logs=(build/meson-logs/testlog.json)
 

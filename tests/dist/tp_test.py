@@ -17,6 +17,8 @@ from mpi import mpirun, LAYOUTS, layout_args
 ap = argparse.ArgumentParser()
 ap.add_argument("model")
 ap.add_argument("--f32", action="store_true")
+ap.add_argument("--quick", action="store_true",
+                help="sanitizer builds: tp 2 x pp 2 and the all-reduce variant on two prompts only")
 args = ap.parse_args()
 sampan = os.environ.get("SAMPAN", "build/sampan")
 shared = os.environ.get("SAMPAN_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
@@ -52,6 +54,9 @@ def score(prefix, extra, toks, path):
     return a
 
 prompts = sorted(f for f in os.listdir(rdir) if f.startswith("prompt-") and f.endswith(".json"))
+if args.quick:
+    prompts = prompts[:2]
+    LAYOUTS = [(2, 2)]
 for pf in prompts:
     ref = json.load(open(os.path.join(rdir, pf)))
     V, n_prompt, ng = ref["n_vocab"], len(ref["prompt_tokens"]), 32
@@ -108,7 +113,7 @@ if args.f32:   # Megatron's all-reduce variant (sums in another order): within 1
         check(worst <= 1e-5, f"{args.model}/{pf} tp=2 all-reduce: logits vs single rank max |diff|/std = {worst:.3g} (tol 1e-5)")
     del os.environ["SAMPAN_TP_REDUCE"]
 
-if args.f32:   # the engine's reference tolerances hold under mpirun too
+if args.f32 and not args.quick:   # the engine's reference tolerances hold under mpirun too
     for tp, pp in ((2, 2), (4, 1)):
         r = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "..", "model", "ref_test.py"),
                             args.model, "--tol", "1e-4", "--greedy", "--full-rel", "1e-4", "--threads", "1",

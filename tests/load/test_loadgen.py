@@ -316,6 +316,17 @@ class TestAgainstFakeServer(unittest.TestCase):
         self.assertTrue(ordered(s["tpot_ms"]))
         self.assertEqual(res["options"]["model"], "fake-model")
 
+    def test_calibration_small_context(self):
+        # 48 words do not fit a context of 30: the 12-word fallback calibrates
+        with FakeServer("--ctx", "30") as fs:
+            res = quiet_run(opts(fs.url, num_requests=2, prompt_len="fixed:10",
+                                 output_len="fixed:4"))
+        self.check_counts(res, 2)
+        cal = res["calibration"]
+        self.assertEqual((cal["tokens_per_word"], cal["overhead_tokens"], cal["source"]),
+                         (1.0, 1.0, "server usage"))
+        self.assertEqual([r["prompt_tokens"] for r in res["requests"]], [10, 10])
+
     def test_no_usage_counts_chunks(self):
         with FakeServer("--no-usage") as fs:
             res = quiet_run(opts(fs.url, num_requests=4, output_len="fixed:6"))
