@@ -188,24 +188,13 @@ int cmd_serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     char err[512];
-    const char *mix = getenv("SAMPAN_TP_REDUCE");
     rank_ctx rk;
     if (rank_init(&argc, &argv, (int)o.tp, (int)o.pp, o.model, &rk)) {
         comm_world_finalize();
         return 1;
     }
-    model *m = NULL;
-    model_opts mo = { .n_threads = (int)o.threads, .tp = rk.tp, .pp = rk.pp, .tp_rank = rk.tp_rank,
-                      .stage = rk.stage, .tp_comm = rk.tp_comm, .pp_comm = rk.pp_comm,
-                      .tp_allreduce = mix && !strcmp(mix, "allreduce") };
-    int loaded = model_load(o.model, &mo, &m, err, sizeof err) == 0;
-    if (!loaded) cli_error("%s%s%s", rk.size > 1 ? comm_where(rk.world) : "", rk.size > 1 ? ": " : "", err);
-    if (!rank_agree(&rk, loaded)) {
-        model_free(m);
-        rank_finish(&rk);
-        return 1;
-    }
-    rank_layout(&rk, m);
+    model *m = rank_load_model(&rk, o.model, (int)o.threads);
+    if (!m) return 1;
 
     int rc = 1, n_ctx = (int)o.n_ctx;
     if (n_ctx == 0) n_ctx = m->cfg.n_ctx_train < 4096 ? m->cfg.n_ctx_train : 4096;

@@ -102,6 +102,24 @@ int rank_agree(rank_ctx *r, int ok) {
     return bad == 0;
 }
 
+model *rank_load_model(rank_ctx *r, const char *path, int n_threads) {
+    char err[512];
+    const char *mix = getenv("SAMPAN_TP_REDUCE");
+    model_opts mo = { .n_threads = n_threads, .tp = r->tp, .pp = r->pp, .tp_rank = r->tp_rank,
+                      .stage = r->stage, .tp_comm = r->tp_comm, .pp_comm = r->pp_comm,
+                      .tp_allreduce = mix && !strcmp(mix, "allreduce") };
+    model *m = NULL;
+    int loaded = model_load(path, &mo, &m, err, sizeof err) == 0;
+    if (!loaded) cli_error("%s%s%s", r->size > 1 ? comm_where(r->world) : "", r->size > 1 ? ": " : "", err);
+    if (!rank_agree(r, loaded)) {
+        model_free(m);
+        rank_finish(r);
+        return NULL;
+    }
+    rank_layout(r, m);
+    return m;
+}
+
 void rank_layout(rank_ctx *r, const model *m) {
     if (r->size == 1) return;
     enum { LINE = 512 };

@@ -37,6 +37,10 @@ typedef struct {
 int rank_init(int *argc, char ***argv, int tp, int pp, const char *model_path, rank_ctx *r);
 /* ok: this rank's step succeeded; returns 1 if every rank's did. Collective. */
 int rank_agree(rank_ctx *r, int ok);
+/* Loads this rank's slice of the model (SAMPAN_TP_REDUCE=allreduce picks Megatron's
+ * all-reduce), agrees with every rank that all loaded, and prints the layout. Returns the
+ * model, or NULL after rank_finish when any rank failed (its message printed). */
+struct model *rank_load_model(rank_ctx *r, const char *path, int n_threads);
 /* rank 0 prints one line per rank to stderr (collective) */
 void rank_layout(rank_ctx *r, const struct model *m);
 void rank_finish(rank_ctx *r);

@@ -539,6 +539,18 @@ static void take_inbox(sched *s) {
     free(cancels);
 }
 
+/* Puts r's next `take` positions into the step's batch at n_pos; returns the new n_pos. */
+static int place_chunk(sched *s, req *r, int take, int n_pos, int seq) {
+    for (int t = 0; t < take; t++, n_pos++) {
+        s->b_tok[n_pos] = r->toks[r->n_computed + t];
+        s->b_pos[n_pos] = r->n_computed + t;
+        s->b_req[n_pos] = r;
+        s->b_want[n_pos] = r->n_computed + t == r->n_toks - 1;
+        s->b_seq[n_pos] = seq;
+    }
+    return n_pos;
+}
+
 int sched_step(sched *s) {
     take_inbox(s);
     const int T = s->o.max_batch_tokens;
@@ -562,14 +574,7 @@ int sched_step(sched *s) {
             i--;
             continue;
         }
-        for (int t = 0; t < take; t++) {
-            s->b_tok[n_pos] = r->toks[r->n_computed + t];
-            s->b_pos[n_pos] = r->n_computed + t;
-            s->b_req[n_pos] = r;
-            s->b_want[n_pos] = r->n_computed + t == r->n_toks - 1;
-            seq_idx[n_pos] = n_seq;
-            n_pos++;
-        }
+        n_pos = place_chunk(s, r, take, n_pos, n_seq);
         seqs[n_seq++] = r;
         budget -= take;
     }
@@ -591,14 +596,7 @@ int sched_step(sched *s) {
         s->stats.tokens_in += r->counted ? 0 : r->n_prompt;
         r->counted = 1;
         pthread_mutex_unlock(&s->mu);
-        for (int t = 0; t < take; t++) {
-            s->b_tok[n_pos] = r->toks[r->n_computed + t];
-            s->b_pos[n_pos] = r->n_computed + t;
-            s->b_req[n_pos] = r;
-            s->b_want[n_pos] = r->n_computed + t == r->n_toks - 1;
-            seq_idx[n_pos] = n_seq;
-            n_pos++;
-        }
+        n_pos = place_chunk(s, r, take, n_pos, n_seq);
         seqs[n_seq++] = r;
         budget -= take;
     }
