@@ -527,12 +527,26 @@ static int bench__layer_new(bench_layer *l, const bench_shape *s, int type, int 
         if (!row) return -1;
         off[i] = total;
         total += row * (size_t)dims[i][0];
-        l->w[i] = (kern_weight){ NULL, type, dims[i][0], dims[i][1], row };
+        l->w[i] = (kern_weight){ NULL, type, dims[i][0], dims[i][1], row, KERN_ROWS };
     }
     l->buf = bench__alloc(total);
     if (!l->buf) return -1;
     bench__fill_weight(type, l->buf, total, seed);
     for (int i = 0; i < l->n; i++) l->w[i].data = l->buf + off[i];
+    /* the layout the model loader gives these types (kern_pack), as a model would run them */
+    size_t ptotal = 0, poff[8];
+    for (int i = 0; i < l->n; i++) {
+        poff[i] = ptotal;
+        ptotal += (kern_pack_size(&l->w[i]) + 63) / 64 * 64;
+    }
+    if (ptotal) {
+        uint8_t *pb = bench__alloc(ptotal);
+        if (!pb) return -1;
+        for (int i = 0; i < l->n; i++)
+            if (kern_pack_size(&l->w[i])) l->w[i] = kern_pack(&l->w[i], pb + poff[i]);
+        free(l->buf);
+        l->buf = pb;
+    }
     return 0;
 }
 

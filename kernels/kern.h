@@ -65,7 +65,21 @@ typedef struct {
     int64_t n_rows;     /* N */
     int64_t n_cols;     /* K (multiple of the type's block size) */
     size_t row_stride;  /* bytes between rows (== qt_row_size(type, K) for a whole tensor) */
+    int layout;         /* KERN_ROWS: rows as GGUF stores them; KERN_X8: made by kern_pack */
 } kern_weight;
+
+enum { KERN_ROWS = 0, KERN_X8 = 1 };
+
+/* Packed weights. Q4_0 and Q8_0 have a layout of their own for the AVX2 kernels (KERN_X8,
+ * described in kernels/cpu/gemm_x8_avx2.c): rows in groups of 8, each block of the 8 rows
+ * stored together, so that one vector lane is one row and 8 rows are one sequential stream.
+ * kern_pack_size(w): bytes of the packed copy of a KERN_ROWS weight, or 0 when its type has no
+ * packed layout on this CPU (or the scalar ISA is forced). kern_pack writes it to dst (64-byte
+ * aligned) and returns the view over it; the values of kern_matmul are unchanged in meaning
+ * (same operands, one f32 accumulator per output), and batch invariance holds as before.
+ * A KERN_X8 weight can only be used by kern_matmul (no row views, no to_float). */
+size_t kern_pack_size(const kern_weight *w);
+kern_weight kern_pack(const kern_weight *w, void *dst);
 
 /* out (T,N) = x (T,K) · W^T. `scratch` must hold kern_matmul_scratch(w, T) bytes (the
  * activations converted to vec_dot_type). Work is split over the pool's threads by rows of W;

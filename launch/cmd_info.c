@@ -99,7 +99,7 @@ int cmd_info(int argc, char **argv) {
     gguf_close(g);
 
     model *m = NULL;
-    model_opts mo = { .n_threads = 1 };
+    model_opts mo = { .n_threads = 1, .no_pack = 1 };   /* metadata only: no packed copies */
     if (model_load(path, &mo, &m, err, sizeof err) == 0) {
         const model_cfg *c = &m->cfg;
         printf("model: %s, vocab %d, dim %d, layers %d, heads %d, kv heads %d, head dim %d, "

@@ -104,10 +104,11 @@ int rank_agree(rank_ctx *r, int ok) {
 
 model *rank_load_model(rank_ctx *r, const char *path, int n_threads) {
     char err[512];
-    const char *mix = getenv("SAMPAN_TP_REDUCE");
+    const char *mix = getenv("SAMPAN_TP_REDUCE"), *pack = getenv("SAMPAN_PACK");
     model_opts mo = { .n_threads = n_threads, .tp = r->tp, .pp = r->pp, .tp_rank = r->tp_rank,
                       .stage = r->stage, .tp_comm = r->tp_comm, .pp_comm = r->pp_comm,
-                      .tp_allreduce = mix && !strcmp(mix, "allreduce") };
+                      .tp_allreduce = mix && !strcmp(mix, "allreduce"),
+                      .no_pack = pack && !strcmp(pack, "0") };
     model *m = NULL;
     int loaded = model_load(path, &mo, &m, err, sizeof err) == 0;
     if (!loaded) cli_error("%s%s%s", r->size > 1 ? comm_where(r->world) : "", r->size > 1 ? ": " : "", err);

@@ -104,6 +104,10 @@ typedef struct model {
     int tp_allreduce;                    /* model_opts.tp_allreduce */
     void **copies;                       /* column slices copied at load (tensor parallel) */
     int n_copies;
+    int pack;                            /* !model_opts.no_pack */
+    void *packed;                        /* kern_pack copies of the matrices that have a faster
+                                            layout (Q4_0, Q8_0), in huge pages; owned */
+    size_t packed_bytes;
     struct backend *be;                  /* where the forward pass runs; owned */
 } model;
 
@@ -113,6 +117,7 @@ typedef struct {
     int tp, pp, tp_rank, stage;
     struct comm *tp_comm, *pp_comm;
     int tp_allreduce;   /* Megatron all-reduce where slices fall on block boundaries */
+    int no_pack;        /* keep every weight as the file stores it (no kern_pack copies) */
 } model_opts;
 
 /* Checks that tp x pp ranks can split this model (heads, KV heads, FFN and layers divide) and

@@ -353,7 +353,7 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
     /* vocabulary slices: embedding rows on the first stage, output rows on the last */
     m->tok_embd = rows_of(m->tok_embd, sh->vocab0, sh->n_vocab);
     m->output = rows_of(m->output, sh->vocab0, sh->n_vocab);
-    if (sh->tp > 1 && sh->stage == sh->pp - 1) {
+    if (sh->tp > 1 && sh->stage == sh->pp - 1 && !(m->pack && out && kern_pack_size(&m->output))) {
         const gguf_tensor *ot = out ? out : te;
         settle(ot->data, ot->nbytes, m->output.data, m->output.row_stride * (size_t)sh->n_vocab);
     }
@@ -388,7 +388,8 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
                 if (load_matrix(t, w, dim_of(c, ts->rows), dim_of(c, ts->cols), err, errlen) ||
                     slice_matrix(m, ts, w, mix, err, errlen))
                     return -1;
-                if (sh->tp > 1 && w->data >= t->data &&
+                /* a weight that pack_weights will copy is faulted in there, tensor by tensor */
+                if (sh->tp > 1 && w->data >= t->data && !(m->pack && kern_pack_size(w)) &&
                     (const char *)w->data < (const char *)t->data + t->nbytes)
                     settle(t->data, t->nbytes, w->data, w->row_stride * (size_t)w->n_rows);
                 m->weight_bytes += w->row_stride * (size_t)w->n_rows;
@@ -400,6 +401,73 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
             }
         }
     }
+    return 0;
+}
+
+/* ---- packed weights ----------------------------------------------------------------------- */
+
+/* Calls fn on every matrix this rank multiplies by (its layers' matrices, and the output head
+ * when it is a tensor of its own and this is the last stage). */
+static void each_matrix(model *m, void (*fn)(model *m, kern_weight *w, void *ctx), void *ctx) {
+    const model_shard *sh = &m->shard;
+    for (int l = sh->layer0; l < sh->layer1; l++)
+        for (size_t i = 0; i < sizeof layer_tensors / sizeof layer_tensors[0]; i++) {
+            const tensor_spec *ts = &layer_tensors[i];
+            kern_weight *w = (kern_weight *)((char *)&m->layers[l] + ts->field);
+            if (ts->kind == T_MATRIX && w->data) fn(m, w, ctx);
+        }
+    if (!m->cfg.tied_output && sh->stage == sh->pp - 1) fn(m, &m->output, ctx);
+}
+
+static void pack_size(model *m, kern_weight *w, void *ctx) {
+    (void)m;
+    *(size_t *)ctx += (kern_pack_size(w) + 63) / 64 * 64;
+}
+
+/* Packs w at *ctx (a cursor in m->packed), then lets the kernel drop the source pages (or
+ * frees the column-slice copy it came from), so the peak stays one tensor above the result. */
+static void pack_one(model *m, kern_weight *w, void *ctx) {
+    size_t n = kern_pack_size(w);
+    if (!n) return;
+    size_t *at = ctx;
+    const void *src = w->data;
+    size_t src_bytes = w->row_stride * (size_t)w->n_rows;
+    *w = kern_pack(w, (char *)m->packed + *at);
+    *at += (n + 63) / 64 * 64;
+    for (int i = 0; i < m->n_copies; i++)
+        if (m->copies[i] == src) {
+            free(m->copies[i]);
+            m->copies[i] = NULL;
+            return;
+        }
+    /* the slice, and the large folios around it that reading it mapped (up to 2 MiB each way;
+     * dropping a mapped page only means a later fault from the page cache) */
+    const char *lo = (const char *)gguf_base(m->gguf), *hi = lo + gguf_file_size(m->gguf);
+    const char *a = (const char *)src, *b = a + src_bytes;
+    a = a - lo > (ptrdiff_t)(2 << 20) ? a - (2 << 20) : lo;
+    b = hi - b > (ptrdiff_t)(2 << 20) ? b + (2 << 20) : hi;
+    drop_pages(a, (size_t)(b - a));
+}
+
+/* Q4_0 and Q8_0 matrices get the KERN_X8 layout of the AVX2 kernels (about 2x the batched
+ * rate) in one anonymous buffer advised into 2 MiB pages (decode reads weights ~20% faster
+ * than from 4 KiB page-cache pages). The file's pages of a packed tensor are dropped: resident
+ * memory stays at the weights' size. Other types are used from the mapping as stored. */
+static int pack_weights(model *m, char *err, size_t errlen) {
+    size_t total = 0;
+    each_matrix(m, pack_size, &total);
+    if (!total) return 0;
+    const size_t huge = (size_t)2 << 20;
+    size_t bytes = (total + huge - 1) / huge * huge;
+    if (posix_memalign(&m->packed, huge, bytes) != 0) {
+        m->packed = NULL;
+        snprintf(err, errlen, "model: out of memory for %zu bytes of packed weights", total);
+        return -1;
+    }
+    madvise(m->packed, bytes, MADV_HUGEPAGE);   /* advisory: fewer TLB misses */
+    m->packed_bytes = total;
+    size_t at = 0;
+    each_matrix(m, pack_one, &at);
     return 0;
 }
 
@@ -537,6 +605,7 @@ int model_load(const char *path, const model_opts *opts, model **out, char *err,
     if (prc) goto fail;
     m->shard.tp_comm = tp > 1 ? opts->tp_comm : NULL;
     m->tp_allreduce = opts && opts->tp_allreduce;
+    m->pack = !(opts && opts->no_pack);
     m->shard.pp_comm = pp > 1 ? opts->pp_comm : NULL;
     arena ar = { 0 };
     ar.cap = vector_floats(m->gguf);
@@ -546,6 +615,7 @@ int model_load(const char *path, const model_opts *opts, model **out, char *err,
     }
     m->owned = ar.buf;
     if (bind_tensors(m, &ar, err, errlen)) goto fail;
+    if (m->pack && pack_weights(m, err, errlen)) goto fail;
     if (tok_load(m->gguf, &m->tok, err, errlen)) goto fail;
     if (tok_n_vocab(m->tok) > m->cfg.n_vocab) {
         snprintf(err, errlen, "model: tokenizer has %d tokens but token_embd has %d rows",
@@ -569,6 +639,7 @@ void model_free(model *m) {
     free(m->owned);
     for (int i = 0; i < m->n_copies; i++) free(m->copies[i]);
     free(m->copies);
+    free(m->packed);
     gguf_close(m->gguf);
     free(m);
 }

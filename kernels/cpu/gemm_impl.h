@@ -32,6 +32,12 @@ typedef struct {
 } gemm_q8x;              /* 68 B */
 
 typedef struct {
+    float d;             /* the Q8_0 block's f16 scale, exactly */
+    int32_t sy8;         /* 8 * sum(qs) */
+    int8_t qs[32];
+} gemm_q8p;              /* 40 B: activations of KERN_X8 weights (gemm_x8_avx2.c) */
+
+typedef struct {
     const uint8_t *w;     /* row 0 of the weight, (N, K) in its type */
     size_t w_stride;      /* bytes between weight rows */
     int type;             /* qt_type of w */
@@ -58,5 +64,13 @@ void gemm_avx2_convert(int type, const float *x, int64_t K, int64_t c0, int64_t 
                        const qt_traits *vdt);
 /* out[t][n] for all t < T and n0 <= n < n1 */
 void gemm_avx2_rows(const gemm_args *a, int64_t n0, int64_t n1);
+
+/* KERN_X8 weights (gemm_x8_avx2.c; layout in its header): Q4_0 and Q8_0. Activations are
+ * gemm_q8p blocks, converted a block (32 values) per chunk; a->w is the packed base, n0 a
+ * multiple of 8. */
+int gemm_x8_supported(int type);
+size_t gemm_x8_group_size(int type, int64_t K);   /* bytes of one group of 8 rows */
+void gemm_x8_convert(const float *x, int64_t c0, int64_t c1, void *dst, const qt_traits *q8);
+void gemm_x8_rows(const gemm_args *a, int64_t n0, int64_t n1);
 
 #endif

@@ -36,7 +36,7 @@ typedef struct {
     const float *x;          /* (T, K) */
     float *out;              /* (T, N) */
     int T;
-    int fast;                /* gemm_avx2_rows, else vec_dot */
+    int fast;                /* 1: gemm_avx2_rows, 2: gemm_x8_rows (KERN_X8), 0: vec_dot */
     const qt_traits *xt;     /* traits of the vec_dot_type */
     const uint8_t *xc;       /* converted activations; == x when none is needed */
     uint8_t *xdst;           /* == xc, writable; NULL when none is needed */
@@ -55,6 +55,7 @@ static int mm__use_fast(int type) {
 
 size_t kern_matmul_scratch(const kern_weight *w, int T) {
     if (T <= 0) return 0;
+    if (w->layout == KERN_X8) return (size_t)T * (size_t)(w->n_cols / 32) * sizeof(gemm_q8p);
     const qt_traits *t = qt_get(w->type);
     size_t generic = 0, fast = 0;
     if (t && t->vec_dot_type != QT_F32) generic = qt_row_size(t->vec_dot_type, w->n_cols) * T;
@@ -66,7 +67,9 @@ size_t kern_matmul_scratch(const kern_weight *w, int T) {
  * vec_dot path: blocks of the vec_dot_type, rows being whole blocks). */
 static void mm__convert(const mm__ctx *c, int64_t c0, int64_t c1) {
     if (c0 >= c1) return;
-    if (c->fast) {
+    if (c->fast == 2) {
+        gemm_x8_convert(c->x, c0, c1, c->xdst, c->xt);
+    } else if (c->fast) {
         gemm_avx2_convert(c->w->type, c->x, c->w->n_cols, c0, c1, c->xdst, c->xt);
     } else {
         int64_t bs = c->xt->block_size;
@@ -110,7 +113,8 @@ static void mm__work(void *arg, int ith, int nth) {
         if (ch >= c->n_chunks) break;
         int64_t n0 = ch * c->chunk_rows;
         int64_t n1 = n0 + c->chunk_rows < w->n_rows ? n0 + c->chunk_rows : w->n_rows;
-        if (c->fast) gemm_avx2_rows(&ga, n0, n1);
+        if (c->fast == 2) gemm_x8_rows(&ga, n0, n1);
+        else if (c->fast) gemm_avx2_rows(&ga, n0, n1);
         else mm__rows_generic(c, n0, n1);
     }
 }
@@ -120,10 +124,14 @@ void kern_matmul(struct pool *pool, float *out, const kern_weight *w, const floa
     if (T <= 0 || w->n_rows <= 0) return;
     int nth = pool_size(pool);
     mm__ctx c = { .w = w, .x = x, .out = out, .T = T };
-    c.fast = mm__use_fast(w->type);
+    c.fast = w->layout == KERN_X8 ? 2 : mm__use_fast(w->type);
     const int vdt = qt_get(w->type)->vec_dot_type;
     c.xt = qt_get(vdt);
-    if (c.fast) {
+    if (c.fast == 2) {   /* Q8_0 activations, a block per conversion chunk */
+        c.xdst = scratch;
+        c.xc_row = (size_t)(w->n_cols / 32) * sizeof(gemm_q8p);
+        c.n_xchunks = (int64_t)T * (w->n_cols / 32);
+    } else if (c.fast) {
         int64_t chunk = gemm_avx2_x_chunk(w->type);
         c.xdst = scratch;
         c.xc_row = gemm_avx2_x_row_size(w->type, w->n_cols);

@@ -73,6 +73,7 @@ typedef struct {
     float *wd;            /* (N, K) dequantized */
     float *x;             /* (T_MAX, K) */
     float *xd;            /* (T_MAX, K) through vec_dot_type and back */
+    const kern_weight *pw;   /* the KERN_X8 copy (kern_pack) when that is under test */
 } tcase;
 
 static int case_init(tcase *c, int type, int K, int N, int raw) {
@@ -128,7 +129,8 @@ static void case_free(tcase *c) {
 }
 
 static void run(pool *p, const tcase *c, float *out, int t0, int T) {
-    kern_weight w = { c->w, c->type, c->N, c->K, c->row };
+    kern_weight w = { c->w, c->type, c->N, c->K, c->row, KERN_ROWS };
+    if (c->pw) w = *c->pw;
     size_t ss = kern_matmul_scratch(&w, T);
     void *scratch = malloc(ss ? ss : 1);
     kern_matmul(p, out, &w, c->x + (size_t)t0 * c->K, T, scratch);
@@ -137,7 +139,8 @@ static void run(pool *p, const tcase *c, float *out, int t0, int T) {
 
 static void test_case(const tcase *c, const char *isa, pool *p1, pool *p2, pool *p3) {
     char what[160];
-    const char *name = qt_get(c->type)->name;
+    char name[32];
+    snprintf(name, sizeof name, "%s%s", qt_get(c->type)->name, c->pw ? " packed" : "");
     float *base = malloc(sizeof(float) * T_MAX * c->N);
     float *o = malloc(sizeof(float) * T_MAX * c->N);
     run(p1, c, base, 0, T_MAX);
@@ -229,6 +232,19 @@ int main(void) {
                         continue;
                     }
                     test_case(&c, isa, p1, p2, p3);
+                    /* the KERN_X8 layout of the same weights, where this ISA has one */
+                    kern_weight w = { c.w, c.type, c.N, c.K, c.row, KERN_ROWS };
+                    size_t psz = kern_pack_size(&w);
+                    void *pbuf = psz ? aligned_alloc(64, (psz + 63) / 64 * 64) : NULL;
+                    if (pbuf) {
+                        kern_weight pw = kern_pack(&w, pbuf);
+                        c.pw = &pw;
+                        test_case(&c, isa, p1, p2, p3);
+                        c.pw = NULL;
+                        free(pbuf);
+                    } else if (psz) {
+                        check(0, "out of memory for a packed weight");
+                    }
                     case_free(&c);
                 }
             }

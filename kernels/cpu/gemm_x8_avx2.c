@@ -1,0 +1,182 @@
+/* kernels/cpu/gemm_x8_avx2.c — AVX2 kernels for Q4_0 and Q8_0 weights packed in 8-row groups
+ * (KERN_X8, made by kern_pack in pack.c), for every batch size from decode to prompt.
+ *
+ * Layout of a packed weight (N, K): ceil(N/8) groups, group g = rows 8g..8g+7 (rows past N are
+ * zero). A group is K/32 blocks; block b of a group is
+ *   d[8]      the 8 rows' f16 scales of block b                                   16 B
+ *   q[S][8]   S 32-byte segments; segment s holds 4 bytes of each row r at 4r:
+ *             Q4_0 (S = 4): row r's qs[4s..4s+3], i.e. values 4s..4s+3 (low nibbles) and
+ *                           16+4s..16+4s+3 (high nibbles)                           128 B
+ *             Q8_0 (S = 8): row r's qs[4s..4s+3], values 4s..4s+3                   256 B
+ * so a 256-bit lane r of every segment belongs to row r, and the 8 rows of a group are one
+ * sequential stream (one prefetch stream per thread in decode, instead of 8).
+ *
+ * Arithmetic of out[t][n], n = 8g + r, fixed for every batch size (lane r of every vector):
+ *   per block b: isum = exact int32 dot of row n's 32 quants with token t's 32 int8 activations
+ *                (Q4_0: unsigned nibbles, minus 8 * sum(y), so it is the dot with q - 8);
+ *                acc = fma(d_w * d_y, (float)isum, acc)       one accumulator, blocks in order
+ *   out = acc.
+ * A tile of 8 rows x TT tokens shares loads only, so out[t][n] is the same bits whatever T,
+ * t's place in the batch, the tile or the thread: batch invariance as in gemm_avx2.c.
+ * Per block and token the 8 rows cost 8 maddubs + 8 adds (Q4_0: int16 sums are exact since
+ * |q*y| <= 15*127, 16 of them per lane) and 5 ops for the scaling: about 3x fewer operations
+ * per multiply-add than the per-row tiles, and no horizontal sums.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "gemm_impl.h"
+#include "qtypes.h"
+
+#define GX_INLINE static inline __attribute__((always_inline))
+#define GX_UNROLL _Pragma("GCC unroll 8")
+#define GX_TT 4      /* tokens per tile */
+#define GX_TB 64     /* tokens per L2 block in batches */
+#define GX_PF 2048   /* software prefetch distance in the weight stream (bytes) */
+
+_Static_assert(sizeof(gemm_q8p) == 40, "gemm_q8p layout");
+
+/* Keeps v in a register as it is: GCC otherwise reassociates the integer sums into a tree that
+ * computes every product first and spills them (half the speed). */
+#define GX_PIN(v) __asm__("" : "+x"(v))
+
+GX_INLINE __m256i gx__bcast4(const int8_t *p) {   /* 4 bytes at p into every 32-bit lane */
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* 8 rows of group base g x TT tokens starting at x (converted rows x_stride apart), over all
+ * K/32 blocks; results to out[j * N + n0 + r] for r < nr. */
+GX_INLINE void gx__tile(int q4, int TT, const uint8_t *g, int64_t nb, const uint8_t *x,
+                        size_t x_stride, float *out, int64_t N, int64_t n0, int nr) {
+    const size_t bsz = q4 ? 16 + 128 : 16 + 256;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    __m256 acc[GX_TT];
+    GX_UNROLL
+    for (int j = 0; j < TT; j++) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = g + (size_t)b * bsz;
+        if (TT == 1) {   /* decode: one stream; a line ahead per 64 B */
+            _mm_prefetch((const char *)blk + GX_PF, _MM_HINT_T0);
+            _mm_prefetch((const char *)blk + GX_PF + 64, _MM_HINT_T0);
+            if (!q4) {
+                _mm_prefetch((const char *)blk + GX_PF + 128, _MM_HINT_T0);
+                _mm_prefetch((const char *)blk + GX_PF + 192, _MM_HINT_T0);
+            }
+        }
+        const gemm_q8p *y[GX_TT];
+        GX_UNROLL
+        for (int j = 0; j < TT; j++) y[j] = (const gemm_q8p *)(x + (size_t)j * x_stride) + b;
+        __m256i s[GX_TT];
+        GX_UNROLL
+        for (int j = 0; j < TT; j++) s[j] = _mm256_setzero_si256();
+        if (q4) {
+            GX_UNROLL
+            for (int m = 0; m < 4; m++) {
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * m));
+                __m256i lo = _mm256_and_si256(raw, m4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                GX_UNROLL
+                for (int j = 0; j < TT; j++) {
+                    s[j] = _mm256_add_epi16(s[j], _mm256_maddubs_epi16(lo, gx__bcast4(y[j]->qs + 4 * m)));
+                    s[j] = _mm256_add_epi16(s[j],
+                                            _mm256_maddubs_epi16(hi, gx__bcast4(y[j]->qs + 16 + 4 * m)));
+                    GX_PIN(s[j]);
+                }
+            }
+            GX_UNROLL
+            for (int j = 0; j < TT; j++)
+                s[j] = _mm256_sub_epi32(_mm256_madd_epi16(s[j], ones), _mm256_set1_epi32(y[j]->sy8));
+        } else {
+            GX_UNROLL
+            for (int c = 0; c < 8; c++) {
+                __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * c));
+                __m256i aw = _mm256_sign_epi8(w, w);
+                GX_UNROLL
+                for (int j = 0; j < TT; j++) {
+                    __m256i ys = _mm256_sign_epi8(gx__bcast4(y[j]->qs + 4 * c), w);
+                    s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, ys), ones));
+                    GX_PIN(s[j]);
+                }
+            }
+        }
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
+        GX_UNROLL
+        for (int j = 0; j < TT; j++)
+            acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&y[j]->d)),
+                                     _mm256_cvtepi32_ps(s[j]), acc[j]);
+    }
+    GX_UNROLL
+    for (int j = 0; j < TT; j++) {
+        float *o = out + (size_t)j * (size_t)N + n0;
+        if (nr == 8) {
+            _mm256_storeu_ps(o, acc[j]);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, acc[j]);
+            memcpy(o, tmp, sizeof(float) * (size_t)nr);
+        }
+    }
+}
+
+typedef void (*gx__fn)(const uint8_t *g, int64_t nb, const uint8_t *x, size_t x_stride,
+                       float *out, int64_t N, int64_t n0, int nr);
+#define GX_FN(name, q4, TT) \
+    static void name(const uint8_t *g, int64_t nb, const uint8_t *x, size_t x_stride, float *out, \
+                     int64_t N, int64_t n0, int nr) { gx__tile(q4, TT, g, nb, x, x_stride, out, N, n0, nr); }
+GX_FN(gx__q4_1, 1, 1)
+GX_FN(gx__q4_2, 1, 2)
+GX_FN(gx__q4_3, 1, 3)
+GX_FN(gx__q4_4, 1, 4)
+GX_FN(gx__q8_1, 0, 1)
+GX_FN(gx__q8_2, 0, 2)
+GX_FN(gx__q8_3, 0, 3)
+GX_FN(gx__q8_4, 0, 4)
+static const gx__fn gx__q4[GX_TT] = { gx__q4_1, gx__q4_2, gx__q4_3, gx__q4_4 };
+static const gx__fn gx__q8[GX_TT] = { gx__q8_1, gx__q8_2, gx__q8_3, gx__q8_4 };
+
+int gemm_x8_supported(int type) {
+    return type == QT_Q4_0 || type == QT_Q8_0;
+}
+
+size_t gemm_x8_group_size(int type, int64_t K) {
+    return (size_t)(K / 32) * (type == QT_Q4_0 ? 16 + 128 : 16 + 256);
+}
+
+void gemm_x8_convert(const float *x, int64_t c0, int64_t c1, void *dst, const qt_traits *q8) {
+    gemm_q8p *out = (gemm_q8p *)dst + c0;
+    block_q8_0 tmp[16];
+    for (int64_t c = c0; c < c1; c += 16) {
+        int64_t m = c1 - c < 16 ? c1 - c : 16;
+        q8->from_float(x + c * 32, tmp, m * 32);
+        for (int64_t b = 0; b < m; b++) {
+            gemm_q8p *o = out + (c - c0) + b;
+            o->d = _cvtsh_ss(tmp[b].d);
+            memcpy(o->qs, tmp[b].qs, 32);
+            int32_t sum = 0;
+            for (int i = 0; i < 32; i++) sum += tmp[b].qs[i];
+            o->sy8 = 8 * sum;
+        }
+    }
+}
+
+/* Rows [n0, n1) (n0 a multiple of 8) for all T tokens; tokens in blocks of GX_TB so that a
+ * block's activations stay in L2 while the groups' weights stream past them. */
+void gemm_x8_rows(const gemm_args *a, int64_t n0, int64_t n1) {
+    const int64_t nb = a->K / 32;
+    const size_t gs = gemm_x8_group_size(a->type, a->K);
+    const gx__fn *fn = a->type == QT_Q4_0 ? gx__q4 : gx__q8;
+    for (int tb = 0; tb < a->T; tb += GX_TB) {
+        int te = tb + GX_TB < a->T ? tb + GX_TB : a->T;
+        for (int64_t n = n0; n < n1; n += 8) {
+            const uint8_t *g = a->w + (size_t)(n / 8) * gs;
+            int nr = (int)(n1 - n < 8 ? n1 - n : 8);
+            for (int t = tb; t < te; t += GX_TT) {
+                int tt = te - t < GX_TT ? te - t : GX_TT;
+                fn[tt - 1](g, nb, a->x + (size_t)t * a->x_stride, a->x_stride,
+                           a->out + (size_t)t * (size_t)a->N, a->N, n, nr);
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+/* kernels/cpu/pack.c — kern_pack: a weight's rows rearranged into the KERN_X8 layout of
+ * gemm_x8_avx2.c (8-row groups, each block of the 8 rows together). Plain C: a copy, done once
+ * at load time.
+ */
+#include <string.h>
+
+#include "gemm_impl.h"
+#include "kern.h"
+
+size_t kern_pack_size(const kern_weight *w) {
+    if (w->layout != KERN_ROWS || !gemm_x8_supported(w->type) || strcmp(kern_isa(), "scalar") == 0 ||
+        w->n_cols % 32 || w->n_rows <= 0)
+        return 0;
+    return (size_t)((w->n_rows + 7) / 8) * gemm_x8_group_size(w->type, w->n_cols);
+}
+
+kern_weight kern_pack(const kern_weight *w, void *dst) {
+    const int q4 = w->type == QT_Q4_0;
+    const size_t wbs = q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    const int S = q4 ? 4 : 8;                    /* 32-byte segments per packed block */
+    const size_t pbs = 16 + 32 * (size_t)S;      /* bytes of a packed block of 8 rows */
+    const int64_t nb = w->n_cols / 32, ng = (w->n_rows + 7) / 8;
+    uint8_t *out = dst;
+    for (int64_t g = 0; g < ng; g++) {
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *p = out + ((size_t)g * (size_t)nb + (size_t)b) * pbs;
+            memset(p, 0, pbs);
+            for (int r = 0; r < 8; r++) {
+                int64_t n = g * 8 + r;
+                if (n >= w->n_rows) break;
+                const uint8_t *blk = (const uint8_t *)w->data + (size_t)n * w->row_stride + (size_t)b * wbs;
+                memcpy(p + 2 * r, blk, 2);                       /* f16 scale */
+                for (int s = 0; s < S; s++)                      /* quants 4s..4s+3 */
+                    memcpy(p + 16 + 32 * s + 4 * r, blk + 2 + 4 * s, 4);
+            }
+        }
+    }
+    kern_weight v = *w;
+    v.data = dst;
+    v.layout = KERN_X8;
+    v.row_stride = qt_row_size(w->type, w->n_cols);   /* bytes per row, for accounting only */
+    return v;
+}
