@@ -380,7 +380,7 @@ static int emit_text(req *r, int32_t tok, const char *p, int n) {
         char *hit = r->text_len >= sl ? memmem(r->text, r->text_len, r->stops[i], sl) : NULL;
         if (hit) {
             size_t keep = (size_t)(hit - r->text);
-            if (keep) r->emit(r->user, tok, r->text, (int)keep, 0, NULL);
+            r->emit(r->user, tok, r->text, (int)keep, 0, NULL);   /* the token counts */
             r->text_len = 0;
             return 1;
         }
@@ -642,6 +642,7 @@ int sched_step(sched *s) {
         const char *reason = NULL;
         if (!r->ignore_eos && tok_is_eog(s->m->tok, next)) {
             reason = "eos";
+            r->emit(r->user, next, "", 0, 0, NULL);   /* no text, but a generated token */
         } else {
             char piece[256];
             int pl = tok_piece(s->m->tok, next, piece, sizeof piece, 0);

@@ -43,9 +43,12 @@ typedef struct {
     int ignore_eos;
 } sched_request;
 
-/* Called on the step-loop thread. text/len: the bytes of this token (stop strings removed;
- * may be empty); finished: 0 while running, 1 on the last call, with reason "length", "stop",
- * "eos", "cancelled" or "error" (then text is the error message). */
+/* Called on the step-loop thread. Every generated token is passed exactly once with its id
+ * (token >= 0, finished = 0), the EOS and the token that completes a stop string included, so
+ * callers can count completion tokens from these calls. text/len: the bytes released with it
+ * (stop strings removed, held back while they may start one; may be empty). The last call has
+ * token -1, finished = 1 and reason "length", "stop", "eos", "cancelled" or "error" (then text
+ * is the error message); a token id of -1 with finished = 0 only flushes held text. */
 typedef void (*sched_emit_fn)(void *user, int32_t token, const char *text, int len,
                               int finished, const char *reason);
 

@@ -105,6 +105,12 @@ def test_completions(srv):
         st, h, j = srv.json("POST", "/v1/completions", greedy_body(stop=stop))
         check(st == 200 and j["choices"][0]["text"] == GREEDY[0][:first]
               and j["choices"][0]["finish_reason"] == "stop", f"stop {stop!r}: text cut before it, finish stop")
+        # usage counts every generated token, the one completing the stop string included
+        pieces = REFS[0]["greedy_pieces"]
+        need = next(k for k in range(1, len(pieces) + 1)
+                    if any(x in "".join(pieces[:k]) for x in ([stop] if isinstance(stop, str) else stop)))
+        got = (j or {}).get("usage", {}).get("completion_tokens")
+        check(got == need, f"stop {stop!r}: completion_tokens {got} == tokens generated {need}")
 
     # the other two reference prompts
     for i in (1, 2):
