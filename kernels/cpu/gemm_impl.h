@@ -65,12 +65,16 @@ void gemm_avx2_convert(int type, const float *x, int64_t K, int64_t c0, int64_t 
 /* out[t][n] for all t < T and n0 <= n < n1 */
 void gemm_avx2_rows(const gemm_args *a, int64_t n0, int64_t n1);
 
-/* KERN_X8 weights (gemm_x8_avx2.c; layout in its header): Q4_0 and Q8_0. Activations are
- * gemm_q8p blocks, converted a block (32 values) per chunk; a->w is the packed base, n0 a
- * multiple of 8. */
+/* KERN_X8 weights (gemm_x8_avx2.c; layout in its header): Q4_0, Q8_0 and F16. Activations
+ * are gemm_q8p blocks (Q4_0, Q8_0; a block of 32 values per conversion chunk) or f32 rows
+ * rounded to f16 (F16; a row per chunk); a->w is the packed base, n0 a multiple of 8. */
 int gemm_x8_supported(int type);
 size_t gemm_x8_group_size(int type, int64_t K);   /* bytes of one group of 8 rows */
-void gemm_x8_convert(const float *x, int64_t c0, int64_t c1, void *dst, const qt_traits *q8);
+size_t gemm_x8_x_row_size(int type, int64_t K);   /* bytes of one converted activation row */
+int64_t gemm_x8_x_chunk(int type, int64_t K);     /* values per conversion chunk */
+/* chunks [c0, c1) of x (T, K) into dst; q8: the Q8_0 traits (quantized types) */
+void gemm_x8_convert(int type, const float *x, int64_t K, int64_t c0, int64_t c1, void *dst,
+                     const qt_traits *q8);
 void gemm_x8_rows(const gemm_args *a, int64_t n0, int64_t n1);
 
 #endif

@@ -10,6 +10,12 @@
  *             Q8_0 (S = 8): row r's qs[4s..4s+3], values 4s..4s+3                   256 B
  * so a 256-bit lane r of every segment belongs to row r, and the 8 rows of a group are one
  * sequential stream (one prefetch stream per thread in decode, instead of 8).
+ * F16 weights: group g is K steps of 16 B, step k = the 8 rows' w[8g+r][k] (f16); any K.
+ *
+ * F16 arithmetic of out[t][n], n = 8g + r: acc = fma(w[n][k], x[t][k], acc) for k = 0..K-1 in
+ * order, one f32 accumulator in lane r, x rounded to f16 first (ggml's F16 vec_dot operands).
+ * Tiles: GXF_G groups x GXF_T tokens (12 accumulators, FMA-bound) for batches; 4 groups x 1
+ * token in decode, so that four independent chains hide the FMA latency.
  *
  * Arithmetic of out[t][n], n = 8g + r, fixed for every batch size (lane r of every vector):
  *   per block b: isum = exact int32 dot of row n's 32 quants with token t's 32 int8 activations
@@ -136,15 +142,130 @@ GX_FN(gx__q8_4, 0, 4)
 static const gx__fn gx__q4[GX_TT] = { gx__q4_1, gx__q4_2, gx__q4_3, gx__q4_4 };
 static const gx__fn gx__q8[GX_TT] = { gx__q8_1, gx__q8_2, gx__q8_3, gx__q8_4 };
 
+/* ---- F16 ---------------------------------------------------------------------------------- */
+
+#define GXF_G 2   /* groups per batched tile */
+#define GXF_T 6   /* tokens per batched tile */
+#define GXF_D 4   /* groups per decode tile */
+
+/* G groups (g0, g0 + gs, ...) x TT tokens (x rows K apart), k over [0, K) */
+GX_INLINE void gx__tile_f16(int G, int TT, const uint8_t *g0, size_t gs, const float *x, int64_t K,
+                            float *out, int64_t N, int64_t n0, int nr_last) {
+    __m256 acc[GXF_D > GXF_G ? GXF_D : GXF_G][GXF_T];
+    GX_UNROLL
+    for (int i = 0; i < G; i++)
+        GX_UNROLL
+        for (int j = 0; j < TT; j++) acc[i][j] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        __m256 w[GXF_D > GXF_G ? GXF_D : GXF_G];
+        if (TT == 1 && (k & 3) == 0)
+            GX_UNROLL
+            for (int i = 0; i < G; i++)
+                _mm_prefetch((const char *)g0 + (size_t)i * gs + 16 * k + GX_PF, _MM_HINT_T0);
+        GX_UNROLL
+        for (int i = 0; i < G; i++)
+            w[i] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g0 + (size_t)i * gs + 16 * k)));
+        GX_UNROLL
+        for (int j = 0; j < TT; j++) {
+            __m256 xb = _mm256_broadcast_ss(x + (size_t)j * (size_t)K + k);
+            GX_UNROLL
+            for (int i = 0; i < G; i++) acc[i][j] = _mm256_fmadd_ps(w[i], xb, acc[i][j]);
+        }
+    }
+    GX_UNROLL
+    for (int i = 0; i < G; i++)
+        GX_UNROLL
+        for (int j = 0; j < TT; j++) {
+            float *o = out + (size_t)j * (size_t)N + n0 + 8 * i;
+            int nr = i == G - 1 ? nr_last : 8;
+            if (nr == 8) {
+                _mm256_storeu_ps(o, acc[i][j]);
+            } else {
+                float tmp[8];
+                _mm256_storeu_ps(tmp, acc[i][j]);
+                memcpy(o, tmp, sizeof(float) * (size_t)nr);
+            }
+        }
+}
+
+typedef void (*gx__ffn)(const uint8_t *g0, size_t gs, const float *x, int64_t K, float *out,
+                        int64_t N, int64_t n0, int nr_last);
+#define GXF_FN(G, TT) \
+    static void gx__f16_##G##x##TT(const uint8_t *g0, size_t gs, const float *x, int64_t K, \
+                                   float *out, int64_t N, int64_t n0, int nr_last) { \
+        gx__tile_f16(G, TT, g0, gs, x, K, out, N, n0, nr_last); }
+GXF_FN(1, 1) GXF_FN(1, 2) GXF_FN(1, 3) GXF_FN(1, 4) GXF_FN(1, 5) GXF_FN(1, 6)
+GXF_FN(2, 1) GXF_FN(2, 2) GXF_FN(2, 3) GXF_FN(2, 4) GXF_FN(2, 5) GXF_FN(2, 6)
+GXF_FN(3, 1) GXF_FN(4, 1)
+static const gx__ffn gx__f16b[2][GXF_T] = {
+    { gx__f16_1x1, gx__f16_1x2, gx__f16_1x3, gx__f16_1x4, gx__f16_1x5, gx__f16_1x6 },
+    { gx__f16_2x1, gx__f16_2x2, gx__f16_2x3, gx__f16_2x4, gx__f16_2x5, gx__f16_2x6 } };
+static const gx__ffn gx__f16d[GXF_D] = { gx__f16_1x1, gx__f16_2x1, gx__f16_3x1, gx__f16_4x1 };
+
+/* tokens in blocks of GX_TB; groups of rows [n0, n1) in tiles of G groups */
+static void gx__rows_f16(const gemm_args *a, int64_t n0, int64_t n1) {
+    const size_t gs = gemm_x8_group_size(QT_F16, a->K);
+    const float *x = (const float *)a->x;
+    const int dec = a->T == 1;
+    const int G = dec ? GXF_D : GXF_G;
+    for (int tb = 0; tb < a->T; tb += GX_TB) {
+        int te = tb + GX_TB < a->T ? tb + GX_TB : a->T;
+        for (int64_t n = n0; n < n1; n += 8 * G) {
+            int64_t ne = n + 8 * G < n1 ? n + 8 * G : n1;
+            int ng = (int)((ne - n + 7) / 8), nr_last = (int)(ne - n - 8 * (ng - 1));
+            const uint8_t *g0 = a->w + (size_t)(n / 8) * gs;
+            if (dec) {
+                gx__f16d[ng - 1](g0, gs, x, a->K, a->out, a->N, n, nr_last);
+                continue;
+            }
+            for (int t = tb; t < te; t += GXF_T) {
+                int tt = te - t < GXF_T ? te - t : GXF_T;
+                gx__f16b[ng - 1][tt - 1](g0, gs, x + (size_t)t * (size_t)a->K, a->K,
+                                          a->out + (size_t)t * (size_t)a->N, a->N, n, nr_last);
+            }
+        }
+    }
+}
+
+/* ---- public ------------------------------------------------------------------------------- */
+
 int gemm_x8_supported(int type) {
-    return type == QT_Q4_0 || type == QT_Q8_0;
+    return type == QT_Q4_0 || type == QT_Q8_0 || type == QT_F16;
 }
 
 size_t gemm_x8_group_size(int type, int64_t K) {
+    if (type == QT_F16) return (size_t)K * 16;
     return (size_t)(K / 32) * (type == QT_Q4_0 ? 16 + 128 : 16 + 256);
 }
 
-void gemm_x8_convert(const float *x, int64_t c0, int64_t c1, void *dst, const qt_traits *q8) {
+size_t gemm_x8_x_row_size(int type, int64_t K) {
+    return type == QT_F16 ? (size_t)K * sizeof(float) : (size_t)(K / 32) * sizeof(gemm_q8p);
+}
+
+int64_t gemm_x8_x_chunk(int type, int64_t K) {
+    return type == QT_F16 ? K : 32;
+}
+
+/* F16: chunk c = row c, values rounded to f16 (F16C rounds to nearest even) */
+static void gx__convert_f16(const float *x, int64_t K, int64_t c0, int64_t c1, float *dst) {
+    for (int64_t i = c0 * K; i < c1 * K;) {
+        if (c1 * K - i >= 8) {
+            __m256 v = _mm256_loadu_ps(x + i);
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT)));
+            i += 8;
+        } else {
+            dst[i] = _cvtsh_ss(_cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT));
+            i++;
+        }
+    }
+}
+
+void gemm_x8_convert(int type, const float *x, int64_t K, int64_t c0, int64_t c1, void *dst,
+                     const qt_traits *q8) {
+    if (type == QT_F16) {
+        gx__convert_f16(x, K, c0, c1, dst);
+        return;
+    }
     gemm_q8p *out = (gemm_q8p *)dst + c0;
     block_q8_0 tmp[16];
     for (int64_t c = c0; c < c1; c += 16) {
@@ -164,6 +285,10 @@ void gemm_x8_convert(const float *x, int64_t c0, int64_t c1, void *dst, const qt
 /* Rows [n0, n1) (n0 a multiple of 8) for all T tokens; tokens in blocks of GX_TB so that a
  * block's activations stay in L2 while the groups' weights stream past them. */
 void gemm_x8_rows(const gemm_args *a, int64_t n0, int64_t n1) {
+    if (a->type == QT_F16) {
+        gx__rows_f16(a, n0, n1);
+        return;
+    }
     const int64_t nb = a->K / 32;
     const size_t gs = gemm_x8_group_size(a->type, a->K);
     const gx__fn *fn = a->type == QT_Q4_0 ? gx__q4 : gx__q8;

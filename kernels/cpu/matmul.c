@@ -55,7 +55,7 @@ static int mm__use_fast(int type) {
 
 size_t kern_matmul_scratch(const kern_weight *w, int T) {
     if (T <= 0) return 0;
-    if (w->layout == KERN_X8) return (size_t)T * (size_t)(w->n_cols / 32) * sizeof(gemm_q8p);
+    if (w->layout == KERN_X8) return (size_t)T * gemm_x8_x_row_size(w->type, w->n_cols);
     const qt_traits *t = qt_get(w->type);
     size_t generic = 0, fast = 0;
     if (t && t->vec_dot_type != QT_F32) generic = qt_row_size(t->vec_dot_type, w->n_cols) * T;
@@ -68,7 +68,7 @@ size_t kern_matmul_scratch(const kern_weight *w, int T) {
 static void mm__convert(const mm__ctx *c, int64_t c0, int64_t c1) {
     if (c0 >= c1) return;
     if (c->fast == 2) {
-        gemm_x8_convert(c->x, c0, c1, c->xdst, c->xt);
+        gemm_x8_convert(c->w->type, c->x, c->w->n_cols, c0, c1, c->xdst, qt_get(QT_Q8_0));
     } else if (c->fast) {
         gemm_avx2_convert(c->w->type, c->x, c->w->n_cols, c0, c1, c->xdst, c->xt);
     } else {
@@ -127,10 +127,10 @@ void kern_matmul(struct pool *pool, float *out, const kern_weight *w, const floa
     c.fast = w->layout == KERN_X8 ? 2 : mm__use_fast(w->type);
     const int vdt = qt_get(w->type)->vec_dot_type;
     c.xt = qt_get(vdt);
-    if (c.fast == 2) {   /* Q8_0 activations, a block per conversion chunk */
+    if (c.fast == 2) {
         c.xdst = scratch;
-        c.xc_row = (size_t)(w->n_cols / 32) * sizeof(gemm_q8p);
-        c.n_xchunks = (int64_t)T * (w->n_cols / 32);
+        c.xc_row = gemm_x8_x_row_size(w->type, w->n_cols);
+        c.n_xchunks = (int64_t)T * (w->n_cols / gemm_x8_x_chunk(w->type, w->n_cols));
     } else if (c.fast) {
         int64_t chunk = gemm_avx2_x_chunk(w->type);
         c.xdst = scratch;

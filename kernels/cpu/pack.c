@@ -9,12 +9,34 @@
 
 size_t kern_pack_size(const kern_weight *w) {
     if (w->layout != KERN_ROWS || !gemm_x8_supported(w->type) || strcmp(kern_isa(), "scalar") == 0 ||
-        w->n_cols % 32 || w->n_rows <= 0)
+        (w->type != QT_F16 && w->n_cols % 32) || w->n_rows <= 0 || w->n_cols <= 0)
         return 0;
     return (size_t)((w->n_rows + 7) / 8) * gemm_x8_group_size(w->type, w->n_cols);
 }
 
+/* F16: group g, step k = the 8 rows' f16 w[8g+r][k] (zero past the last row) */
+static void pack__f16(const kern_weight *w, uint16_t *dst) {
+    const int64_t K = w->n_cols, ng = (w->n_rows + 7) / 8;
+    for (int64_t g = 0; g < ng; g++) {
+        uint16_t *p = dst + (size_t)g * (size_t)K * 8;
+        memset(p, 0, (size_t)K * 16);
+        for (int r = 0; r < 8 && g * 8 + r < w->n_rows; r++) {
+            const uint16_t *row = (const uint16_t *)((const uint8_t *)w->data +
+                                                     (size_t)(g * 8 + r) * w->row_stride);
+            for (int64_t k = 0; k < K; k++) p[(size_t)k * 8 + (size_t)r] = row[k];
+        }
+    }
+}
+
 kern_weight kern_pack(const kern_weight *w, void *dst) {
+    kern_weight v = *w;
+    v.data = dst;
+    v.layout = KERN_X8;
+    v.row_stride = qt_row_size(w->type, w->n_cols);   /* bytes per row, for accounting only */
+    if (w->type == QT_F16) {
+        pack__f16(w, dst);
+        return v;
+    }
     const int q4 = w->type == QT_Q4_0;
     const size_t wbs = q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
     const int S = q4 ? 4 : 8;                    /* 32-byte segments per packed block */
@@ -35,9 +57,5 @@ kern_weight kern_pack(const kern_weight *w, void *dst) {
             }
         }
     }
-    kern_weight v = *w;
-    v.data = dst;
-    v.layout = KERN_X8;
-    v.row_stride = qt_row_size(w->type, w->n_cols);   /* bytes per row, for accounting only */
     return v;
 }
