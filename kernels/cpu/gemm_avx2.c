@@ -68,6 +68,10 @@ GA_INLINE __m256i ga__loadu(const void *p) {
 
 typedef __m256 ga__acc[GA_MAXR][GA_MAXT];
 
+/* Keeps an integer sum in a register as it is: GCC otherwise reassociates the sums of a tile
+ * into trees that compute every product first and spill them (exact either way). */
+#define GA_PIN(v) __asm__("" : "+x"(v))
+
 /* Stores the results of a tile: out[t + j][n + r] */
 GA_INLINE void ga__store(int R, int TT, const gemm_args *a, int64_t n, int t, ga__acc acc) {
     GA_UNROLL
@@ -350,6 +354,7 @@ GA_INLINE void ga__tile_q4k(int panel, int R, int TT, const gemm_args *a, const 
                     const block_q8_K *yj = (const block_q8_K *)(x + j * a->x_stride) + b;
                     __m256i p = _mm256_maddubs_epi16(q, ga__loadu(yj->qs + 32 * s));
                     sum[r][j] = _mm256_add_epi32(sum[r][j], _mm256_madd_epi16(p, sc));
+                    GA_PIN(sum[r][j]);
                 }
             }
         }
@@ -452,6 +457,7 @@ GA_INLINE void ga__tile_q6k(int panel, int R, int TT, const gemm_args *a, const 
                     const block_q8_K *yj = (const block_q8_K *)(x + j * a->x_stride) + b;
                     __m256i p = _mm256_maddubs_epi16(q, ga__loadu(yj->qs + 32 * s));
                     sum[r][j] = _mm256_add_epi32(sum[r][j], _mm256_madd_epi16(p, sc));
+                    GA_PIN(sum[r][j]);
                 }
             }
         }
