@@ -100,6 +100,22 @@ void kern_rmsnorm(float *out, const float *x, const float *w, int C, float eps);
 void kern_rope(float *x, int H, int D, int n_rot, int pos, float freq_base, int neox,
                const float *freq_factors);
 void kern_softmax(float *x, int n);   /* in place, max-subtracted */
+
+/* One KV head of one layer in a paged cache: position p's key is
+ * k + table[p / block_size] * block_stride + (p % block_size) * slot_stride (floats), its value
+ * the same from v. */
+typedef struct {
+    const float *k, *v;          /* block 0, slot 0 of this layer and KV head */
+    const int32_t *table;        /* block ids, one per block_size positions */
+    int block_size;
+    size_t block_stride, slot_stride;
+} kern_kv_view;
+
+/* One query head's causal attention: out (D) = sum_p softmax_p(scale * q . k_p) v_p over
+ * positions p < n; att: n floats of scratch. The arithmetic of a call depends only on its
+ * operands (batch invariant); AVX2 when the ISA allows and D % 8 == 0, else scalar. */
+void kern_attn(float *out, const float *q, int D, float scale, int n, const kern_kv_view *kv,
+               float *att);
 /* out = silu(gate) * up, n elements */
 void kern_swiglu(float *out, const float *gate, const float *up, int n);
 

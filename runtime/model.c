@@ -180,27 +180,16 @@ static void attn_worker(void *arg, int ith, int nth) {
     int H = sh->n_heads, D = c->head_dim, group = c->n_heads / c->n_kv_heads;
     float scale = 1.0f / sqrtf((float)D);
     float *att = s->att + (size_t)ith * s->n_ctx;
-    const qt_vec_dot_fn dot = qt_get(QT_F32)->vec_dot;
     int total = j->b->n * H;
     for (int w = ith; w < total; w += nth) {
         int t = w / H, h = w % H;
-        const int32_t *tab = table_of(s, j->b, t);
-        const int bs = s->block_size;
-        int pos = j->b->pos[t];
-        const float *q = s->q + ((size_t)t * H + h) * D;
         int kvh = (sh->head0 + h) / group - sh->kv_head0;   /* this rank's copy of h's KV head */
-        for (int p = 0; p <= pos; p++) {
-            const float *k = s->k_cache + kv_index(s, j->layer, tab[p / bs], p % bs) + (size_t)kvh * D;
-            att[p] = dot(D, k, q) * scale;
-        }
-        kern_softmax(att, pos + 1);
-        float *out = s->xb + ((size_t)t * H + h) * D;
-        memset(out, 0, (size_t)D * sizeof(float));
-        for (int p = 0; p <= pos; p++) {
-            const float *v = s->v_cache + kv_index(s, j->layer, tab[p / bs], p % bs) + (size_t)kvh * D;
-            float a = att[p];
-            for (int d = 0; d < D; d++) out[d] += a * v[d];
-        }
+        size_t base = kv_index(s, j->layer, 0, 0) + (size_t)kvh * D;
+        kern_kv_view kv = { s->k_cache + base, s->v_cache + base, table_of(s, j->b, t),
+                            s->block_size, (size_t)s->block_size * (size_t)s->kv_dim,
+                            (size_t)s->kv_dim };
+        kern_attn(s->xb + ((size_t)t * H + h) * D, s->q + ((size_t)t * H + h) * D, D, scale,
+                  j->b->pos[t] + 1, &kv, att);
     }
 }
 

@@ -1,5 +1,8 @@
 /* kernels/cpu/ops.c — element-wise transformer ops on the CPU (RMSNorm, RoPE, softmax, SwiGLU),
  * built from the shared per-element math in kernels/ops_math.h. */
+#include <string.h>
+
+#include "attn_impl.h"
 #include "kern.h"
 #include "ops_math.h"
 
@@ -42,4 +45,26 @@ void kern_softmax(float *x, int n) {
 
 void kern_swiglu(float *out, const float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) out[i] = om_silu(gate[i]) * up[i];
+}
+
+void kern_attn(float *out, const float *q, int D, float scale, int n, const kern_kv_view *kv,
+               float *att) {
+    if (D % 8 == 0 && strcmp(kern_isa(), "scalar") != 0) {
+        attn_avx2(out, q, D, scale, n, kv, att);
+        return;
+    }
+    for (int p = 0; p < n; p++) {
+        const float *k = kv->k + (size_t)kv->table[p / kv->block_size] * kv->block_stride +
+                         (size_t)(p % kv->block_size) * kv->slot_stride;
+        float s = 0.0f;
+        for (int d = 0; d < D; d++) s += k[d] * q[d];
+        att[p] = s * scale;
+    }
+    kern_softmax(att, n);
+    memset(out, 0, (size_t)D * sizeof(float));
+    for (int p = 0; p < n; p++) {
+        const float *v = kv->v + (size_t)kv->table[p / kv->block_size] * kv->block_stride +
+                         (size_t)(p % kv->block_size) * kv->slot_stride;
+        for (int d = 0; d < D; d++) out[d] += att[p] * v[d];
+    }
 }
