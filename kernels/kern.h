@@ -70,7 +70,7 @@ typedef struct {
 
 enum { KERN_ROWS = 0, KERN_X8 = 1 };
 
-/* Packed weights. Q4_0, Q8_0 and F16 have a layout of their own for the AVX2 kernels (KERN_X8,
+/* Packed weights. Q4_0, Q8_0, Q4_K and F16 have a layout of their own for the AVX2 kernels (KERN_X8,
  * described in kernels/cpu/gemm_x8_avx2.c): rows in groups of 8, each block (F16: each value)
  * of the 8 rows stored together, so that one vector lane is one row and 8 rows are one
  * sequential stream.

@@ -106,7 +106,7 @@ typedef struct model {
     int n_copies;
     int pack;                            /* !model_opts.no_pack */
     void *packed;                        /* kern_pack copies of the matrices that have a faster
-                                            layout (Q4_0, Q8_0, F16), in huge pages; owned */
+                                            layout (Q4_0, Q8_0, Q4_K, F16), in huge pages; owned */
     size_t packed_bytes;
     struct backend *be;                  /* where the forward pass runs; owned */
 } model;

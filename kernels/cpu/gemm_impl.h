@@ -65,9 +65,10 @@ void gemm_avx2_convert(int type, const float *x, int64_t K, int64_t c0, int64_t 
 /* out[t][n] for all t < T and n0 <= n < n1 */
 void gemm_avx2_rows(const gemm_args *a, int64_t n0, int64_t n1);
 
-/* KERN_X8 weights (gemm_x8_avx2.c; layout in its header): Q4_0, Q8_0 and F16. Activations
- * are gemm_q8p blocks (Q4_0, Q8_0; a block of 32 values per conversion chunk) or f32 rows
- * rounded to f16 (F16; a row per chunk); a->w is the packed base, n0 a multiple of 8. */
+/* KERN_X8 weights (gemm_x8_avx2.c; layout in its header): Q4_0, Q8_0, Q4_K and F16.
+ * Activations are gemm_q8p blocks (Q4_0, Q8_0; a block of 32 values per conversion chunk),
+ * Q8_K blocks (Q4_K; a block of 256 per chunk) or f32 rows rounded to f16 (F16; a row per
+ * chunk); a->w is the packed base, n0 a multiple of 8. */
 int gemm_x8_supported(int type);
 size_t gemm_x8_group_size(int type, int64_t K);   /* bytes of one group of 8 rows */
 size_t gemm_x8_x_row_size(int type, int64_t K);   /* bytes of one converted activation row */

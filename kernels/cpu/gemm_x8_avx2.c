@@ -1,5 +1,6 @@
-/* kernels/cpu/gemm_x8_avx2.c — AVX2 kernels for Q4_0 and Q8_0 weights packed in 8-row groups
- * (KERN_X8, made by kern_pack in pack.c), for every batch size from decode to prompt.
+/* kernels/cpu/gemm_x8_avx2.c — AVX2 kernels for Q4_0, Q8_0, Q4_K and F16 weights packed in
+ * 8-row groups (KERN_X8, made by kern_pack in pack.c), for every batch size from decode to
+ * prompt. Q4_K and F16 have their own sections below.
  *
  * Layout of a packed weight (N, K): ceil(N/8) groups, group g = rows 8g..8g+7 (rows past N are
  * zero). A group is K/32 blocks; block b of a group is
@@ -142,6 +143,102 @@ GX_FN(gx__q8_4, 0, 4)
 static const gx__fn gx__q4[GX_TT] = { gx__q4_1, gx__q4_2, gx__q4_3, gx__q4_4 };
 static const gx__fn gx__q8[GX_TT] = { gx__q8_1, gx__q8_2, gx__q8_3, gx__q8_4 };
 
+/* ---- Q4_K ----------------------------------------------------------------------------------
+ * Group super-block (256 values of 8 rows), 1184 B:
+ *   d[8], dmin[8]   f16                                                             32 B
+ *   sc[s][r], mn[s][r]   sub-block s's 6-bit scale and min of row r, as bytes     128 B
+ *   q[j][c]   32-byte segments, j = sub-block pair (2j, 2j+1), c = 0..7: row r's bytes
+ *             qs[32j + 4c .. 32j + 4c + 3] (low nibbles: sub-block 2j values 4c..4c+3, high:
+ *             sub-block 2j+1)                                                     1024 B
+ * Activations: Q8_K blocks. Per super-block, row r, token t (exact int32):
+ *   isum = sum_s sc[s][r] * dot_s,  imin = sum_s mn[s][r] * (sum of y over sub-block s)
+ *   acc = fma(d_r * dy, isum, acc); acc = fnmadd(dmin_r * dy, imin, acc)
+ * int16 sums are exact: 16 products of <= 15 * 128 per lane and sub-block. */
+
+#define GXK_TT 4
+#define GXK_BS 1184
+
+GX_INLINE __m256i gx__pair16(const uint8_t *p) {   /* 8 bytes -> lane r = (p[r], p[r]) int16 */
+    __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    return _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
+}
+
+GX_INLINE void gx__tile_q4k(int TT, const uint8_t *g, int64_t nb, const uint8_t *x,
+                            size_t x_stride, float *out, int64_t N, int64_t n0, int nr) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[GXK_TT];
+    GX_UNROLL
+    for (int j = 0; j < TT; j++) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = g + (size_t)b * GXK_BS;
+        if (TT == 1)
+            for (int i = 0; i < GXK_BS; i += 64) _mm_prefetch((const char *)blk + GX_PF + i, _MM_HINT_T0);
+        const block_q8_K *y[GXK_TT];
+        GX_UNROLL
+        for (int j = 0; j < TT; j++) y[j] = (const block_q8_K *)(x + (size_t)j * x_stride) + b;
+        __m256i isum[GXK_TT];
+        GX_UNROLL
+        for (int j = 0; j < TT; j++) isum[j] = _mm256_setzero_si256();
+        for (int jp = 0; jp < 4; jp++) {
+            __m256i slo[GXK_TT], shi[GXK_TT];
+            GX_UNROLL
+            for (int j = 0; j < TT; j++) slo[j] = shi[j] = _mm256_setzero_si256();
+            GX_UNROLL
+            for (int c = 0; c < 8; c++) {
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(blk + 160 + 32 * (8 * jp + c)));
+                __m256i lo = _mm256_and_si256(raw, m4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                GX_UNROLL
+                for (int j = 0; j < TT; j++) {
+                    slo[j] = _mm256_add_epi16(slo[j], _mm256_maddubs_epi16(lo, gx__bcast4(y[j]->qs + 64 * jp + 4 * c)));
+                    shi[j] = _mm256_add_epi16(shi[j],
+                                              _mm256_maddubs_epi16(hi, gx__bcast4(y[j]->qs + 64 * jp + 32 + 4 * c)));
+                    GX_PIN(slo[j]);
+                    GX_PIN(shi[j]);
+                }
+            }
+            __m256i sclo = gx__pair16(blk + 32 + 8 * (2 * jp)), schi = gx__pair16(blk + 32 + 8 * (2 * jp + 1));
+            GX_UNROLL
+            for (int j = 0; j < TT; j++) {
+                isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(slo[j], sclo));
+                isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(shi[j], schi));
+            }
+        }
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
+        __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16)));
+        GX_UNROLL
+        for (int j = 0; j < TT; j++) {
+            __m256i imin = _mm256_setzero_si256();
+            for (int sb = 0; sb < 8; sb++) {
+                int ys = y[j]->bsums[2 * sb] + y[j]->bsums[2 * sb + 1];   /* |ys| <= 4096 */
+                __m256i mn = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 96 + 8 * sb)));
+                imin = _mm256_add_epi32(imin, _mm256_madd_epi16(mn, _mm256_set1_epi32(ys & 0xffff)));
+            }
+            __m256 dy = _mm256_broadcast_ss(&y[j]->d);
+            acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(isum[j]), acc[j]);
+            acc[j] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(imin), acc[j]);
+        }
+    }
+    GX_UNROLL
+    for (int j = 0; j < TT; j++) {
+        float *o = out + (size_t)j * (size_t)N + n0;
+        if (nr == 8) {
+            _mm256_storeu_ps(o, acc[j]);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, acc[j]);
+            memcpy(o, tmp, sizeof(float) * (size_t)nr);
+        }
+    }
+}
+
+#define GXK_FN(TT) \
+    static void gx__q4k_##TT(const uint8_t *g, int64_t nb, const uint8_t *x, size_t x_stride, \
+                             float *out, int64_t N, int64_t n0, int nr) { \
+        gx__tile_q4k(TT, g, nb, x, x_stride, out, N, n0, nr); }
+GXK_FN(1) GXK_FN(2) GXK_FN(3) GXK_FN(4)
+static const gx__fn gx__q4k[GXK_TT] = { gx__q4k_1, gx__q4k_2, gx__q4k_3, gx__q4k_4 };
+
 /* ---- F16 ---------------------------------------------------------------------------------- */
 
 #define GXF_G 2   /* groups per batched tile */
@@ -230,20 +327,22 @@ static void gx__rows_f16(const gemm_args *a, int64_t n0, int64_t n1) {
 /* ---- public ------------------------------------------------------------------------------- */
 
 int gemm_x8_supported(int type) {
-    return type == QT_Q4_0 || type == QT_Q8_0 || type == QT_F16;
+    return type == QT_Q4_0 || type == QT_Q8_0 || type == QT_F16 || type == QT_Q4_K;
 }
 
 size_t gemm_x8_group_size(int type, int64_t K) {
     if (type == QT_F16) return (size_t)K * 16;
+    if (type == QT_Q4_K) return (size_t)(K / QK_K) * GXK_BS;
     return (size_t)(K / 32) * (type == QT_Q4_0 ? 16 + 128 : 16 + 256);
 }
 
 size_t gemm_x8_x_row_size(int type, int64_t K) {
+    if (type == QT_Q4_K) return (size_t)(K / QK_K) * sizeof(block_q8_K);
     return type == QT_F16 ? (size_t)K * sizeof(float) : (size_t)(K / 32) * sizeof(gemm_q8p);
 }
 
 int64_t gemm_x8_x_chunk(int type, int64_t K) {
-    return type == QT_F16 ? K : 32;
+    return type == QT_F16 ? K : type == QT_Q4_K ? QK_K : 32;
 }
 
 /* F16: chunk c = row c, values rounded to f16 (F16C rounds to nearest even) */
@@ -264,6 +363,10 @@ void gemm_x8_convert(int type, const float *x, int64_t K, int64_t c0, int64_t c1
                      const qt_traits *q8) {
     if (type == QT_F16) {
         gx__convert_f16(x, K, c0, c1, dst);
+        return;
+    }
+    if (type == QT_Q4_K) {   /* chunk c: block c of the flattened (T, K) matrix */
+        qt_get(QT_Q8_K)->from_float(x + c0 * QK_K, (block_q8_K *)dst + c0, (c1 - c0) * QK_K);
         return;
     }
     gemm_q8p *out = (gemm_q8p *)dst + c0;
@@ -289,16 +392,18 @@ void gemm_x8_rows(const gemm_args *a, int64_t n0, int64_t n1) {
         gx__rows_f16(a, n0, n1);
         return;
     }
-    const int64_t nb = a->K / 32;
+    const int q4k = a->type == QT_Q4_K;
+    const int64_t nb = q4k ? a->K / QK_K : a->K / 32;
     const size_t gs = gemm_x8_group_size(a->type, a->K);
-    const gx__fn *fn = a->type == QT_Q4_0 ? gx__q4 : gx__q8;
+    const gx__fn *fn = q4k ? gx__q4k : a->type == QT_Q4_0 ? gx__q4 : gx__q8;
+    const int TTm = q4k ? GXK_TT : GX_TT;
     for (int tb = 0; tb < a->T; tb += GX_TB) {
         int te = tb + GX_TB < a->T ? tb + GX_TB : a->T;
         for (int64_t n = n0; n < n1; n += 8) {
             const uint8_t *g = a->w + (size_t)(n / 8) * gs;
             int nr = (int)(n1 - n < 8 ? n1 - n : 8);
-            for (int t = tb; t < te; t += GX_TT) {
-                int tt = te - t < GX_TT ? te - t : GX_TT;
+            for (int t = tb; t < te; t += TTm) {
+                int tt = te - t < TTm ? te - t : TTm;
                 fn[tt - 1](g, nb, a->x + (size_t)t * a->x_stride, a->x_stride,
                            a->out + (size_t)t * (size_t)a->N, a->N, n, nr);
             }
