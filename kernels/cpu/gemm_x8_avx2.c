@@ -47,6 +47,17 @@ _Static_assert(sizeof(gemm_q8p) == 40, "gemm_q8p layout");
  * computes every product first and spills them (half the speed). */
 #define GX_PIN(v) __asm__("" : "+x"(v))
 
+/* the first nr (<= 8) lanes of v to o */
+GX_INLINE void gx__store(float *o, __m256 v, int nr) {
+    if (nr == 8) {
+        _mm256_storeu_ps(o, v);
+    } else {
+        float tmp[8];
+        _mm256_storeu_ps(tmp, v);
+        memcpy(o, tmp, sizeof(float) * (size_t)nr);
+    }
+}
+
 GX_INLINE __m256i gx__bcast4(const int8_t *p) {   /* 4 bytes at p into every 32-bit lane */
     int32_t v;
     memcpy(&v, p, 4);
@@ -115,16 +126,7 @@ GX_INLINE void gx__tile(int q4, int TT, const uint8_t *g, int64_t nb, const uint
                                      _mm256_cvtepi32_ps(s[j]), acc[j]);
     }
     GX_UNROLL
-    for (int j = 0; j < TT; j++) {
-        float *o = out + (size_t)j * (size_t)N + n0;
-        if (nr == 8) {
-            _mm256_storeu_ps(o, acc[j]);
-        } else {
-            float tmp[8];
-            _mm256_storeu_ps(tmp, acc[j]);
-            memcpy(o, tmp, sizeof(float) * (size_t)nr);
-        }
-    }
+    for (int j = 0; j < TT; j++) gx__store(out + (size_t)j * (size_t)N + n0, acc[j], nr);
 }
 
 typedef void (*gx__fn)(const uint8_t *g, int64_t nb, const uint8_t *x, size_t x_stride,
@@ -220,16 +222,7 @@ GX_INLINE void gx__tile_q4k(int TT, const uint8_t *g, int64_t nb, const uint8_t 
         }
     }
     GX_UNROLL
-    for (int j = 0; j < TT; j++) {
-        float *o = out + (size_t)j * (size_t)N + n0;
-        if (nr == 8) {
-            _mm256_storeu_ps(o, acc[j]);
-        } else {
-            float tmp[8];
-            _mm256_storeu_ps(tmp, acc[j]);
-            memcpy(o, tmp, sizeof(float) * (size_t)nr);
-        }
-    }
+    for (int j = 0; j < TT; j++) gx__store(out + (size_t)j * (size_t)N + n0, acc[j], nr);
 }
 
 #define GXK_FN(TT) \
@@ -272,17 +265,8 @@ GX_INLINE void gx__tile_f16(int G, int TT, const uint8_t *g0, size_t gs, const f
     GX_UNROLL
     for (int i = 0; i < G; i++)
         GX_UNROLL
-        for (int j = 0; j < TT; j++) {
-            float *o = out + (size_t)j * (size_t)N + n0 + 8 * i;
-            int nr = i == G - 1 ? nr_last : 8;
-            if (nr == 8) {
-                _mm256_storeu_ps(o, acc[i][j]);
-            } else {
-                float tmp[8];
-                _mm256_storeu_ps(tmp, acc[i][j]);
-                memcpy(o, tmp, sizeof(float) * (size_t)nr);
-            }
-        }
+        for (int j = 0; j < TT; j++)
+            gx__store(out + (size_t)j * (size_t)N + n0 + 8 * i, acc[i][j], i == G - 1 ? nr_last : 8);
 }
 
 typedef void (*gx__ffn)(const uint8_t *g0, size_t gs, const float *x, int64_t K, float *out,
