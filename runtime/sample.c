@@ -59,6 +59,39 @@ static int cand_desc(const void *a, const void *b) {
     return x->id - y->id;
 }
 
+/* The k best of logits (V) by cand_desc into c[0..k), in that order: a heap of the k best so
+ * far with the worst at its root, then a sort of the k. O(V log k) instead of sorting V. */
+static int top_k_select(cand *c, const float *logits, int V, int k) {
+    for (int i = 0; i < k; i++) c[i] = (cand){ logits[i], i };
+    /* worse(a, b): a sorts after b */
+#define WORSE(a, b) (cand_desc(&(a), &(b)) > 0)
+    for (int i = k / 2 - 1; i >= 0; i--)   /* heapify: parent worse than (or equal to) children */
+        for (int j = i;;) {
+            int w = j, l = 2 * j + 1, r = l + 1;
+            if (l < k && WORSE(c[l], c[w])) w = l;
+            if (r < k && WORSE(c[r], c[w])) w = r;
+            if (w == j) break;
+            cand t = c[j]; c[j] = c[w]; c[w] = t;
+            j = w;
+        }
+    for (int i = k; i < V; i++) {
+        cand x = { logits[i], i };
+        if (!WORSE(c[0], x)) continue;   /* not better than the worst kept */
+        c[0] = x;
+        for (int j = 0;;) {
+            int w = j, l = 2 * j + 1, r = l + 1;
+            if (l < k && WORSE(c[l], c[w])) w = l;
+            if (r < k && WORSE(c[r], c[w])) w = r;
+            if (w == j) break;
+            cand t = c[j]; c[j] = c[w]; c[w] = t;
+            j = w;
+        }
+    }
+#undef WORSE
+    qsort(c, (size_t)k, sizeof *c, cand_desc);
+    return k;
+}
+
 int32_t sample_next(sampler *s, float *logits, const int32_t *history, int64_t n) {
     const sample_params *p = &s->p;
     if (p->rep_penalty != 1.0f && p->rep_penalty > 0.0f) {
@@ -76,9 +109,21 @@ int32_t sample_next(sampler *s, float *logits, const int32_t *history, int64_t n
     if (p->temp <= 0.0f) return sample_argmax(logits, s->n_vocab);
 
     int n_c = s->n_vocab;
-    for (int i = 0; i < n_c; i++) s->c[i] = (cand){ logits[i], i };
-    qsort(s->c, (size_t)n_c, sizeof *s->c, cand_desc);
-    if (p->top_k > 0 && p->top_k < n_c) n_c = p->top_k;
+    if (p->top_k > 0 && p->top_k < n_c) {
+        n_c = top_k_select(s->c, logits, s->n_vocab, p->top_k);
+    } else {
+        for (int i = 0; i < n_c; i++) s->c[i] = (cand){ logits[i], i };
+        if (p->top_p < 1.0f || p->min_p > 0.0f) {
+            qsort(s->c, (size_t)n_c, sizeof *s->c, cand_desc);
+        } else {   /* no truncation: the maximum first, the rest in a fixed order */
+            int best = 0;
+            for (int i = 1; i < n_c; i++)
+                if (cand_desc(&s->c[i], &s->c[best]) < 0) best = i;
+            cand t = s->c[0];
+            s->c[0] = s->c[best];
+            s->c[best] = t;
+        }
+    }
 
     /* probabilities at temperature 1 for the truncation rules, as llama.cpp applies them */
     double max = s->c[0].logit, sum = 0.0;

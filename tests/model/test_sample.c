@@ -109,6 +109,41 @@ int main(void) {
           "min-p 0.2 support: %d %d %d %d %d %d", counts[0], counts[1], counts[2], counts[3], counts[4], counts[5]);
     p.min_p = 0.0f;
 
+    /* top-k on a larger vocabulary with many ties: the support is exactly the k best by
+     * (logit descending, id ascending), as a full sort gives them */
+    {
+        enum { V2 = 1000, K2 = 7 };
+        float big[V2], lb[V2];
+        uint64_t x = 42;
+        for (int i = 0; i < V2; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            big[i] = (float)((x >> 33) % 50) * 0.01f;   /* 50 distinct values: ties */
+        }
+        int want[V2] = { 0 }, ord[V2];
+        for (int i = 0; i < V2; i++) ord[i] = i;
+        for (int i = 0; i < K2; i++)   /* selection by the reference order */
+            for (int j = i + 1; j < V2; j++)
+                if (big[ord[j]] > big[ord[i]] || (big[ord[j]] == big[ord[i]] && ord[j] < ord[i])) {
+                    int t = ord[i]; ord[i] = ord[j]; ord[j] = t;
+                }
+        for (int i = 0; i < K2; i++) want[ord[i]] = 1;
+        sample_params pk = p;
+        pk.top_k = K2;
+        pk.temp = 5.0f;
+        sampler *sk = sample_new(&pk, V2);
+        int got[V2] = { 0 }, outside = 0, hit = 0;
+        for (int i = 0; i < 20000; i++) {
+            memcpy(lb, big, sizeof lb);
+            int t = sample_next(sk, lb, NULL, 0);
+            got[t]++;
+            outside += !want[t];
+        }
+        for (int i = 0; i < V2; i++) hit += want[i] && got[i] > 0;
+        sample_free(sk);
+        CHECK(outside == 0 && hit == K2, "top-k %d of %d with ties: %d draws outside, %d of %d kept ids drawn",
+              K2, V2, outside, hit, K2);
+    }
+
     /* same seed, same draws; another seed, other draws */
     int a[64], b[64], c[64];
     for (int r = 0; r < 3; r++) {
