@@ -90,6 +90,12 @@ kern_weight kern_pack(const kern_weight *w, void *dst);
 size_t kern_matmul_scratch(const kern_weight *w, int T);
 void kern_matmul(struct pool *pool, float *out, const kern_weight *w, const float *x, int T,
                  void *scratch);
+/* out[i] = x · w[i]^T for i < n, the same values as n kern_matmul calls; when the weights share
+ * type, K and layout (and n <= 3) it is one pool job: the input converted once, one barrier,
+ * the rows of all n in one dynamic queue (Q/K/V, gate/up). scratch: kern_matmul_scratch of
+ * the largest of them. */
+void kern_matmul_n(struct pool *pool, int n, float *const *out, const kern_weight *const *w,
+                   const float *x, int T, void *scratch);
 
 /* ---- element-wise ops (f32) ----------------------------------------------------------- */
 

@@ -20,6 +20,10 @@ typedef struct {
     void (*free)(backend *b);
     /* out (T,N) = x (T,K) . W^T, batch-invariant per kern_matmul */
     int (*matmul)(backend *b, float *out, const kern_weight *w, const float *x, int T);
+    /* out[i] = x . w[i]^T for i < n (n <= 3): the same values as n matmul calls, which a backend
+     * may run as one job over a shared input (Q/K/V, gate/up) */
+    int (*matmul_n)(backend *b, int n, float *const *out, const kern_weight *const *w,
+                    const float *x, int T);
     /* run fn(arg, ith, nth) on every worker of the backend's host threads */
     void (*parallel)(backend *b, pool_fn fn, void *arg);
     int (*n_threads)(const backend *b);

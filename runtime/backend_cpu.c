@@ -20,16 +20,33 @@ static void cpu__free(backend *b) {
     free(b);
 }
 
-static int cpu__matmul(backend *b, float *out, const kern_weight *w, const float *x, int T) {
-    cpu_ctx *c = b->ctx;
-    size_t need = kern_matmul_scratch(w, T);
+static int cpu__scratch(cpu_ctx *c, size_t need) {
     if (need > c->scratch_size) {
         void *p = realloc(c->scratch, need);
         if (!p) return -1;
         c->scratch = p;
         c->scratch_size = need;
     }
+    return 0;
+}
+
+static int cpu__matmul(backend *b, float *out, const kern_weight *w, const float *x, int T) {
+    cpu_ctx *c = b->ctx;
+    if (cpu__scratch(c, kern_matmul_scratch(w, T))) return -1;
     kern_matmul(c->pool, out, w, x, T, c->scratch);
+    return 0;
+}
+
+static int cpu__matmul_n(backend *b, int n, float *const *out, const kern_weight *const *w,
+                         const float *x, int T) {
+    cpu_ctx *c = b->ctx;
+    size_t need = 0;
+    for (int i = 0; i < n; i++) {
+        size_t s = kern_matmul_scratch(w[i], T);
+        need = s > need ? s : need;
+    }
+    if (cpu__scratch(c, need)) return -1;
+    kern_matmul_n(c->pool, n, out, w, x, T, c->scratch);
     return 0;
 }
 
@@ -48,6 +65,7 @@ static const backend_i cpu_iface = {
     /* .name      = */ "cpu",
     /* .free      = */ cpu__free,
     /* .matmul    = */ cpu__matmul,
+    /* .matmul_n  = */ cpu__matmul_n,
     /* .parallel  = */ cpu__parallel,
     /* .n_threads = */ cpu__n_threads,
 };

@@ -227,6 +227,15 @@ static int check_batch(const model *m, const model_state *s, const model_batch *
         }                                                                                \
     } while (0)
 
+/* n products of one input, as one backend job where it can (MM's error handling) */
+#define MMN(n, outs, ws, in)                                                             \
+    do {                                                                                 \
+        if (be->i->matmul_n(be, (n), (outs), (ws), (in), T)) {                           \
+            snprintf(err, errlen, "model: out of memory in a matmul of %d positions", T); \
+            return -1;                                                                   \
+        }                                                                                \
+    } while (0)
+
 static int comm_fail(const struct comm *c, char *err, size_t errlen) {
     snprintf(err, errlen, "model: %s", comm_error(c));
     return -1;
@@ -300,9 +309,8 @@ int model_forward(const model *m, model_state *s, const model_batch *b, float *l
         /* attention half */
         for (int t = 0; t < T; t++)
             kern_rmsnorm(s->xb + (size_t)t * C, s->x + (size_t)t * C, L->attn_norm, C, c->norm_eps);
-        MM(s->q, &L->wq, s->xb);
-        MM(s->k, &L->wk, s->xb);
-        MM(s->v, &L->wv, s->xb);
+        MMN(3, ((float *const[]){ s->q, s->k, s->v }),
+            ((const kern_weight *const[]){ &L->wq, &L->wk, &L->wv }), s->xb);
         for (int t = 0; t < T; t++) {
             float *q = s->q + (size_t)t * QD, *k = s->k + (size_t)t * KV, *v = s->v + (size_t)t * KV;
             if (L->bq)
@@ -327,8 +335,8 @@ int model_forward(const model *m, model_state *s, const model_batch *b, float *l
         /* FFN half */
         for (int t = 0; t < T; t++)
             kern_rmsnorm(s->xb + (size_t)t * C, s->x + (size_t)t * C, L->ffn_norm, C, c->norm_eps);
-        MM(s->hb, &L->w_gate, s->xb);
-        MM(s->hb2, &L->w_up, s->xb);
+        MMN(2, ((float *const[]){ s->hb, s->hb2 }),
+            ((const kern_weight *const[]){ &L->w_gate, &L->w_up }), s->xb);
         kern_swiglu(s->hb, s->hb, s->hb2, T * F);
         if (mix_matmul(m, s, L->down_mix, &L->w_down, s->hb, F, T, s->xb, err, errlen)) return -1;
         for (size_t i = 0; i < (size_t)T * C; i++) s->x[i] += s->xb[i];

@@ -30,11 +30,14 @@
 
 #define MM_CHUNK_ALIGN 16         /* rows: 64 B of output per token, no false sharing */
 #define MM_CHUNKS_PER_THREAD 8    /* row chunks per thread, for dynamic balance */
+#define MM_MAXW 3                 /* weights sharing one input in kern_matmul_n */
 
 typedef struct {
-    const kern_weight *w;
+    const kern_weight *w;    /* == ws[0]: type, K and layout of every weight */
+    const kern_weight *ws[MM_MAXW];
+    float *outs[MM_MAXW];    /* (T, N_i) */
+    int nw;
     const float *x;          /* (T, K) */
-    float *out;              /* (T, N) */
     int T;
     int fast;                /* 1: gemm_avx2_rows, 2: gemm_x8_rows (KERN_X8), 0: vec_dot */
     const qt_traits *xt;     /* traits of the vec_dot_type */
@@ -42,8 +45,8 @@ typedef struct {
     uint8_t *xdst;           /* == xc, writable; NULL when none is needed */
     size_t xc_row;           /* bytes per converted row */
     int64_t n_xchunks;       /* conversion chunks of all T rows */
-    int64_t chunk_rows;
-    int64_t n_chunks;
+    int64_t chunk_rows[MM_MAXW];
+    int64_t first[MM_MAXW + 1];   /* weight i owns chunks [first[i], first[i + 1]) */
     atomic_int arrived;
     atomic_llong next;
 } mm__ctx;
@@ -86,12 +89,12 @@ static void mm__barrier(mm__ctx *c, int nth) {
     }
 }
 
-static void mm__rows_generic(const mm__ctx *c, int64_t n0, int64_t n1) {
-    const kern_weight *w = c->w;
+static void mm__rows_generic(const mm__ctx *c, const kern_weight *w, float *out, int64_t n0,
+                             int64_t n1) {
     qt_vec_dot_fn dot = qt_get(w->type)->vec_dot;
     for (int t = 0; t < c->T; t++) {
         const uint8_t *xr = c->xc + (size_t)t * c->xc_row;
-        float *o = c->out + (int64_t)t * w->n_rows;
+        float *o = out + (int64_t)t * w->n_rows;
         for (int64_t n = n0; n < n1; n++)
             o[n] = dot(w->n_cols, (const uint8_t *)w->data + (size_t)n * w->row_stride, xr);
     }
@@ -104,26 +107,34 @@ static void mm__work(void *arg, int ith, int nth) {
         mm__convert(c, c->n_xchunks * ith / nth, c->n_xchunks * (ith + 1) / nth);
         if (nth > 1) mm__barrier(c, nth);
     }
-    gemm_args ga = {
-        .w = w->data, .w_stride = w->row_stride, .type = w->type, .K = w->n_cols,
-        .x = c->xc, .x_stride = c->xc_row, .out = c->out, .N = w->n_rows, .T = c->T,
-    };
     for (;;) {
         int64_t ch = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
-        if (ch >= c->n_chunks) break;
-        int64_t n0 = ch * c->chunk_rows;
-        int64_t n1 = n0 + c->chunk_rows < w->n_rows ? n0 + c->chunk_rows : w->n_rows;
+        if (ch >= c->first[c->nw]) break;
+        int i = 0;
+        while (ch >= c->first[i + 1]) i++;
+        const kern_weight *wi = c->ws[i];
+        gemm_args ga = {
+            .w = wi->data, .w_stride = wi->row_stride, .type = w->type, .K = w->n_cols,
+            .x = c->xc, .x_stride = c->xc_row, .out = c->outs[i], .N = wi->n_rows, .T = c->T,
+        };
+        int64_t n0 = (ch - c->first[i]) * c->chunk_rows[i];
+        int64_t n1 = n0 + c->chunk_rows[i] < wi->n_rows ? n0 + c->chunk_rows[i] : wi->n_rows;
         if (c->fast == 2) gemm_x8_rows(&ga, n0, n1);
         else if (c->fast) gemm_avx2_rows(&ga, n0, n1);
-        else mm__rows_generic(c, n0, n1);
+        else mm__rows_generic(c, wi, c->outs[i], n0, n1);
     }
 }
 
-void kern_matmul(struct pool *pool, float *out, const kern_weight *w, const float *x, int T,
-                 void *scratch) {
-    if (T <= 0 || w->n_rows <= 0) return;
+/* one pool job for nw weights of one type, K and layout that share the input x */
+static void mm__run(struct pool *pool, int nw, float *const *outs, const kern_weight *const *ws,
+                    const float *x, int T, void *scratch) {
+    const kern_weight *w = ws[0];
     int nth = pool_size(pool);
-    mm__ctx c = { .w = w, .x = x, .out = out, .T = T };
+    mm__ctx c = { .w = w, .nw = nw, .x = x, .T = T };
+    for (int i = 0; i < nw; i++) {
+        c.ws[i] = ws[i];
+        c.outs[i] = outs[i];
+    }
     c.fast = w->layout == KERN_X8 ? 2 : mm__use_fast(w->type);
     const int vdt = qt_get(w->type)->vec_dot_type;
     c.xt = qt_get(vdt);
@@ -145,12 +156,36 @@ void kern_matmul(struct pool *pool, float *out, const kern_weight *w, const floa
         c.n_xchunks = (int64_t)T * (w->n_cols / c.xt->block_size);
     }
     if (c.xdst) c.xc = c.xdst;
-    int64_t want = (w->n_rows + (int64_t)nth * MM_CHUNKS_PER_THREAD - 1) /
-                   ((int64_t)nth * MM_CHUNKS_PER_THREAD);
-    c.chunk_rows = (want + MM_CHUNK_ALIGN - 1) / MM_CHUNK_ALIGN * MM_CHUNK_ALIGN;
-    c.n_chunks = (w->n_rows + c.chunk_rows - 1) / c.chunk_rows;
+    for (int i = 0; i < nw; i++) {
+        int64_t N = ws[i]->n_rows > 0 ? ws[i]->n_rows : 0;
+        int64_t want = (N + (int64_t)nth * MM_CHUNKS_PER_THREAD - 1) /
+                       ((int64_t)nth * MM_CHUNKS_PER_THREAD);
+        c.chunk_rows[i] = want < 1 ? MM_CHUNK_ALIGN
+                                   : (want + MM_CHUNK_ALIGN - 1) / MM_CHUNK_ALIGN * MM_CHUNK_ALIGN;
+        c.first[i + 1] = c.first[i] + (N + c.chunk_rows[i] - 1) / c.chunk_rows[i];
+    }
     atomic_init(&c.arrived, 0);
     atomic_init(&c.next, 0);
     if (nth == 1) mm__work(&c, 0, 1);
     else pool_run(pool, mm__work, &c);
+}
+
+void kern_matmul(struct pool *pool, float *out, const kern_weight *w, const float *x, int T,
+                 void *scratch) {
+    if (T <= 0 || w->n_rows <= 0) return;
+    mm__run(pool, 1, &out, &w, x, T, scratch);
+}
+
+void kern_matmul_n(struct pool *pool, int n, float *const *out, const kern_weight *const *w,
+                   const float *x, int T, void *scratch) {
+    if (T <= 0) return;
+    int same = n >= 1 && n <= MM_MAXW;
+    for (int i = 1; same && i < n; i++)
+        same = w[i]->type == w[0]->type && w[i]->n_cols == w[0]->n_cols &&
+               w[i]->layout == w[0]->layout;
+    if (same) {
+        mm__run(pool, n, out, w, x, T, scratch);
+        return;
+    }
+    for (int i = 0; i < n; i++) kern_matmul(pool, out[i], w[i], x, T, scratch);
 }

@@ -196,6 +196,55 @@ static void test_case(const tcase *c, const char *isa, pool *p1, pool *p2, pool 
     free(o);
 }
 
+/* kern_matmul_n: the same bits as one kern_matmul per weight, for weights that share type and
+ * K (one job) and for mixed layouts (the fallback), at T = 1 and T = 9 on 2 threads */
+static void test_multi(pool *p2) {
+    tcase c;
+    if (case_init(&c, QT_Q4_0, 2304, 67, 0) != 0) {
+        check(0, "out of memory");
+        return;
+    }
+    kern_weight a = { c.w, c.type, c.N, c.K, c.row, KERN_ROWS };
+    kern_weight b = a, d = a;
+    b.data = c.w + 5 * c.row;
+    b.n_rows = 40;
+    d.data = c.w + 20 * c.row;
+    d.n_rows = 33;
+    size_t psz = kern_pack_size(&b);
+    void *pbuf = psz ? aligned_alloc(64, (psz + 63) / 64 * 64) : NULL;
+    kern_weight bp = pbuf ? kern_pack(&b, pbuf) : b;
+    const kern_weight *sets[2][3] = { { &a, &b, &d }, { &a, &bp, &d } };
+    for (int si = 0; si < 2; si++)
+        for (int T = 1; T <= 9; T += 8) {
+            float *ref[3], *got[3];
+            size_t ss = 0;
+            for (int i = 0; i < 3; i++) {
+                size_t n = sizeof(float) * (size_t)T * (size_t)sets[si][i]->n_rows;
+                ref[i] = malloc(n);
+                got[i] = malloc(n);
+                size_t k = kern_matmul_scratch(sets[si][i], T);
+                ss = k > ss ? k : ss;
+            }
+            void *scratch = malloc(ss);
+            for (int i = 0; i < 3; i++) kern_matmul(p2, ref[i], sets[si][i], c.x, T, scratch);
+            kern_matmul_n(p2, 3, got, sets[si], c.x, T, scratch);
+            int same = 1;
+            for (int i = 0; i < 3; i++)
+                same &= !memcmp(ref[i], got[i], sizeof(float) * (size_t)T * (size_t)sets[si][i]->n_rows);
+            char what[120];
+            snprintf(what, sizeof what, "matmul_n of 3 %s weights, T=%d: identical to 3 matmuls",
+                     si ? "mixed-layout" : "same-layout", T);
+            check(same, what);
+            for (int i = 0; i < 3; i++) {
+                free(ref[i]);
+                free(got[i]);
+            }
+            free(scratch);
+        }
+    free(pbuf);
+    case_free(&c);
+}
+
 int main(void) {
     verbose = getenv("TEST_VERBOSE") != NULL;
     if (kern_init(NULL) != 0) {
@@ -251,6 +300,7 @@ int main(void) {
         }
     }
     kern_init(NULL);
+    test_multi(p2);
     pool_free(p1);
     pool_free(p2);
     pool_free(p3);
