@@ -12,7 +12,7 @@ from mpi import mpirun
 
 sampan = os.environ.get("SAMPAN", "build/sampan")
 shared = os.environ.get("SAMPAN_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
-tmp = os.environ.get("MESON_BUILD_ROOT", "/tmp")
+tmp = os.environ.get("MESON_BUILD_ROOT", "/tmp")   # a cache of deterministic synthetic models
 tiny = os.path.join(shared, "models", "tiny-llama-f32.gguf")
 if not os.path.exists(tiny):
     print(f"skip: {tiny} not found"); sys.exit(77)
@@ -42,8 +42,9 @@ check(r.returncode == 1 and "but the job has 1" in r.stderr, f"--tp 2 without mp
 # ---- per-rank RSS at tp=2 vs one rank
 big = os.path.join(tmp, "dist-tinyllama-q8_0.gguf")
 if not os.path.exists(big):
-    subprocess.run([sampan, "model", "synth", "-o", big, "--shape", "tinyllama-1.1b", "--type", "Q8_0", "--seed", "2"],
+    subprocess.run([sampan, "model", "synth", "-o", big + f".part{os.getpid()}", "--shape", "tinyllama-1.1b", "--type", "Q8_0", "--seed", "2"],
                    check=True, timeout=600)
+    os.replace(big + f".part{os.getpid()}", big)   # atomic: a concurrent run never reads half a file
 size = os.path.getsize(big)
 args = ["run", "-m", big, "-p", "Once upon a time", "-n", "4", "--json", "-t", "1"]
 one = json.loads(subprocess.run([sampan] + args, capture_output=True, text=True, timeout=600, check=True).stdout)

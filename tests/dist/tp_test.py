@@ -10,6 +10,7 @@ run of the same binary:
     single-rank logits within 1e-5 x std at every position, and `sampan score` under mpirun
     still meets the engine's reference tolerances (1e-4 x std, exact greedy).
 The single rank itself is checked against llama.cpp's references by tests/model/ref_test.py."""
+import atexit, shutil, tempfile
 import argparse, array, json, os, subprocess, sys
 sys.path.insert(0, os.path.dirname(__file__))
 from mpi import mpirun, LAYOUTS, layout_args
@@ -22,7 +23,10 @@ ap.add_argument("--quick", action="store_true",
 args = ap.parse_args()
 sampan = os.environ.get("SAMPAN", "build/sampan")
 shared = os.environ.get("SAMPAN_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
-tmp = os.environ.get("MESON_BUILD_ROOT", "/tmp")
+# outputs of this run in a private directory: concurrent suites (CI and a developer's build)
+# must not share file names
+tmp = tempfile.mkdtemp(prefix="sampan-test-")
+atexit.register(shutil.rmtree, tmp, True)
 mpath = os.path.join(shared, "models", args.model + ".gguf")
 rdir = os.path.join(shared, "reference", args.model)
 if not os.path.exists(mpath):

@@ -4,11 +4,15 @@
 shared model, `model synth` determinism and every synth type, `model quantize` round trips.
 Expected values come from ../shared/reference (stories260K's greedy text) or from the
 definition of the option, never from an earlier run of ours."""
+import atexit, shutil, tempfile
 import hashlib, json, os, subprocess, sys
 
 sampan = os.environ.get("SAMPAN", "build/sampan")
 shared = os.environ.get("SAMPAN_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
-tmp = os.environ.get("MESON_BUILD_ROOT", "/tmp")
+# outputs of this run in a private directory: concurrent suites (CI and a developer's build)
+# must not share file names
+tmp = tempfile.mkdtemp(prefix="sampan-test-")
+atexit.register(shutil.rmtree, tmp, True)
 stories = os.path.join(shared, "models", "stories260K.gguf")
 passed = failed = 0
 

@@ -10,6 +10,7 @@ For one model of ../shared/models and each ../shared/reference/<model>/prompt-N.
      (max-norm relative).
 Prints one line per check and "N passed, N failed"; exits 77 when ../shared is absent.
 """
+import atexit, shutil, tempfile
 import argparse, array, json, os, subprocess, sys
 
 ap = argparse.ArgumentParser()
@@ -32,7 +33,10 @@ rdir = os.path.join(shared, "reference", args.model)
 if not os.path.exists(mpath) or not os.path.isdir(rdir):
     print(f"skip: {mpath} or {rdir} not found")
     sys.exit(77)
-tmp = os.environ.get("MESON_BUILD_ROOT", "/tmp")
+# outputs of this run in a private directory: concurrent suites (CI and a developer's build)
+# must not share file names
+tmp = tempfile.mkdtemp(prefix="sampan-test-")
+atexit.register(shutil.rmtree, tmp, True)
 passed = failed = 0
 overall_worst, overall_top1 = 0.0, 1.0
 

@@ -6,11 +6,12 @@ the kernel's own figure from wait4) against weight_bytes + kv_cache_bytes + 64 M
 import json, os, resource, subprocess, sys
 
 sampan = os.environ.get("SAMPAN", "build/sampan")
-tmp = os.environ.get("MESON_BUILD_ROOT", "/tmp")
+tmp = os.environ.get("MESON_BUILD_ROOT", "/tmp")   # a cache of deterministic synthetic models
 model = os.path.join(tmp, "rss-test-tinyllama-2l-q4_0.gguf")
 if not os.path.exists(model):
-    subprocess.run([sampan, "model", "synth", "-o", model, "--shape", "tinyllama-1.1b",
+    subprocess.run([sampan, "model", "synth", "-o", model + f".part{os.getpid()}", "--shape", "tinyllama-1.1b",
                     "--type", "Q4_0", "--layers", "2", "--seed", "3"], check=True)
+    os.replace(model + f".part{os.getpid()}", model)   # atomic: a concurrent run never reads half a file
 cmd = [sampan, "run", "-m", model, "-p", "Once upon a time, in a city by the sea, " * 8,
        "-n", "32", "-c", "1024", "--temp", "0", "--json"]
 p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
