@@ -64,7 +64,7 @@ def alive(pid):
     try:
         with open('/proc/%d/stat' % pid) as f:
             return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-    except (FileNotFoundError, IndexError):
+    except (OSError, IndexError):   # gone between open and read: ESRCH (ProcessLookupError)
         return False
 
 
