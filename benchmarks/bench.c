@@ -9,7 +9,12 @@
  *   pp  one batch of --pp tokens:  tokens/s, GFLOP/s (2 x weight params x tokens + attention),
  *       fraction of the FMA ceiling
  *   tg  --tg single-token steps:   tokens/s, weight GB/s (weight bytes streamed per token x
- *       tokens/s), fraction of the read ceiling
+ *       tokens/s), fraction of the read ceiling, and fraction of the adjacent read bandwidth:
+ *       a read pass over a 256 MiB buffer (the same AVX2 loop and threads) before the first
+ *       step and after every BENCH_PROBE_EVERY steps, outside the timed steps; their mean is
+ *       what the memory bus gave a streaming read while this repetition ran. On a shared host
+ *       the bandwidth moves by a third within a minute, so this pairs like with like; the
+ *       best-of ceiling stays beside it.
  * Models: each -m file, or tinyllama-1.1b-shaped synthetic models (synth_model) of each --types
  * entry, made once in --model-dir. --matmul measures kern_matmul alone on the same shapes
  * (7 matrices per layer plus the output head) with random weights in memory, no model file.
@@ -30,6 +35,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "backend.h"
 #include "bench.h"
 #include "kern.h"
 #include "model.h"
@@ -38,6 +44,8 @@
 
 #define BENCH_SCHEMA "sampan-bench-1"
 #define BENCH_MAX_LIST 16
+#define BENCH_PROBE_EVERY 16   /* decode steps between adjacent read passes */
+#define BENCH_PROBE_MIB 256
 
 typedef struct {
     const char *models[BENCH_MAX_LIST];
@@ -68,6 +76,7 @@ typedef struct {
     double seconds;       /* best of the repetitions */
     double flops;         /* per repetition */
     double bytes;         /* weight bytes streamed per repetition */
+    double read_adj_gbs;  /* tg: mean adjacent read pass of the best repetition; 0: none */
 } bench_result;
 
 typedef struct {
@@ -233,6 +242,43 @@ static void bench__fma_job(void *arg, int ith, int nth) {
     j->sink[ith * 8] += (uint64_t)r;
 }
 
+/* Adjacent read passes (see the header): `run` runs a job on the threads under test. */
+typedef void (*bench__runner)(void *ctx, pool_fn fn, void *arg);
+typedef struct {
+    bench__job j;
+    bench__runner run;
+    void *ctx;
+    double sum;           /* GB/s of the passes since bench__probe_reset */
+    int n;
+} bench__probe;
+
+static void bench__run_pool(void *ctx, pool_fn fn, void *arg) { pool_run(ctx, fn, arg); }
+
+static int bench__probe_init(bench__probe *pr, const bench_opts *o, int threads,
+                             bench__runner run, void *ctx) {
+    memset(pr, 0, sizeof *pr);
+    pr->run = run;
+    pr->ctx = ctx;
+    pr->j.bytes = (size_t)(o->quick ? 64 : BENCH_PROBE_MIB) << 20;
+    pr->j.sink = calloc((size_t)threads * 8, sizeof *pr->j.sink);
+    pr->j.buf = bench__alloc(pr->j.bytes);
+    if (!pr->j.sink || !pr->j.buf) return -1;
+    run(ctx, bench__touch_job, &pr->j);
+    return 0;
+}
+
+static void bench__probe_pass(bench__probe *pr) {
+    double t0 = bench__now();
+    pr->run(pr->ctx, bench__read_job, &pr->j);
+    pr->sum += (double)pr->j.bytes / (bench__now() - t0) * 1e-9;
+    pr->n++;
+}
+
+static void bench__probe_free(bench__probe *pr) {
+    free(pr->j.sink);
+    free(pr->j.buf);
+}
+
 /* Best-of-passes ceilings with `threads` threads; 0 or an error message. */
 static int bench__ceilings(const bench_opts *o, int threads, bench_ceil *out, char *err,
                            size_t errlen) {
@@ -339,18 +385,20 @@ static void bench__progress(const bench_result *r) {
 }
 
 static void bench__print_header(void) {
-    printf("%-34s %-5s %3s %4s %6s %9s %10s %9s %6s %8s %6s\n", "model", "type", "thr", "test",
-           "tokens", "time_s", "tok/s", "GFLOP/s", "%fma", "GB/s", "%read");
+    printf("%-34s %-5s %3s %4s %6s %9s %10s %9s %6s %8s %6s %6s\n", "model", "type", "thr",
+           "test", "tokens", "time_s", "tok/s", "GFLOP/s", "%fma", "GB/s", "%read", "%adj");
 }
 
 static void bench__print(const bench_log *lg, const bench_result *r) {
     const bench_ceil *c = bench__ceil_for(lg, r->threads);
     double gf = r->flops / r->seconds * 1e-9, gb = r->bytes / r->seconds * 1e-9;
     const char *name = strrchr(r->model, '/') ? strrchr(r->model, '/') + 1 : r->model;
-    printf("%-34.34s %-5s %3d %4s %6d %9.4f %10.2f %9.2f %6.1f %8.2f %6.1f\n", name, r->type,
+    char adj[16] = "-";
+    if (r->read_adj_gbs > 0) snprintf(adj, sizeof adj, "%.1f", 100.0 * gb / r->read_adj_gbs);
+    printf("%-34.34s %-5s %3d %4s %6d %9.4f %10.2f %9.2f %6.1f %8.2f %6.1f %6s\n", name, r->type,
            r->threads, r->test, r->tokens, r->seconds, r->tokens / r->seconds, gf,
            c && c->fma_gflops > 0 ? 100.0 * gf / c->fma_gflops : 0.0, gb,
-           c && c->read_gbs > 0 ? 100.0 * gb / c->read_gbs : 0.0);
+           c && c->read_gbs > 0 ? 100.0 * gb / c->read_gbs : 0.0, adj);
     fflush(stdout);
 }
 
@@ -422,6 +470,10 @@ static int bench__write_json(const bench_opts *o, const bench_log *lg, char *err
         cJSON_AddNumberToObject(e, "weight_bytes", r->bytes);
         cJSON_AddNumberToObject(e, "weight_gbs", gb);
         cJSON_AddNumberToObject(e, "frac_read_bw", c && c->read_gbs > 0 ? gb / c->read_gbs : 0);
+        if (r->read_adj_gbs > 0) {
+            cJSON_AddNumberToObject(e, "read_adjacent_gbs", r->read_adj_gbs);
+            cJSON_AddNumberToObject(e, "frac_read_adjacent", gb / r->read_adj_gbs);
+        }
         cJSON_AddItemToArray(runs, e);
     }
     char *text = cJSON_Print(root);
@@ -621,22 +673,37 @@ static int bench__matmul_type(const bench_opts *o, const bench_shape *s, int typ
         }
         /* tg: every matrix of every layer plus the output head, T = 1, --tg times */
         if (o->tg > 0) {
-            double best = 1e30;
+            double best = 1e30, best_adj = 0;
+            bench__probe pr;
+            if (bench__probe_init(&pr, o, nth, bench__run_pool, p) != 0) {
+                bench__probe_free(&pr);
+                goto oom_pool;
+            }
             for (int rep = 0; rep <= o->reps; rep++) {
                 int n = rep == 0 ? 1 : o->tg;
-                double t0 = bench__now();
-                for (int k = 0; k < n; k++)
+                double dt = 0;
+                pr.sum = pr.n = 0;
+                for (int k = 0; k < n; k++) {
+                    if (k % BENCH_PROBE_EVERY == 0) bench__probe_pass(&pr);
+                    double t0 = bench__now();
                     for (int l = 0; l < L; l++)
                         for (int i = 0; i < ls[l].n; i++)
                             kern_matmul(p, out, &ls[l].w[i], x, 1, scratch);
-                double dt = bench__now() - t0;
-                if (rep > 0 && dt < best) best = dt;
+                    dt += bench__now() - t0;
+                }
+                bench__probe_pass(&pr);
+                if (rep > 0 && dt < best) {
+                    best = dt;
+                    best_adj = pr.sum / pr.n;
+                }
             }
+            bench__probe_free(&pr);
             bench_result *res = bench__add(lg);
             if (!res) goto oom_pool;
             *res = (bench_result){ .kind = "matmul", .threads = nth, .test = "tg",
                                    .tokens = o->tg, .seconds = best,
-                                   .flops = 2.0 * params * o->tg, .bytes = bytes * o->tg };
+                                   .flops = 2.0 * params * o->tg, .bytes = bytes * o->tg,
+                                   .read_adj_gbs = best_adj };
             snprintf(res->model, sizeof res->model, "matmul %s x%d layers", s->name, L);
             snprintf(res->type, sizeof res->type, "%s", t->name);
             bench__progress(res);
@@ -668,6 +735,11 @@ static double bench__weight_params(const kern_weight *w) {
 }
 static double bench__weight_bytes(const kern_weight *w) {
     return w->data ? (double)w->n_rows * (double)w->row_stride : 0.0;
+}
+
+static void bench__run_backend(void *ctx, pool_fn fn, void *arg) {
+    backend *be = ctx;
+    be->i->parallel(be, fn, arg);
 }
 
 static int bench__model(const bench_opts *o, const char *path, int nth, bench_log *lg, char *err,
@@ -739,24 +811,40 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
         bench__progress(res);
     }
     if (o->tg > 0) {
-        double best = 1e30;
+        double best = 1e30, best_adj = 0;
+        bench__probe pr;
+        if (bench__probe_init(&pr, o, nth, bench__run_backend, m->be) != 0) {
+            bench__probe_free(&pr);
+            goto oom;
+        }
         for (int rep = 0; rep < o->reps; rep++) {
-            double t0 = bench__now();
+            double dt = 0;
+            pr.sum = pr.n = 0;
             for (int i = 0; i < o->tg; i++) {
+                if (i % BENCH_PROBE_EVERY == 0) bench__probe_pass(&pr);
                 int32_t p1 = i, t1 = tok[i % max_batch];
                 model_batch b = { .n = 1, .tokens = &t1, .pos = &p1 };
-                if (model_forward(m, st, &b, logits, err, errlen) != 0) goto done;
+                double t0 = bench__now();
+                if (model_forward(m, st, &b, logits, err, errlen) != 0) {
+                    bench__probe_free(&pr);
+                    goto done;
+                }
+                dt += bench__now() - t0;
             }
-            double dt = bench__now() - t0;
-            best = dt < best ? dt : best;
+            bench__probe_pass(&pr);
+            if (dt < best) {
+                best = dt;
+                best_adj = pr.sum / pr.n;
+            }
         }
+        bench__probe_free(&pr);
         bench_result *res = bench__add(lg);
         if (!res) goto oom;
         double n = o->tg;
         *res = (bench_result){ .kind = "model", .threads = nth, .test = "tg", .tokens = o->tg,
                                .seconds = best,
                                .flops = n * (2.0 * params + 2.0 * out_params) + att * n * (n + 1) / 2,
-                               .bytes = n * (bytes + out_bytes) };
+                               .bytes = n * (bytes + out_bytes), .read_adj_gbs = best_adj };
         snprintf(res->model, sizeof res->model, "%s", path);
         snprintf(res->type, sizeof res->type, "%s", type);
         bench__progress(res);

@@ -122,6 +122,11 @@ typedef struct {
  * operands (batch invariant); AVX2 when the ISA allows and D % 8 == 0, else scalar. */
 void kern_attn(float *out, const float *q, int D, float scale, int n, const kern_kv_view *kv,
                float *att);
+/* G query heads that share one KV head (grouped-query attention): q and out are (G, D), att
+ * G*n floats. Each head's output is bit for bit kern_attn's on it; the K and V rows are read
+ * once for the group instead of once per head. */
+void kern_attn_group(float *out, const float *q, int G, int D, float scale, int n,
+                     const kern_kv_view *kv, float *att);
 /* out = silu(gate) * up, n elements */
 void kern_swiglu(float *out, const float *gate, const float *up, int n);
 

@@ -40,8 +40,8 @@ struct model_state {
     float *k, *v;                 /* (T, kv_dim) */
     float *hb, *hb2;              /* (T, F) */
     float *g1, *g2;               /* (T, max(C, H*D, F)) all-gather scratch (tp > 1) */
-    float *att;                   /* (n_threads, P) scores */
-    int n_att;                    /* rows of att */
+    float *att;                   /* (n_att, G, n_ctx) scores, G = heads per KV head */
+    int n_att;                    /* threads; att is (n_att, heads per KV head, n_ctx) */
 };
 
 /* first float of the K (or V) vector of block `blk`, slot `off`, layer l */
@@ -121,7 +121,7 @@ model_state *model_state_new_paged(const model *m, int n_blocks, int block_size,
     s->v = malloc(T * s->kv_dim * sizeof(float));
     s->hb = malloc(T * c->ffn_dim * sizeof(float));
     s->hb2 = malloc(T * c->ffn_dim * sizeof(float));
-    s->att = malloc((size_t)s->n_att * n_ctx * sizeof(float));
+    s->att = malloc((size_t)s->n_att * (c->n_heads / c->n_kv_heads) * n_ctx * sizeof(float));
     if (!s->k_cache || !s->v_cache || !s->x || !s->xb || !s->q || !s->k || !s->v || !s->hb ||
         !s->hb2 || !s->att)
         goto oom;
@@ -163,7 +163,7 @@ size_t model_kv_block_bytes(const model *m, int block_size) {
            m->cfg.head_dim * sizeof(float);
 }
 
-/* ---- attention: one job per (position, head), split over the backend's threads ---------- */
+/* ---- attention: one unit per (position, KV head), split over the backend's threads ------ */
 
 typedef struct {
     const model *m;
@@ -179,17 +179,24 @@ static void attn_worker(void *arg, int ith, int nth) {
     const model_shard *sh = &j->m->shard;
     int H = sh->n_heads, D = c->head_dim, group = c->n_heads / c->n_kv_heads;
     float scale = 1.0f / sqrtf((float)D);
-    float *att = s->att + (size_t)ith * s->n_ctx;
-    int total = j->b->n * H;
-    for (int w = ith; w < total; w += nth) {
-        int t = w / H, h = w % H;
-        int kvh = (sh->head0 + h) / group - sh->kv_head0;   /* this rank's copy of h's KV head */
+    float *att = s->att + (size_t)ith * group * s->n_ctx;
+    /* units: (position t, run r of this rank's heads that share one KV head); the first run
+     * may be cut by the shard's head0. A thread takes a contiguous range of units, so each
+     * KV head's rows of a position are read by one thread, once for its group. */
+    int first = group - sh->head0 % group < H ? group - sh->head0 % group : H;
+    int runs = 1 + (H - first + group - 1) / group;
+    int total = j->b->n * runs;
+    for (int u = total * ith / nth; u < total * (ith + 1) / nth; u++) {
+        int t = u / runs, r = u % runs;
+        int h0 = r == 0 ? 0 : first + (r - 1) * group;
+        int h1 = r == 0 ? first : (h0 + group < H ? h0 + group : H);
+        int kvh = (sh->head0 + h0) / group - sh->kv_head0;   /* this rank's copy of the KV head */
         size_t base = kv_index(s, j->layer, 0, 0) + (size_t)kvh * D;
         kern_kv_view kv = { s->k_cache + base, s->v_cache + base, table_of(s, j->b, t),
                             s->block_size, (size_t)s->block_size * (size_t)s->kv_dim,
                             (size_t)s->kv_dim };
-        kern_attn(s->xb + ((size_t)t * H + h) * D, s->q + ((size_t)t * H + h) * D, D, scale,
-                  j->b->pos[t] + 1, &kv, att);
+        kern_attn_group(s->xb + ((size_t)t * H + h0) * D, s->q + ((size_t)t * H + h0) * D,
+                        h1 - h0, D, scale, j->b->pos[t] + 1, &kv, att);
     }
 }
 

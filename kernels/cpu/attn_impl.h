@@ -5,8 +5,8 @@
 
 #include "kern.h"
 
-/* kern_attn for D a multiple of 8 on a CPU with AVX2 and FMA */
-void attn_avx2(float *out, const float *q, int D, float scale, int n, const kern_kv_view *kv,
-               float *att);
+/* kern_attn_group for D a multiple of 8 on a CPU with AVX2 and FMA */
+void attn_avx2_group(float *out, const float *q, int G, int D, float scale, int n,
+                     const kern_kv_view *kv, float *att);
 
 #endif

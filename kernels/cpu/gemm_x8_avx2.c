@@ -25,6 +25,8 @@
  *   out = acc.
  * A tile of 8 rows x TT tokens shares loads only, so out[t][n] is the same bits whatever T,
  * t's place in the batch, the tile or the thread: batch invariance as in gemm_avx2.c.
+ * Decode (T = 1) runs GX_NS groups of a chunk far apart side by side (gx__dec): the same
+ * arithmetic per output, more cache-line misses in flight per core.
  * Per block and token the 8 rows cost 8 maddubs + 8 adds (Q4_0: int16 sums are exact since
  * |q*y| <= 15*127, 16 of them per lane) and 5 ops for the scaling: about 3x fewer operations
  * per multiply-add than the per-row tiles, and no horizontal sums.
@@ -64,18 +66,25 @@ GX_INLINE __m256i gx__bcast4(const int8_t *p) {   /* 4 bytes at p into every 32-
     return _mm256_set1_epi32(v);
 }
 
+GX_INLINE void gx__nibbles(const uint8_t *p, __m256i *lo, __m256i *hi) {   /* 32 B at p */
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256i raw = _mm256_loadu_si256((const __m256i *)p);
+    *lo = _mm256_and_si256(raw, m4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+}
+
 /* 8 rows of group base g x TT tokens starting at x (converted rows x_stride apart), over all
  * K/32 blocks; results to out[j * N + n0 + r] for r < nr. */
 GX_INLINE void gx__tile(int q4, int TT, const uint8_t *g, int64_t nb, const uint8_t *x,
                         size_t x_stride, float *out, int64_t N, int64_t n0, int nr) {
     const size_t bsz = q4 ? 16 + 128 : 16 + 256;
-    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[GX_TT];
     GX_UNROLL
     for (int j = 0; j < TT; j++) acc[j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = g + (size_t)b * bsz;
-        if (TT == 1) {   /* decode: one stream; a line ahead per 64 B */
+        if (TT == 1) {   /* a line ahead per 64 B */
             _mm_prefetch((const char *)blk + GX_PF, _MM_HINT_T0);
             _mm_prefetch((const char *)blk + GX_PF + 64, _MM_HINT_T0);
             if (!q4) {
@@ -92,9 +101,8 @@ GX_INLINE void gx__tile(int q4, int TT, const uint8_t *g, int64_t nb, const uint
         if (q4) {
             GX_UNROLL
             for (int m = 0; m < 4; m++) {
-                __m256i raw = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * m));
-                __m256i lo = _mm256_and_si256(raw, m4);
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                __m256i lo, hi;
+                gx__nibbles(blk + 16 + 32 * m, &lo, &hi);
                 GX_UNROLL
                 for (int j = 0; j < TT; j++) {
                     s[j] = _mm256_add_epi16(s[j], _mm256_maddubs_epi16(lo, gx__bcast4(y[j]->qs + 4 * m)));
@@ -167,14 +175,14 @@ GX_INLINE __m256i gx__pair16(const uint8_t *p) {   /* 8 bytes -> lane r = (p[r],
 
 GX_INLINE void gx__tile_q4k(int TT, const uint8_t *g, int64_t nb, const uint8_t *x,
                             size_t x_stride, float *out, int64_t N, int64_t n0, int nr) {
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
     __m256 acc[GXK_TT];
     GX_UNROLL
     for (int j = 0; j < TT; j++) acc[j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = g + (size_t)b * GXK_BS;
-        if (TT == 1)
+        if (TT == 1) {
             for (int i = 0; i < GXK_BS; i += 64) _mm_prefetch((const char *)blk + GX_PF + i, _MM_HINT_T0);
+        }
         const block_q8_K *y[GXK_TT];
         GX_UNROLL
         for (int j = 0; j < TT; j++) y[j] = (const block_q8_K *)(x + (size_t)j * x_stride) + b;
@@ -187,9 +195,8 @@ GX_INLINE void gx__tile_q4k(int TT, const uint8_t *g, int64_t nb, const uint8_t 
             for (int j = 0; j < TT; j++) slo[j] = shi[j] = _mm256_setzero_si256();
             GX_UNROLL
             for (int c = 0; c < 8; c++) {
-                __m256i raw = _mm256_loadu_si256((const __m256i *)(blk + 160 + 32 * (8 * jp + c)));
-                __m256i lo = _mm256_and_si256(raw, m4);
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                __m256i lo, hi;
+                gx__nibbles(blk + 160 + 32 * (8 * jp + c), &lo, &hi);
                 GX_UNROLL
                 for (int j = 0; j < TT; j++) {
                     slo[j] = _mm256_add_epi16(slo[j], _mm256_maddubs_epi16(lo, gx__bcast4(y[j]->qs + 64 * jp + 4 * c)));
@@ -225,12 +232,122 @@ GX_INLINE void gx__tile_q4k(int TT, const uint8_t *g, int64_t nb, const uint8_t 
     for (int j = 0; j < TT; j++) gx__store(out + (size_t)j * (size_t)N + n0, acc[j], nr);
 }
 
+/* one token, one group super-block: gx__tile_q4k's arithmetic with TT = 1 */
+GX_INLINE __m256 gx__q4k_blk1(const uint8_t *blk, const block_q8_K *y, __m256 acc) {
+    __m256i isum = _mm256_setzero_si256();
+    for (int jp = 0; jp < 4; jp++) {
+        __m256i slo = _mm256_setzero_si256(), shi = slo;
+        GX_UNROLL
+        for (int c = 0; c < 8; c++) {
+            __m256i lo, hi;
+            gx__nibbles(blk + 160 + 32 * (8 * jp + c), &lo, &hi);
+            slo = _mm256_add_epi16(slo, _mm256_maddubs_epi16(lo, gx__bcast4(y->qs + 64 * jp + 4 * c)));
+            shi = _mm256_add_epi16(shi, _mm256_maddubs_epi16(hi, gx__bcast4(y->qs + 64 * jp + 32 + 4 * c)));
+            GX_PIN(slo);
+            GX_PIN(shi);
+        }
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(slo, gx__pair16(blk + 32 + 8 * (2 * jp))));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(shi, gx__pair16(blk + 32 + 8 * (2 * jp + 1))));
+    }
+    __m256i imin = _mm256_setzero_si256();
+    for (int sb = 0; sb < 8; sb++) {
+        int ys = y->bsums[2 * sb] + y->bsums[2 * sb + 1];   /* |ys| <= 4096 */
+        __m256i mn = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 96 + 8 * sb)));
+        imin = _mm256_add_epi32(imin, _mm256_madd_epi16(mn, _mm256_set1_epi32(ys & 0xffff)));
+    }
+    __m256 dy = _mm256_broadcast_ss(&y->d);
+    __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
+    __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16)));
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(isum), acc);
+    return _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(imin), acc);
+}
+
 #define GXK_FN(TT) \
     static void gx__q4k_##TT(const uint8_t *g, int64_t nb, const uint8_t *x, size_t x_stride, \
                              float *out, int64_t N, int64_t n0, int nr) { \
         gx__tile_q4k(TT, g, nb, x, x_stride, out, N, n0, nr); }
 GXK_FN(1) GXK_FN(2) GXK_FN(3) GXK_FN(4)
 static const gx__fn gx__q4k[GXK_TT] = { gx__q4k_1, gx__q4k_2, gx__q4k_3, gx__q4k_4 };
+/* ---- decode: one token, GX_NS weight streams ---------------------------------------------
+ * With one token a group is a single pass over its weights, and one core's stream of demand
+ * loads and prefetches does not keep enough cache-line misses in flight to reach the memory
+ * bus's rate. The decode path therefore runs NS groups of a chunk far apart side by side
+ * (groups i, i + q, i + 2q, ... of the chunk's groups), NS independent streams and NS
+ * independent chains. The arithmetic of every output is gx__tile's with TT = 1. */
+#define GX_NS 2          /* weight streams per thread in decode */
+#define GX_PF_DEC 4096   /* prefetch distance of each decode stream (bytes) */
+
+/* exact int32 sums of one block (gx__tile's, one token): Q4_0 already minus 8 * sum(y) */
+GX_INLINE __m256i gx__blk1(int q4, const uint8_t *blk, const gemm_q8p *y) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s = _mm256_setzero_si256();
+    if (q4) {
+        GX_UNROLL
+        for (int m = 0; m < 4; m++) {
+            __m256i lo, hi;
+            gx__nibbles(blk + 16 + 32 * m, &lo, &hi);
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo, gx__bcast4(y->qs + 4 * m)));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi, gx__bcast4(y->qs + 16 + 4 * m)));
+            GX_PIN(s);
+        }
+        return _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(y->sy8));
+    }
+    GX_UNROLL
+    for (int c = 0; c < 8; c++) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * c));
+        __m256i aw = _mm256_sign_epi8(w, w);
+        __m256i ys = _mm256_sign_epi8(gx__bcast4(y->qs + 4 * c), w);
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(aw, ys), ones));
+        GX_PIN(s);
+    }
+    return s;
+}
+
+/* NS groups g[i] of a Q4_0 (kind 0), Q8_0 (1) or Q4_K (2) weight, one token x, to
+ * o[i][0..nr[i]) */
+GX_INLINE void gx__dec(int kind, int NS, const uint8_t *const *g, int64_t nb, const uint8_t *x,
+                       float *const *o, const int *nr) {
+    const size_t bsz = kind == 2 ? GXK_BS : kind == 0 ? 16 + 128 : 16 + 256;
+    const size_t ysz = kind == 2 ? sizeof(block_q8_K) : sizeof(gemm_q8p);
+    __m256 acc[4];
+    GX_UNROLL
+    for (int i = 0; i < NS; i++) acc[i] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *y = x + (size_t)b * ysz;
+        GX_UNROLL
+        for (int i = 0; i < NS; i++) {
+            const uint8_t *blk = g[i] + (size_t)b * bsz;
+            for (size_t l = 0; l + 16 < bsz; l += 64)   /* Q4_0, Q8_0: a line per 64 B of quants */
+                _mm_prefetch((const char *)blk + GX_PF_DEC + l, _MM_HINT_T0);
+            if (kind == 2) {
+                acc[i] = gx__q4k_blk1(blk, (const block_q8_K *)y, acc[i]);
+            } else {
+                const gemm_q8p *yq = (const gemm_q8p *)y;
+                __m256i si = gx__blk1(kind == 0, blk, yq);
+                __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
+                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&yq->d)),
+                                         _mm256_cvtepi32_ps(si), acc[i]);
+            }
+        }
+    }
+    GX_UNROLL
+    for (int i = 0; i < NS; i++) gx__store(o[i], acc[i], nr[i]);
+}
+
+typedef void (*gx__dfn)(const uint8_t *const *g, int64_t nb, const uint8_t *x, float *const *o,
+                        const int *nr);
+#define GXD_FN(kind, NS) \
+    static void gx__dec_##kind##_##NS(const uint8_t *const *g, int64_t nb, const uint8_t *x, \
+                                      float *const *o, const int *nr) { \
+        gx__dec(kind, NS, g, nb, x, o, nr); }
+GXD_FN(0, 1) GXD_FN(0, 2) GXD_FN(0, 3) GXD_FN(0, 4)
+GXD_FN(1, 1) GXD_FN(1, 2) GXD_FN(1, 3) GXD_FN(1, 4)
+GXD_FN(2, 1) GXD_FN(2, 2) GXD_FN(2, 3) GXD_FN(2, 4)
+static const gx__dfn gx__decs[3][4] = {
+    { gx__dec_0_1, gx__dec_0_2, gx__dec_0_3, gx__dec_0_4 },
+    { gx__dec_1_1, gx__dec_1_2, gx__dec_1_3, gx__dec_1_4 },
+    { gx__dec_2_1, gx__dec_2_2, gx__dec_2_3, gx__dec_2_4 } };
+_Static_assert(GX_NS >= 1 && GX_NS <= 4, "GX_NS streams: 1..4");
 
 /* ---- F16 ---------------------------------------------------------------------------------- */
 
@@ -381,6 +498,26 @@ void gemm_x8_rows(const gemm_args *a, int64_t n0, int64_t n1) {
     const size_t gs = gemm_x8_group_size(a->type, a->K);
     const gx__fn *fn = q4k ? gx__q4k : a->type == QT_Q4_0 ? gx__q4 : gx__q8;
     const int TTm = q4k ? GXK_TT : GX_TT;
+    if (a->T == 1) {   /* decode: groups i, i + q, ... of the chunk side by side */
+        const gx__dfn *dfn = gx__decs[q4k ? 2 : a->type == QT_Q4_0 ? 0 : 1];
+        int64_t ng = (n1 - n0 + 7) / 8, q = (ng + GX_NS - 1) / GX_NS;
+        for (int64_t k = 0; k < ng; k += q)   /* the kernels prefetch GX_PF_DEC ahead: start */
+            for (int i = 0; i < GX_PF_DEC; i += 64)   /* each stream's first lines now */
+                _mm_prefetch((const char *)a->w + (size_t)(n0 / 8 + k) * gs + i, _MM_HINT_T0);
+        for (int64_t i = 0; i < q; i++) {
+            const uint8_t *g[GX_NS];
+            float *o[GX_NS];
+            int nr[GX_NS], m = 0;
+            for (int64_t k = i; k < ng && m < GX_NS; k += q, m++) {
+                int64_t n = n0 + 8 * k;
+                g[m] = a->w + (size_t)(n / 8) * gs;
+                o[m] = a->out + n;
+                nr[m] = (int)(n1 - n < 8 ? n1 - n : 8);
+            }
+            dfn[m - 1](g, nb, a->x, o, nr);
+        }
+        return;
+    }
     for (int tb = 0; tb < a->T; tb += GX_TB) {
         int te = tb + GX_TB < a->T ? tb + GX_TB : a->T;
         for (int64_t n = n0; n < n1; n += 8) {

@@ -6,7 +6,11 @@
  *      over the threads, so T = 1 is split too;
  *   2. compute: threads take chunks of MM_CHUNK_ALIGN-aligned weight rows from a shared counter
  *      (dynamic, because the machine is shared and a thread may be descheduled); a chunk covers
- *      all T tokens.
+ *      all T tokens. Small batches on packed weights (each weight byte read once per call)
+ *      take guided chunks, a 1/(2 nth) share of the rows left, shrinking to MM_CHUNK_ALIGN
+ *      rows: few long streams, and a tail of small chunks so that the threads finish
+ *      together. Larger batches take fixed chunks (MM_CHUNKS_PER_THREAD per thread), small
+ *      enough that a chunk's weights stay in L2 while the token blocks pass over them.
  * Batch invariance: out[t][n] is computed by the same arithmetic whatever T, t's place in the
  * batch and the thread count: the AVX2 tile kernels of gemm_avx2.c when kern_isa() is not
  * "scalar" (they fix one accumulation order for every tile shape), otherwise one call of the
@@ -31,6 +35,7 @@
 #define MM_CHUNK_ALIGN 16         /* rows: 64 B of output per token, no false sharing */
 #define MM_CHUNKS_PER_THREAD 8    /* row chunks per thread, for dynamic balance */
 #define MM_MAXW 3                 /* weights sharing one input in kern_matmul_n */
+#define MM_GUIDED_T 64            /* batches up to this take guided chunks on packed weights */
 
 typedef struct {
     const kern_weight *w;    /* == ws[0]: type, K and layout of every weight */
@@ -45,10 +50,13 @@ typedef struct {
     uint8_t *xdst;           /* == xc, writable; NULL when none is needed */
     size_t xc_row;           /* bytes per converted row */
     int64_t n_xchunks;       /* conversion chunks of all T rows */
-    int64_t chunk_rows[MM_MAXW];
-    int64_t first[MM_MAXW + 1];   /* weight i owns chunks [first[i], first[i + 1]) */
+    int guided;              /* chunks from the rows left (see the header), else fixed */
+    int64_t chunk_rows[MM_MAXW];  /* fixed chunks */
+    int64_t first[MM_MAXW + 1];   /* fixed: weight i owns chunks [first[i], first[i + 1]);
+                                     guided: rows [first[i], first[i + 1]) of the rows of all
+                                     weights end to end */
     atomic_int arrived;
-    atomic_llong next;
+    atomic_llong next;       /* fixed: the next chunk; guided: the next row */
 } mm__ctx;
 
 /* kern_init may switch ISA between calls (tests compare paths), so ask every time */
@@ -100,6 +108,37 @@ static void mm__rows_generic(const mm__ctx *c, const kern_weight *w, float *out,
     }
 }
 
+/* The next chunk: weight *wi, its rows [*n0, *n1); 0 when none is left. */
+static int mm__claim(mm__ctx *c, int nth, int *wi, int64_t *n0, int64_t *n1) {
+    const int64_t total = c->first[c->nw];
+    if (!c->guided) {
+        int64_t ch = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+        if (ch >= total) return 0;
+        int i = 0;
+        while (ch >= c->first[i + 1]) i++;
+        *wi = i;
+        *n0 = (ch - c->first[i]) * c->chunk_rows[i];
+        *n1 = *n0 + c->chunk_rows[i] < c->ws[i]->n_rows ? *n0 + c->chunk_rows[i] : c->ws[i]->n_rows;
+        return 1;
+    }
+    long long r = atomic_load_explicit(&c->next, memory_order_relaxed);
+    for (;;) {
+        if (r >= total) return 0;
+        int i = 0;
+        while (r >= c->first[i + 1]) i++;
+        int64_t want = (total - r + 2 * nth - 1) / (2 * nth);
+        want = (want + MM_CHUNK_ALIGN - 1) / MM_CHUNK_ALIGN * MM_CHUNK_ALIGN;
+        int64_t end = r + want < c->first[i + 1] ? r + want : c->first[i + 1];
+        if (atomic_compare_exchange_weak_explicit(&c->next, &r, end, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *wi = i;
+            *n0 = r - c->first[i];
+            *n1 = end - c->first[i] < c->ws[i]->n_rows ? end - c->first[i] : c->ws[i]->n_rows;
+            return 1;
+        }
+    }
+}
+
 static void mm__work(void *arg, int ith, int nth) {
     mm__ctx *c = arg;
     const kern_weight *w = c->w;
@@ -107,18 +146,14 @@ static void mm__work(void *arg, int ith, int nth) {
         mm__convert(c, c->n_xchunks * ith / nth, c->n_xchunks * (ith + 1) / nth);
         if (nth > 1) mm__barrier(c, nth);
     }
-    for (;;) {
-        int64_t ch = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
-        if (ch >= c->first[c->nw]) break;
-        int i = 0;
-        while (ch >= c->first[i + 1]) i++;
+    int i;
+    int64_t n0, n1;
+    while (mm__claim(c, nth, &i, &n0, &n1)) {
         const kern_weight *wi = c->ws[i];
         gemm_args ga = {
             .w = wi->data, .w_stride = wi->row_stride, .type = w->type, .K = w->n_cols,
             .x = c->xc, .x_stride = c->xc_row, .out = c->outs[i], .N = wi->n_rows, .T = c->T,
         };
-        int64_t n0 = (ch - c->first[i]) * c->chunk_rows[i];
-        int64_t n1 = n0 + c->chunk_rows[i] < wi->n_rows ? n0 + c->chunk_rows[i] : wi->n_rows;
         if (c->fast == 2) gemm_x8_rows(&ga, n0, n1);
         else if (c->fast) gemm_avx2_rows(&ga, n0, n1);
         else mm__rows_generic(c, wi, c->outs[i], n0, n1);
@@ -156,8 +191,13 @@ static void mm__run(struct pool *pool, int nw, float *const *outs, const kern_we
         c.n_xchunks = (int64_t)T * (w->n_cols / c.xt->block_size);
     }
     if (c.xdst) c.xc = c.xdst;
+    c.guided = c.fast == 2 && T <= MM_GUIDED_T;
     for (int i = 0; i < nw; i++) {
         int64_t N = ws[i]->n_rows > 0 ? ws[i]->n_rows : 0;
+        if (c.guided) {   /* rows end to end; a weight's rows start at a multiple of 16 */
+            c.first[i + 1] = c.first[i] + (N + MM_CHUNK_ALIGN - 1) / MM_CHUNK_ALIGN * MM_CHUNK_ALIGN;
+            continue;
+        }
         int64_t want = (N + (int64_t)nth * MM_CHUNKS_PER_THREAD - 1) /
                        ((int64_t)nth * MM_CHUNKS_PER_THREAD);
         c.chunk_rows[i] = want < 1 ? MM_CHUNK_ALIGN

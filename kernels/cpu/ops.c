@@ -47,24 +47,33 @@ void kern_swiglu(float *out, const float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) out[i] = om_silu(gate[i]) * up[i];
 }
 
-void kern_attn(float *out, const float *q, int D, float scale, int n, const kern_kv_view *kv,
-               float *att) {
+void kern_attn_group(float *out, const float *q, int G, int D, float scale, int n,
+                     const kern_kv_view *kv, float *att) {
     if (D % 8 == 0 && strcmp(kern_isa(), "scalar") != 0) {
-        attn_avx2(out, q, D, scale, n, kv, att);
+        attn_avx2_group(out, q, G, D, scale, n, kv, att);
         return;
     }
-    for (int p = 0; p < n; p++) {
-        const float *k = kv->k + (size_t)kv->table[p / kv->block_size] * kv->block_stride +
-                         (size_t)(p % kv->block_size) * kv->slot_stride;
-        float s = 0.0f;
-        for (int d = 0; d < D; d++) s += k[d] * q[d];
-        att[p] = s * scale;
+    for (int g = 0; g < G; g++) {
+        const float *qg = q + (size_t)g * D;
+        float *og = out + (size_t)g * D, *ag = att + (size_t)g * n;
+        for (int p = 0; p < n; p++) {
+            const float *k = kv->k + (size_t)kv->table[p / kv->block_size] * kv->block_stride +
+                             (size_t)(p % kv->block_size) * kv->slot_stride;
+            float s = 0.0f;
+            for (int d = 0; d < D; d++) s += k[d] * qg[d];
+            ag[p] = s * scale;
+        }
+        kern_softmax(ag, n);
+        memset(og, 0, (size_t)D * sizeof(float));
+        for (int p = 0; p < n; p++) {
+            const float *v = kv->v + (size_t)kv->table[p / kv->block_size] * kv->block_stride +
+                             (size_t)(p % kv->block_size) * kv->slot_stride;
+            for (int d = 0; d < D; d++) og[d] += ag[p] * v[d];
+        }
     }
-    kern_softmax(att, n);
-    memset(out, 0, (size_t)D * sizeof(float));
-    for (int p = 0; p < n; p++) {
-        const float *v = kv->v + (size_t)kv->table[p / kv->block_size] * kv->block_stride +
-                         (size_t)(p % kv->block_size) * kv->slot_stride;
-        for (int d = 0; d < D; d++) out[d] += att[p] * v[d];
-    }
+}
+
+void kern_attn(float *out, const float *q, int D, float scale, int n, const kern_kv_view *kv,
+               float *att) {
+    kern_attn_group(out, q, 1, D, scale, n, kv, att);
 }

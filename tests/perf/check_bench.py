@@ -87,6 +87,13 @@ def main():
             if k == "frac_fma_peak" and m.get("isa") == "scalar":
                 ok = isinstance(v, (int, float))
             check(ok, tag + ": 0 <= %s <= 1.5 (got %r)" % (k, v))
+        if r.get("test") == "tg":   # adjacent read passes, and the fraction derived from them
+            adj, frac = r.get("read_adjacent_gbs"), r.get("frac_read_adjacent")
+            check(positive(adj), tag + ": read_adjacent_gbs > 0 (got %r)" % (adj,))
+            if positive(adj) and positive(r.get("weight_gbs")):
+                check(isinstance(frac, (int, float)) and 0 < frac <= 1.5 and
+                      abs(frac - r["weight_gbs"] / adj) <= 1e-6 * frac,
+                      tag + ": frac_read_adjacent == weight_gbs / read_adjacent_gbs (got %r)" % (frac,))
 
 
 if __name__ == "__main__":
