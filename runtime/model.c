@@ -32,7 +32,9 @@ struct model_state {
     int32_t *identity;            /* (n_seq * n_ctx / block_size) the slots' own tables */
     int kv_dim;                   /* this rank's KV heads x D */
     int layer0;                   /* first layer of this stage: cache layer 0 */
-    float *k_cache, *v_cache;     /* (L_stage, n_blocks, block_size, kv_dim) each */
+    float *k_cache, *v_cache;     /* (L_stage, n_blocks, n_kv_heads, block_size, head_dim) */
+    size_t kv_floats;             /* of each cache */
+    int n_kv_heads, head_dim;     /* this rank's KV heads; kv_dim = n_kv_heads * head_dim */
     /* activations for up to max_batch positions */
     float *x;                     /* (T, C) residual stream */
     float *xb;                    /* (T, max(C, H*D)) normed input / attention output */
@@ -44,11 +46,13 @@ struct model_state {
     int n_att;                    /* threads; att is (n_att, heads per KV head, n_ctx) */
 };
 
-/* first float of the K (or V) vector of block `blk`, slot `off`, layer l */
-static size_t kv_index(const model_state *s, int l, int blk, int off) {
+/* first float of KV head h's K (or V) vector in block `blk`, slot `off`, layer l: a block
+ * holds each KV head's block_size vectors together, so attention over one head reads
+ * block_size * head_dim contiguous floats per block */
+static size_t kv_index(const model_state *s, int l, int blk, int h, int off) {
     l -= s->layer0;
-    return (((size_t)l * s->n_blocks + (size_t)blk) * s->block_size + (size_t)off) *
-           (size_t)s->kv_dim;
+    return ((((size_t)l * s->n_blocks + (size_t)blk) * s->n_kv_heads + (size_t)h) * s->block_size +
+            (size_t)off) * (size_t)s->head_dim;
 }
 
 /* the block table of position t's sequence */
@@ -101,7 +105,10 @@ model_state *model_state_new_paged(const model *m, int n_blocks, int block_size,
     const model_shard *sh = &m->shard;
     s->kv_dim = sh->n_kv_heads * c->head_dim;
     s->layer0 = sh->layer0;
+    s->n_kv_heads = sh->n_kv_heads;
+    s->head_dim = c->head_dim;
     size_t kv = (size_t)(sh->layer1 - sh->layer0) * n_blocks * block_size * s->kv_dim;
+    s->kv_floats = kv;
     size_t T = (size_t)max_batch;
     int qd = c->n_heads * c->head_dim;
     int wide = qd > c->dim ? qd : c->dim;
@@ -152,7 +159,7 @@ void model_state_free(model_state *s) {
 }
 
 size_t model_state_kv_bytes(const model_state *s) {
-    return 2 * kv_index(s, s->layer0, s->n_blocks, 0) * sizeof(float);
+    return 2 * s->kv_floats * sizeof(float);
 }
 
 int model_state_n_ctx(const model_state *s) { return s->n_ctx; }
@@ -191,13 +198,27 @@ static void attn_worker(void *arg, int ith, int nth) {
         int h0 = r == 0 ? 0 : first + (r - 1) * group;
         int h1 = r == 0 ? first : (h0 + group < H ? h0 + group : H);
         int kvh = (sh->head0 + h0) / group - sh->kv_head0;   /* this rank's copy of the KV head */
-        size_t base = kv_index(s, j->layer, 0, 0) + (size_t)kvh * D;
+        size_t base = kv_index(s, j->layer, 0, kvh, 0);
         kern_kv_view kv = { s->k_cache + base, s->v_cache + base, table_of(s, j->b, t),
-                            s->block_size, (size_t)s->block_size * (size_t)s->kv_dim,
-                            (size_t)s->kv_dim };
+                            s->block_size, (size_t)s->block_size * (size_t)s->kv_dim, (size_t)D };
         kern_attn_group(s->xb + ((size_t)t * H + h0) * D, s->q + ((size_t)t * H + h0) * D,
                         h1 - h0, D, scale, j->b->pos[t] + 1, &kv, att);
     }
+}
+
+/* hb = silu(hb) * hb2 over (T, F), split over the backend's threads in 64-float pieces */
+typedef struct {
+    float *hb;
+    const float *hb2;
+    size_t n;
+} swiglu_job;
+
+static void swiglu_worker(void *arg, int ith, int nth) {
+    const swiglu_job *j = arg;
+    size_t pieces = (j->n + 63) / 64;
+    size_t i0 = pieces * (size_t)ith / (size_t)nth * 64, i1 = pieces * (size_t)(ith + 1) / (size_t)nth * 64;
+    if (i1 > j->n) i1 = j->n;
+    if (i0 < i1) kern_swiglu(j->hb + i0, j->hb + i0, j->hb2 + i0, (int)(i1 - i0));
 }
 
 static int check_batch(const model *m, const model_state *s, const model_batch *b, char *err,
@@ -331,8 +352,10 @@ int model_forward(const model *m, model_state *s, const model_batch *b, float *l
                       m->rope_freqs);
             const int32_t *tab = table_of(s, b, t);
             int blk = tab[b->pos[t] / s->block_size], off = b->pos[t] % s->block_size;
-            memcpy(s->k_cache + kv_index(s, l, blk, off), k, (size_t)KV * sizeof(float));
-            memcpy(s->v_cache + kv_index(s, l, blk, off), v, (size_t)KV * sizeof(float));
+            for (int h = 0; h < sh->n_kv_heads; h++) {
+                memcpy(s->k_cache + kv_index(s, l, blk, h, off), k + (size_t)h * D, (size_t)D * sizeof(float));
+                memcpy(s->v_cache + kv_index(s, l, blk, h, off), v + (size_t)h * D, (size_t)D * sizeof(float));
+            }
         }
         attn_job job = { m, s, b, l };
         be->i->parallel(be, attn_worker, &job);         /* xb (T, Hl*D) = attention output */
@@ -344,7 +367,8 @@ int model_forward(const model *m, model_state *s, const model_batch *b, float *l
             kern_rmsnorm(s->xb + (size_t)t * C, s->x + (size_t)t * C, L->ffn_norm, C, c->norm_eps);
         MMN(2, ((float *const[]){ s->hb, s->hb2 }),
             ((const kern_weight *const[]){ &L->w_gate, &L->w_up }), s->xb);
-        kern_swiglu(s->hb, s->hb, s->hb2, T * F);
+        swiglu_job sj = { s->hb, s->hb2, (size_t)T * F };
+        be->i->parallel(be, swiglu_worker, &sj);
         if (mix_matmul(m, s, L->down_mix, &L->w_down, s->hb, F, T, s->xb, err, errlen)) return -1;
         for (size_t i = 0; i < (size_t)T * C; i++) s->x[i] += s->xb[i];
     }

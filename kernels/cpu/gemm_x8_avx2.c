@@ -173,6 +173,26 @@ GX_INLINE __m256i gx__pair16(const uint8_t *p) {   /* 8 bytes -> lane r = (p[r],
     return _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
 }
 
+/* y's sums over its 8 sub-blocks of 32 values as 4 int16 pairs: ys2[i] = (ys[2i], ys[2i+1]) */
+GX_INLINE void gx__q8k_ys2(const block_q8_K *y, int32_t ys2[4]) {
+    __m256i ys = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums),
+                                   _mm256_set1_epi16(1));   /* |ys| <= 4096: packs is exact */
+    _mm_storeu_si128((__m128i *)ys2, _mm_packs_epi32(_mm256_castsi256_si128(ys),
+                                                      _mm256_extracti128_si256(ys, 1)));
+}
+
+/* imin of gx__tile_q4k (exact): lane r = sum_s mn[s][r] * ys[s], two sub-blocks per madd */
+GX_INLINE __m256i gx__q4k_imin(const uint8_t *blk, const int32_t *ys2) {
+    __m256i imin = _mm256_setzero_si256();
+    GX_UNROLL
+    for (int i = 0; i < 4; i++) {   /* lane r: (mn[2i][r], mn[2i+1][r]) . (ys[2i], ys[2i+1]) */
+        __m128i m = _mm_loadu_si128((const __m128i *)(blk + 96 + 16 * i));
+        __m256i mn = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, _mm_srli_si128(m, 8)));
+        imin = _mm256_add_epi32(imin, _mm256_madd_epi16(mn, _mm256_set1_epi32(ys2[i])));
+    }
+    return imin;
+}
+
 GX_INLINE void gx__tile_q4k(int TT, const uint8_t *g, int64_t nb, const uint8_t *x,
                             size_t x_stride, float *out, int64_t N, int64_t n0, int nr) {
     __m256 acc[GXK_TT];
@@ -217,12 +237,9 @@ GX_INLINE void gx__tile_q4k(int TT, const uint8_t *g, int64_t nb, const uint8_t 
         __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16)));
         GX_UNROLL
         for (int j = 0; j < TT; j++) {
-            __m256i imin = _mm256_setzero_si256();
-            for (int sb = 0; sb < 8; sb++) {
-                int ys = y[j]->bsums[2 * sb] + y[j]->bsums[2 * sb + 1];   /* |ys| <= 4096 */
-                __m256i mn = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 96 + 8 * sb)));
-                imin = _mm256_add_epi32(imin, _mm256_madd_epi16(mn, _mm256_set1_epi32(ys & 0xffff)));
-            }
+            int32_t ys2[4];
+            gx__q8k_ys2(y[j], ys2);
+            __m256i imin = gx__q4k_imin(blk, ys2);
             __m256 dy = _mm256_broadcast_ss(&y[j]->d);
             acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(isum[j]), acc[j]);
             acc[j] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(imin), acc[j]);
@@ -232,8 +249,10 @@ GX_INLINE void gx__tile_q4k(int TT, const uint8_t *g, int64_t nb, const uint8_t 
     for (int j = 0; j < TT; j++) gx__store(out + (size_t)j * (size_t)N + n0, acc[j], nr);
 }
 
-/* one token, one group super-block: gx__tile_q4k's arithmetic with TT = 1 */
-GX_INLINE __m256 gx__q4k_blk1(const uint8_t *blk, const block_q8_K *y, __m256 acc) {
+/* one token, one group super-block: gx__tile_q4k's arithmetic with TT = 1; ys2 from
+ * gx__q8k_ys2(y) (computed once per super-block for all streams) */
+GX_INLINE __m256 gx__q4k_blk1(const uint8_t *blk, const block_q8_K *y, const int32_t *ys2,
+                              __m256 acc) {
     __m256i isum = _mm256_setzero_si256();
     for (int jp = 0; jp < 4; jp++) {
         __m256i slo = _mm256_setzero_si256(), shi = slo;
@@ -249,12 +268,7 @@ GX_INLINE __m256 gx__q4k_blk1(const uint8_t *blk, const block_q8_K *y, __m256 ac
         isum = _mm256_add_epi32(isum, _mm256_madd_epi16(slo, gx__pair16(blk + 32 + 8 * (2 * jp))));
         isum = _mm256_add_epi32(isum, _mm256_madd_epi16(shi, gx__pair16(blk + 32 + 8 * (2 * jp + 1))));
     }
-    __m256i imin = _mm256_setzero_si256();
-    for (int sb = 0; sb < 8; sb++) {
-        int ys = y->bsums[2 * sb] + y->bsums[2 * sb + 1];   /* |ys| <= 4096 */
-        __m256i mn = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 96 + 8 * sb)));
-        imin = _mm256_add_epi32(imin, _mm256_madd_epi16(mn, _mm256_set1_epi32(ys & 0xffff)));
-    }
+    __m256i imin = gx__q4k_imin(blk, ys2);
     __m256 dy = _mm256_broadcast_ss(&y->d);
     __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
     __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16)));
@@ -314,13 +328,15 @@ GX_INLINE void gx__dec(int kind, int NS, const uint8_t *const *g, int64_t nb, co
     for (int i = 0; i < NS; i++) acc[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *y = x + (size_t)b * ysz;
+        int32_t ys2[4];
+        if (kind == 2) gx__q8k_ys2((const block_q8_K *)y, ys2);
         GX_UNROLL
         for (int i = 0; i < NS; i++) {
             const uint8_t *blk = g[i] + (size_t)b * bsz;
             for (size_t l = 0; l + 16 < bsz; l += 64)   /* Q4_0, Q8_0: a line per 64 B of quants */
                 _mm_prefetch((const char *)blk + GX_PF_DEC + l, _MM_HINT_T0);
             if (kind == 2) {
-                acc[i] = gx__q4k_blk1(blk, (const block_q8_K *)y, acc[i]);
+                acc[i] = gx__q4k_blk1(blk, (const block_q8_K *)y, ys2, acc[i]);
             } else {
                 const gemm_q8p *yq = (const gemm_q8p *)y;
                 __m256i si = gx__blk1(kind == 0, blk, yq);
