@@ -566,13 +566,14 @@ def test_utf8():
 
 
 def test_queued_under_timeout():
-    """--max-seqs 1 --timeout 1: requests queued behind a long one wait longer than the idle
-    timeout. A queued stream gets SSE comments (": keep-alive") so the connection stays up, a
-    queued non-streamed request has the timeout paused; both complete with correct text."""
+    """--max-seqs 1 --timeout 1: requests queued behind a long one (2000 tokens: seconds even
+    on a fast machine) wait longer than the idle timeout. A queued stream gets SSE comments
+    (": keep-alive") so the connection stays up, a queued non-streamed request has the timeout
+    paused; both complete with correct text."""
     if not os.path.exists(SMALL):
         print(f"note: {SMALL} not found, queueing under the idle timeout not tested")
         return
-    srv = Server(model=SMALL, args=["-c", "1024", "--kv-mem", "32M", "--max-seqs", "1", "--timeout", "1"])
+    srv = Server(model=SMALL, args=["-c", "2048", "--kv-mem", "32M", "--max-seqs", "1", "--timeout", "1"])
     try:
         base = {"prompt": "Once upon a time", "temperature": 0}
         ref = srv.json("POST", "/v1/completions", dict(base, max_tokens=8))[2]["choices"][0]["text"]
@@ -580,7 +581,7 @@ def test_queued_under_timeout():
         res = {}
 
         def long_one():
-            res["long"] = srv.json("POST", "/v1/completions", dict(base, max_tokens=1000, ignore_eos=True))[0]
+            res["long"] = srv.json("POST", "/v1/completions", dict(base, max_tokens=2000, ignore_eos=True))[0]
         th = threading.Thread(target=long_one)
         th.start()
         time.sleep(0.3)
