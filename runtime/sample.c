@@ -59,35 +59,34 @@ static int cand_desc(const void *a, const void *b) {
     return x->id - y->id;
 }
 
+/* worse(a, b): a sorts after b */
+static int cand_worse(const cand *a, const cand *b) { return cand_desc(a, b) > 0; }
+
+/* restore the min-heap (worst kept candidate at the root) below c[j], k entries */
+static void sift_down(cand *c, int k, int j) {
+    for (;;) {
+        int w = j, l = 2 * j + 1, r = l + 1;
+        if (l < k && cand_worse(&c[l], &c[w])) w = l;
+        if (r < k && cand_worse(&c[r], &c[w])) w = r;
+        if (w == j) return;
+        cand t = c[j];
+        c[j] = c[w];
+        c[w] = t;
+        j = w;
+    }
+}
+
 /* The k best of logits (V) by cand_desc into c[0..k), in that order: a heap of the k best so
  * far with the worst at its root, then a sort of the k. O(V log k) instead of sorting V. */
 static int top_k_select(cand *c, const float *logits, int V, int k) {
     for (int i = 0; i < k; i++) c[i] = (cand){ logits[i], i };
-    /* worse(a, b): a sorts after b */
-#define WORSE(a, b) (cand_desc(&(a), &(b)) > 0)
-    for (int i = k / 2 - 1; i >= 0; i--)   /* heapify: parent worse than (or equal to) children */
-        for (int j = i;;) {
-            int w = j, l = 2 * j + 1, r = l + 1;
-            if (l < k && WORSE(c[l], c[w])) w = l;
-            if (r < k && WORSE(c[r], c[w])) w = r;
-            if (w == j) break;
-            cand t = c[j]; c[j] = c[w]; c[w] = t;
-            j = w;
-        }
+    for (int i = k / 2 - 1; i >= 0; i--) sift_down(c, k, i);   /* parent worse than children */
     for (int i = k; i < V; i++) {
         cand x = { logits[i], i };
-        if (!WORSE(c[0], x)) continue;   /* not better than the worst kept */
+        if (!cand_worse(&c[0], &x)) continue;   /* not better than the worst kept */
         c[0] = x;
-        for (int j = 0;;) {
-            int w = j, l = 2 * j + 1, r = l + 1;
-            if (l < k && WORSE(c[l], c[w])) w = l;
-            if (r < k && WORSE(c[r], c[w])) w = r;
-            if (w == j) break;
-            cand t = c[j]; c[j] = c[w]; c[w] = t;
-            j = w;
-        }
+        sift_down(c, k, 0);
     }
-#undef WORSE
     qsort(c, (size_t)k, sizeof *c, cand_desc);
     return k;
 }
