@@ -42,6 +42,12 @@
 #define GX_TT 4      /* tokens per tile */
 #define GX_TB 64     /* tokens per L2 block in batches */
 #define GX_PF 2048   /* software prefetch distance in the weight stream (bytes) */
+#ifndef GX_NS
+#define GX_NS 2          /* weight streams per thread in decode */
+#endif
+#ifndef GX_PF_DEC
+#define GX_PF_DEC 4096   /* prefetch distance of each decode stream (bytes) */
+#endif
 
 _Static_assert(sizeof(gemm_q8p) == 40, "gemm_q8p layout");
 
@@ -255,6 +261,8 @@ GX_INLINE __m256 gx__q4k_blk1(const uint8_t *blk, const block_q8_K *y, const int
                               __m256 acc) {
     __m256i isum = _mm256_setzero_si256();
     for (int jp = 0; jp < 4; jp++) {
+        for (int l = 0; l < 5; l++)   /* 20 lines per 1184 B, 5 per quarter (not 19 at once) */
+            _mm_prefetch((const char *)blk + GX_PF_DEC + 320 * jp + 64 * l, _MM_HINT_T0);
         __m256i slo = _mm256_setzero_si256(), shi = slo;
         GX_UNROLL
         for (int c = 0; c < 8; c++) {
@@ -288,8 +296,6 @@ static const gx__fn gx__q4k[GXK_TT] = { gx__q4k_1, gx__q4k_2, gx__q4k_3, gx__q4k
  * bus's rate. The decode path therefore runs NS groups of a chunk far apart side by side
  * (groups i, i + q, i + 2q, ... of the chunk's groups), NS independent streams and NS
  * independent chains. The arithmetic of every output is gx__tile's with TT = 1. */
-#define GX_NS 2          /* weight streams per thread in decode */
-#define GX_PF_DEC 4096   /* prefetch distance of each decode stream (bytes) */
 
 /* exact int32 sums of one block (gx__tile's, one token): Q4_0 already minus 8 * sum(y) */
 GX_INLINE __m256i gx__blk1(int q4, const uint8_t *blk, const gemm_q8p *y) {
@@ -333,8 +339,9 @@ GX_INLINE void gx__dec(int kind, int NS, const uint8_t *const *g, int64_t nb, co
         GX_UNROLL
         for (int i = 0; i < NS; i++) {
             const uint8_t *blk = g[i] + (size_t)b * bsz;
-            for (size_t l = 0; l + 16 < bsz; l += 64)   /* Q4_0, Q8_0: a line per 64 B of quants */
-                _mm_prefetch((const char *)blk + GX_PF_DEC + l, _MM_HINT_T0);
+            if (kind != 2)   /* a line per 64 B of quants; Q4_K spreads its own in gx__q4k_blk1 */
+                for (size_t l = 0; l + 16 < bsz; l += 64)
+                    _mm_prefetch((const char *)blk + GX_PF_DEC + l, _MM_HINT_T0);
             if (kind == 2) {
                 acc[i] = gx__q4k_blk1(blk, (const block_q8_K *)y, ys2, acc[i]);
             } else {
