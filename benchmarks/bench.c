@@ -10,7 +10,7 @@
  *       fraction of the FMA ceiling
  *   tg  --tg single-token steps:   tokens/s, weight GB/s (weight bytes streamed per token x
  *       tokens/s), fraction of the read ceiling, and fraction of the adjacent read bandwidth:
- *       a read pass over a 256 MiB buffer (the same AVX2 loop and threads) before the first
+ *       a read pass over a 128 MiB buffer (the same AVX2 loop and threads) before the first
  *       step and after every BENCH_PROBE_EVERY steps, outside the timed steps; their mean is
  *       what the memory bus gave a streaming read while this repetition ran. On a shared host
  *       the bandwidth moves by a third within a minute, so this pairs like with like; the
@@ -44,8 +44,8 @@
 
 #define BENCH_SCHEMA "sampan-bench-1"
 #define BENCH_MAX_LIST 16
-#define BENCH_PROBE_EVERY 16   /* decode steps between adjacent read passes */
-#define BENCH_PROBE_MIB 256
+#define BENCH_PROBE_EVERY 8    /* decode steps between adjacent read passes */
+#define BENCH_PROBE_MIB 128    /* 4x the L3 */
 
 typedef struct {
     const char *models[BENCH_MAX_LIST];
