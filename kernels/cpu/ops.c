@@ -1,8 +1,11 @@
-/* kernels/cpu/ops.c — element-wise transformer ops on the CPU (RMSNorm, RoPE, softmax, SwiGLU),
- * built from the shared per-element math in kernels/ops_math.h. */
+/* kernels/cpu/ops.c — element-wise transformer ops on the CPU (RMSNorm, RoPE, softmax, SwiGLU)
+ * and attention, built from the shared per-element math in kernels/ops_math.h. Softmax's
+ * exponentials, SwiGLU and attention have AVX2 variants (ops_avx2.c, attn_avx2.c) used unless
+ * the scalar ISA is forced. */
 #include <string.h>
 
 #include "attn_impl.h"
+#include "ops_impl.h"
 #include "kern.h"
 #include "ops_math.h"
 
@@ -30,20 +33,27 @@ void kern_rope(float *x, int H, int D, int n_rot, int pos, float freq_base, int 
     }
 }
 
+static int ops__simd(void) { return strcmp(kern_isa(), "scalar") != 0; }
+
 void kern_softmax(float *x, int n) {
     float max = -INFINITY;
     for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) {
-        float e = expf(x[i] - max);
-        x[i] = e;
-        sum += e;
+    if (ops__simd()) {
+        ops_avx2_exp_shift(x, n, max);
+    } else {
+        for (int i = 0; i < n; i++) x[i] = expf(x[i] - max);
     }
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += x[i];
     float inv = (float)(1.0 / sum);
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
 void kern_swiglu(float *out, const float *gate, const float *up, int n) {
+    if (ops__simd()) {
+        ops_avx2_swiglu(out, gate, up, n);
+        return;
+    }
     for (int i = 0; i < n; i++) out[i] = om_silu(gate[i]) * up[i];
 }
 
