@@ -12,9 +12,10 @@
  *       tokens/s), fraction of the read ceiling, and fraction of the adjacent read bandwidth:
  *       a read pass over a 128 MiB buffer (the same AVX2 loop and threads) before the first
  *       step and after every BENCH_PROBE_EVERY steps, outside the timed steps; their mean is
- *       what the memory bus gave a streaming read while this repetition ran. On a shared host
- *       the bandwidth moves by a third within a minute, so this pairs like with like; the
- *       best-of ceiling stays beside it.
+ *       what the memory bus gave a streaming read while this repetition ran; %adj is the median
+ *       over the repetitions of (weight GB/s / adjacent read GB/s). On a shared host the
+ *       bandwidth moves by a third within a minute, so this pairs like with like; the best-of
+ *       ceiling stays beside it.
  * Models: each -m file, or tinyllama-1.1b-shaped synthetic models (synth_model) of each --types
  * entry, made once in --model-dir. --matmul measures kern_matmul alone on the same shapes
  * (7 matrices per layer plus the output head) with random weights in memory, no model file.
@@ -77,6 +78,8 @@ typedef struct {
     double flops;         /* per repetition */
     double bytes;         /* weight bytes streamed per repetition */
     double read_adj_gbs;  /* tg: mean adjacent read pass of the best repetition; 0: none */
+    double adj[BENCH_MAX_LIST];   /* tg: each repetition's weight GB/s / its adjacent read */
+    int n_adj;
 } bench_result;
 
 typedef struct {
@@ -377,6 +380,25 @@ static const bench_ceil *bench__ceil_for(const bench_log *lg, int threads) {
     return NULL;
 }
 
+/* median of the repetitions' adjacent fractions (reps are few: insertion sort of a copy) */
+static double bench__adj_median(const bench_result *r) {
+    double v[BENCH_MAX_LIST];
+    int n = r->n_adj;
+    for (int i = 0; i < n; i++) {
+        double x = r->adj[i];
+        int j = i;
+        for (; j > 0 && v[j - 1] > x; j--) v[j] = v[j - 1];
+        v[j] = x;
+    }
+    if (n == 0) return 0;
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* a repetition's adjacent fraction, kept for the median (the first BENCH_MAX_LIST) */
+static void bench__adj_add(double *adj, int *n, double rep_gbs, const bench__probe *pr) {
+    if (*n < BENCH_MAX_LIST && pr->n > 0 && pr->sum > 0) adj[(*n)++] = rep_gbs / (pr->sum / pr->n);
+}
+
 static void bench__progress(const bench_result *r) {
     const char *name = strrchr(r->model, '/') ? strrchr(r->model, '/') + 1 : r->model;
     fprintf(stderr, "# %s %s %d thread%s %s %d: %.3f s, %.2f tokens/s\n", name, r->type,
@@ -394,7 +416,7 @@ static void bench__print(const bench_log *lg, const bench_result *r) {
     double gf = r->flops / r->seconds * 1e-9, gb = r->bytes / r->seconds * 1e-9;
     const char *name = strrchr(r->model, '/') ? strrchr(r->model, '/') + 1 : r->model;
     char adj[16] = "-";
-    if (r->read_adj_gbs > 0) snprintf(adj, sizeof adj, "%.1f", 100.0 * gb / r->read_adj_gbs);
+    if (r->n_adj > 0) snprintf(adj, sizeof adj, "%.1f", 100.0 * bench__adj_median(r));
     printf("%-34.34s %-5s %3d %4s %6d %9.4f %10.2f %9.2f %6.1f %8.2f %6.1f %6s\n", name, r->type,
            r->threads, r->test, r->tokens, r->seconds, r->tokens / r->seconds, gf,
            c && c->fma_gflops > 0 ? 100.0 * gf / c->fma_gflops : 0.0, gb,
@@ -470,9 +492,11 @@ static int bench__write_json(const bench_opts *o, const bench_log *lg, char *err
         cJSON_AddNumberToObject(e, "weight_bytes", r->bytes);
         cJSON_AddNumberToObject(e, "weight_gbs", gb);
         cJSON_AddNumberToObject(e, "frac_read_bw", c && c->read_gbs > 0 ? gb / c->read_gbs : 0);
-        if (r->read_adj_gbs > 0) {
+        if (r->n_adj > 0) {
             cJSON_AddNumberToObject(e, "read_adjacent_gbs", r->read_adj_gbs);
-            cJSON_AddNumberToObject(e, "frac_read_adjacent", gb / r->read_adj_gbs);
+            cJSON_AddNumberToObject(e, "frac_read_adjacent", bench__adj_median(r));
+            cJSON *reps = cJSON_AddArrayToObject(e, "frac_read_adjacent_reps");
+            for (int k = 0; k < r->n_adj; k++) cJSON_AddItemToArray(reps, cJSON_CreateNumber(r->adj[k]));
         }
         cJSON_AddItemToArray(runs, e);
     }
@@ -673,7 +697,8 @@ static int bench__matmul_type(const bench_opts *o, const bench_shape *s, int typ
         }
         /* tg: every matrix of every layer plus the output head, T = 1, --tg times */
         if (o->tg > 0) {
-            double best = 1e30, best_adj = 0;
+            double best = 1e30, best_adj = 0, adj[BENCH_MAX_LIST];
+            int n_adj = 0;
             bench__probe pr;
             if (bench__probe_init(&pr, o, nth, bench__run_pool, p) != 0) {
                 bench__probe_free(&pr);
@@ -692,6 +717,7 @@ static int bench__matmul_type(const bench_opts *o, const bench_shape *s, int typ
                     dt += bench__now() - t0;
                 }
                 bench__probe_pass(&pr);
+                if (rep > 0) bench__adj_add(adj, &n_adj, bytes * o->tg / dt * 1e-9, &pr);
                 if (rep > 0 && dt < best) {
                     best = dt;
                     best_adj = pr.sum / pr.n;
@@ -703,7 +729,8 @@ static int bench__matmul_type(const bench_opts *o, const bench_shape *s, int typ
             *res = (bench_result){ .kind = "matmul", .threads = nth, .test = "tg",
                                    .tokens = o->tg, .seconds = best,
                                    .flops = 2.0 * params * o->tg, .bytes = bytes * o->tg,
-                                   .read_adj_gbs = best_adj };
+                                   .read_adj_gbs = best_adj, .n_adj = n_adj };
+            memcpy(res->adj, adj, sizeof adj);
             snprintf(res->model, sizeof res->model, "matmul %s x%d layers", s->name, L);
             snprintf(res->type, sizeof res->type, "%s", t->name);
             bench__progress(res);
@@ -811,7 +838,8 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
         bench__progress(res);
     }
     if (o->tg > 0) {
-        double best = 1e30, best_adj = 0;
+        double best = 1e30, best_adj = 0, adj[BENCH_MAX_LIST];
+        int n_adj = 0;
         bench__probe pr;
         if (bench__probe_init(&pr, o, nth, bench__run_backend, m->be) != 0) {
             bench__probe_free(&pr);
@@ -832,6 +860,7 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
                 dt += bench__now() - t0;
             }
             bench__probe_pass(&pr);
+            bench__adj_add(adj, &n_adj, o->tg * (bytes + out_bytes) / dt * 1e-9, &pr);
             if (dt < best) {
                 best = dt;
                 best_adj = pr.sum / pr.n;
@@ -844,7 +873,9 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
         *res = (bench_result){ .kind = "model", .threads = nth, .test = "tg", .tokens = o->tg,
                                .seconds = best,
                                .flops = n * (2.0 * params + 2.0 * out_params) + att * n * (n + 1) / 2,
-                               .bytes = n * (bytes + out_bytes), .read_adj_gbs = best_adj };
+                               .bytes = n * (bytes + out_bytes), .read_adj_gbs = best_adj,
+                               .n_adj = n_adj };
+        memcpy(res->adj, adj, sizeof adj);
         snprintf(res->model, sizeof res->model, "%s", path);
         snprintf(res->type, sizeof res->type, "%s", type);
         bench__progress(res);

@@ -62,6 +62,8 @@ def main():
             if k == "fma_gflops" and m.get("isa") == "scalar":
                 continue
             check(positive(c.get(k)), "ceilings[threads=%s].%s > 0" % (c.get("threads"), k))
+    opts = doc.get("options", {})
+    check(positive(opts.get("reps")), "options.reps > 0")
     runs = doc.get("runs", [])
     models = sorted(set(r.get("model") for r in runs))
     check(len(models) >= 1, "at least one model benchmarked")
@@ -87,13 +89,18 @@ def main():
             if k == "frac_fma_peak" and m.get("isa") == "scalar":
                 ok = isinstance(v, (int, float))
             check(ok, tag + ": 0 <= %s <= 1.5 (got %r)" % (k, v))
-        if r.get("test") == "tg":   # adjacent read passes, and the fraction derived from them
+        if r.get("test") == "tg":   # adjacent read passes, and the fractions derived from them
             adj, frac = r.get("read_adjacent_gbs"), r.get("frac_read_adjacent")
+            reps = r.get("frac_read_adjacent_reps")
             check(positive(adj), tag + ": read_adjacent_gbs > 0 (got %r)" % (adj,))
-            if positive(adj) and positive(r.get("weight_gbs")):
-                check(isinstance(frac, (int, float)) and 0 < frac <= 1.5 and
-                      abs(frac - r["weight_gbs"] / adj) <= 1e-6 * frac,
-                      tag + ": frac_read_adjacent == weight_gbs / read_adjacent_gbs (got %r)" % (frac,))
+            ok = isinstance(reps, list) and len(reps) == opts.get("reps") and \
+                all(isinstance(v, (int, float)) and 0 < v <= 1.5 for v in reps)
+            check(ok, tag + ": one frac_read_adjacent_reps entry in (0, 1.5] per repetition (got %r)" % (reps,))
+            if ok:
+                v, n = sorted(reps), len(reps)
+                med = v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+                check(isinstance(frac, (int, float)) and abs(frac - med) <= 1e-9,
+                      tag + ": frac_read_adjacent == median of the repetitions (got %r, %r)" % (frac, med))
 
 
 if __name__ == "__main__":
