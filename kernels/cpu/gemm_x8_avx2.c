@@ -255,27 +255,29 @@ GX_INLINE void gx__tile_q4k(int TT, const uint8_t *g, int64_t nb, const uint8_t 
     for (int j = 0; j < TT; j++) gx__store(out + (size_t)j * (size_t)N + n0, acc[j], nr);
 }
 
-/* one token, one group super-block: gx__tile_q4k's arithmetic with TT = 1; ys2 from
- * gx__q8k_ys2(y) (computed once per super-block for all streams) */
-GX_INLINE __m256 gx__q4k_blk1(const uint8_t *blk, const block_q8_K *y, const int32_t *ys2,
-                              __m256 acc) {
-    __m256i isum = _mm256_setzero_si256();
-    for (int jp = 0; jp < 4; jp++) {
-        for (int l = 0; l < 5; l++)   /* 20 lines per 1184 B, 5 per quarter (not 19 at once) */
-            _mm_prefetch((const char *)blk + GX_PF_DEC + 320 * jp + 64 * l, _MM_HINT_T0);
-        __m256i slo = _mm256_setzero_si256(), shi = slo;
-        GX_UNROLL
-        for (int c = 0; c < 8; c++) {
-            __m256i lo, hi;
-            gx__nibbles(blk + 160 + 32 * (8 * jp + c), &lo, &hi);
-            slo = _mm256_add_epi16(slo, _mm256_maddubs_epi16(lo, gx__bcast4(y->qs + 64 * jp + 4 * c)));
-            shi = _mm256_add_epi16(shi, _mm256_maddubs_epi16(hi, gx__bcast4(y->qs + 64 * jp + 32 + 4 * c)));
-            GX_PIN(slo);
-            GX_PIN(shi);
-        }
-        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(slo, gx__pair16(blk + 32 + 8 * (2 * jp))));
-        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(shi, gx__pair16(blk + 32 + 8 * (2 * jp + 1))));
+/* One token, one group super-block, gx__tile_q4k's arithmetic with TT = 1, in two steps so
+ * that the decode streams interleave by quarter: isum of quarter jp (sub-blocks 2jp, 2jp+1),
+ * then the scales and mins (ys2 from gx__q8k_ys2(y), once per super-block for all streams). */
+GX_INLINE __m256i gx__q4k_quarter(const uint8_t *blk, const block_q8_K *y, int jp, __m256i isum) {
+    for (int l = 0; l < 5; l++)   /* 20 lines per 1184 B, 5 per quarter (not 19 at once) */
+        _mm_prefetch((const char *)blk + GX_PF_DEC + 320 * jp + 64 * l, _MM_HINT_T0);
+    __m256i slo = _mm256_setzero_si256(), shi = slo;
+    GX_UNROLL
+    for (int c = 0; c < 8; c++) {
+        __m256i lo, hi;
+        gx__nibbles(blk + 160 + 32 * (8 * jp + c), &lo, &hi);
+        slo = _mm256_add_epi16(slo, _mm256_maddubs_epi16(lo, gx__bcast4(y->qs + 64 * jp + 4 * c)));
+        shi = _mm256_add_epi16(shi, _mm256_maddubs_epi16(hi, gx__bcast4(y->qs + 64 * jp + 32 + 4 * c)));
+        GX_PIN(slo);
+        GX_PIN(shi);
     }
+    isum = _mm256_add_epi32(isum, _mm256_madd_epi16(slo, gx__pair16(blk + 32 + 8 * (2 * jp))));
+    return _mm256_add_epi32(isum, _mm256_madd_epi16(shi, gx__pair16(blk + 32 + 8 * (2 * jp + 1))));
+}
+
+/* acc after super-block blk given its isum (the 4 quarters) */
+GX_INLINE __m256 gx__q4k_finish(const uint8_t *blk, const block_q8_K *y, const int32_t *ys2,
+                                __m256i isum, __m256 acc) {
     __m256i imin = gx__q4k_imin(blk, ys2);
     __m256 dy = _mm256_broadcast_ss(&y->d);
     __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
@@ -336,21 +338,29 @@ GX_INLINE void gx__dec(int kind, int NS, const uint8_t *const *g, int64_t nb, co
         const uint8_t *y = x + (size_t)b * ysz;
         int32_t ys2[4];
         if (kind == 2) gx__q8k_ys2((const block_q8_K *)y, ys2);
+        if (kind == 2) {   /* the streams side by side at quarter granularity */
+            __m256i isum[4];
+            GX_UNROLL
+            for (int i = 0; i < NS; i++) isum[i] = _mm256_setzero_si256();
+            for (int jp = 0; jp < 4; jp++)
+                GX_UNROLL
+                for (int i = 0; i < NS; i++)
+                    isum[i] = gx__q4k_quarter(g[i] + (size_t)b * bsz, (const block_q8_K *)y, jp, isum[i]);
+            GX_UNROLL
+            for (int i = 0; i < NS; i++)
+                acc[i] = gx__q4k_finish(g[i] + (size_t)b * bsz, (const block_q8_K *)y, ys2, isum[i], acc[i]);
+            continue;
+        }
         GX_UNROLL
         for (int i = 0; i < NS; i++) {
             const uint8_t *blk = g[i] + (size_t)b * bsz;
-            if (kind != 2)   /* a line per 64 B of quants; Q4_K spreads its own in gx__q4k_blk1 */
-                for (size_t l = 0; l + 16 < bsz; l += 64)
-                    _mm_prefetch((const char *)blk + GX_PF_DEC + l, _MM_HINT_T0);
-            if (kind == 2) {
-                acc[i] = gx__q4k_blk1(blk, (const block_q8_K *)y, ys2, acc[i]);
-            } else {
-                const gemm_q8p *yq = (const gemm_q8p *)y;
-                __m256i si = gx__blk1(kind == 0, blk, yq);
-                __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
-                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&yq->d)),
-                                         _mm256_cvtepi32_ps(si), acc[i]);
-            }
+            for (size_t l = 0; l + 16 < bsz; l += 64)   /* a line per 64 B of quants */
+                _mm_prefetch((const char *)blk + GX_PF_DEC + l, _MM_HINT_T0);
+            const gemm_q8p *yq = (const gemm_q8p *)y;
+            __m256i si = gx__blk1(kind == 0, blk, yq);
+            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
+            acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&yq->d)),
+                                     _mm256_cvtepi32_ps(si), acc[i]);
         }
     }
     GX_UNROLL
