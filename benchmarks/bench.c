@@ -394,9 +394,35 @@ static double bench__adj_median(const bench_result *r) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* a repetition's adjacent fraction, kept for the median (the first BENCH_MAX_LIST) */
-static void bench__adj_add(double *adj, int *n, double rep_gbs, const bench__probe *pr) {
-    if (*n < BENCH_MAX_LIST && pr->n > 0 && pr->sum > 0) adj[(*n)++] = rep_gbs / (pr->sum / pr->n);
+/* Decode repetitions: (warmup ? one untimed step first, then) --reps times --tg calls of
+ * step(ctx, k), timed one by one, with adjacent read passes before step 0, every
+ * BENCH_PROBE_EVERY steps and after the last. Fills r->seconds (fastest repetition),
+ * r->read_adj_gbs (its mean read pass) and r->adj (each repetition's weight GB/s over its own
+ * mean read pass; rep_bytes: weight bytes of one repetition). 0, or step's -1. */
+static int bench__tg_reps(const bench_opts *o, bench__probe *pr, int warmup, double rep_bytes,
+                          int (*step)(void *ctx, int k), void *ctx, bench_result *r) {
+    r->seconds = 1e30;
+    r->n_adj = 0;
+    for (int rep = warmup ? -1 : 0; rep < o->reps; rep++) {
+        int n = rep < 0 ? 1 : o->tg;
+        double dt = 0;
+        pr->sum = pr->n = 0;
+        for (int k = 0; k < n; k++) {
+            if (k % BENCH_PROBE_EVERY == 0) bench__probe_pass(pr);
+            double t0 = bench__now();
+            if (step(ctx, k) != 0) return -1;
+            dt += bench__now() - t0;
+        }
+        bench__probe_pass(pr);
+        if (rep < 0) continue;
+        double mean = pr->sum / pr->n;
+        if (r->n_adj < BENCH_MAX_LIST) r->adj[r->n_adj++] = rep_bytes / dt * 1e-9 / mean;
+        if (dt < r->seconds) {
+            r->seconds = dt;
+            r->read_adj_gbs = mean;
+        }
+    }
+    return 0;
 }
 
 static void bench__progress(const bench_result *r) {
@@ -640,6 +666,24 @@ static double bench__layer_bytes(const bench_layer *l, int with_output) {
     return b;
 }
 
+/* one decode step of --matmul: every matrix of every layer plus the output head, T = 1 */
+typedef struct {
+    pool *p;
+    const bench_layer *ls;
+    int L;
+    const float *x;
+    float *out;
+    void *scratch;
+} bench__mm_step;
+
+static int bench__mm_tg_step(void *ctx, int k) {
+    const bench__mm_step *m = ctx;
+    (void)k;
+    for (int l = 0; l < m->L; l++)
+        for (int i = 0; i < m->ls[l].n; i++) kern_matmul(m->p, m->out, &m->ls[l].w[i], m->x, 1, m->scratch);
+    return 0;
+}
+
 static int bench__matmul_type(const bench_opts *o, const bench_shape *s, int type, bench_log *lg,
                               char *err, size_t errlen) {
     const qt_traits *t = qt_get(type);
@@ -697,40 +741,24 @@ static int bench__matmul_type(const bench_opts *o, const bench_shape *s, int typ
         }
         /* tg: every matrix of every layer plus the output head, T = 1, --tg times */
         if (o->tg > 0) {
-            double best = 1e30, best_adj = 0, adj[BENCH_MAX_LIST];
-            int n_adj = 0;
             bench__probe pr;
+            bench_result tg = { 0 };
+            bench__mm_step ms = { p, ls, L, x, out, scratch };
             if (bench__probe_init(&pr, o, nth, bench__run_pool, p) != 0) {
                 bench__probe_free(&pr);
                 goto oom_pool;
             }
-            for (int rep = 0; rep <= o->reps; rep++) {
-                int n = rep == 0 ? 1 : o->tg;
-                double dt = 0;
-                pr.sum = pr.n = 0;
-                for (int k = 0; k < n; k++) {
-                    if (k % BENCH_PROBE_EVERY == 0) bench__probe_pass(&pr);
-                    double t0 = bench__now();
-                    for (int l = 0; l < L; l++)
-                        for (int i = 0; i < ls[l].n; i++)
-                            kern_matmul(p, out, &ls[l].w[i], x, 1, scratch);
-                    dt += bench__now() - t0;
-                }
-                bench__probe_pass(&pr);
-                if (rep > 0) bench__adj_add(adj, &n_adj, bytes * o->tg / dt * 1e-9, &pr);
-                if (rep > 0 && dt < best) {
-                    best = dt;
-                    best_adj = pr.sum / pr.n;
-                }
-            }
+            bench__tg_reps(o, &pr, 1, bytes * o->tg, bench__mm_tg_step, &ms, &tg);
             bench__probe_free(&pr);
             bench_result *res = bench__add(lg);
             if (!res) goto oom_pool;
-            *res = (bench_result){ .kind = "matmul", .threads = nth, .test = "tg",
-                                   .tokens = o->tg, .seconds = best,
-                                   .flops = 2.0 * params * o->tg, .bytes = bytes * o->tg,
-                                   .read_adj_gbs = best_adj, .n_adj = n_adj };
-            memcpy(res->adj, adj, sizeof adj);
+            *res = tg;
+            res->kind = "matmul";
+            res->threads = nth;
+            res->test = "tg";
+            res->tokens = o->tg;
+            res->flops = 2.0 * params * o->tg;
+            res->bytes = bytes * o->tg;
             snprintf(res->model, sizeof res->model, "matmul %s x%d layers", s->name, L);
             snprintf(res->type, sizeof res->type, "%s", t->name);
             bench__progress(res);
@@ -767,6 +795,24 @@ static double bench__weight_bytes(const kern_weight *w) {
 static void bench__run_backend(void *ctx, pool_fn fn, void *arg) {
     backend *be = ctx;
     be->i->parallel(be, fn, arg);
+}
+
+/* one decode step of the model: position k, a token from the prompt batch */
+typedef struct {
+    const model *m;
+    model_state *st;
+    const int32_t *tok;
+    int max_batch;
+    float *logits;
+    char *err;
+    size_t errlen;
+} bench__model_step;
+
+static int bench__model_tg_step(void *ctx, int k) {
+    const bench__model_step *ms = ctx;
+    int32_t p1 = k, t1 = ms->tok[k % ms->max_batch];
+    model_batch b = { .n = 1, .tokens = &t1, .pos = &p1 };
+    return model_forward(ms->m, ms->st, &b, ms->logits, ms->err, ms->errlen);
 }
 
 static int bench__model(const bench_opts *o, const char *path, int nth, bench_log *lg, char *err,
@@ -838,44 +884,26 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
         bench__progress(res);
     }
     if (o->tg > 0) {
-        double best = 1e30, best_adj = 0, adj[BENCH_MAX_LIST];
-        int n_adj = 0;
         bench__probe pr;
+        bench_result tg = { 0 };
+        bench__model_step ms = { m, st, tok, max_batch, logits, err, errlen };
         if (bench__probe_init(&pr, o, nth, bench__run_backend, m->be) != 0) {
             bench__probe_free(&pr);
             goto oom;
         }
-        for (int rep = 0; rep < o->reps; rep++) {
-            double dt = 0;
-            pr.sum = pr.n = 0;
-            for (int i = 0; i < o->tg; i++) {
-                if (i % BENCH_PROBE_EVERY == 0) bench__probe_pass(&pr);
-                int32_t p1 = i, t1 = tok[i % max_batch];
-                model_batch b = { .n = 1, .tokens = &t1, .pos = &p1 };
-                double t0 = bench__now();
-                if (model_forward(m, st, &b, logits, err, errlen) != 0) {
-                    bench__probe_free(&pr);
-                    goto done;
-                }
-                dt += bench__now() - t0;
-            }
-            bench__probe_pass(&pr);
-            bench__adj_add(adj, &n_adj, o->tg * (bytes + out_bytes) / dt * 1e-9, &pr);
-            if (dt < best) {
-                best = dt;
-                best_adj = pr.sum / pr.n;
-            }
-        }
+        int step_rc = bench__tg_reps(o, &pr, 0, o->tg * (bytes + out_bytes), bench__model_tg_step, &ms, &tg);
         bench__probe_free(&pr);
+        if (step_rc != 0) goto done;
         bench_result *res = bench__add(lg);
         if (!res) goto oom;
         double n = o->tg;
-        *res = (bench_result){ .kind = "model", .threads = nth, .test = "tg", .tokens = o->tg,
-                               .seconds = best,
-                               .flops = n * (2.0 * params + 2.0 * out_params) + att * n * (n + 1) / 2,
-                               .bytes = n * (bytes + out_bytes), .read_adj_gbs = best_adj,
-                               .n_adj = n_adj };
-        memcpy(res->adj, adj, sizeof adj);
+        *res = tg;
+        res->kind = "model";
+        res->threads = nth;
+        res->test = "tg";
+        res->tokens = o->tg;
+        res->flops = n * (2.0 * params + 2.0 * out_params) + att * n * (n + 1) / 2;
+        res->bytes = n * (bytes + out_bytes);
         snprintf(res->model, sizeof res->model, "%s", path);
         snprintf(res->type, sizeof res->type, "%s", type);
         bench__progress(res);

@@ -30,13 +30,6 @@ static int cpu__scratch(cpu_ctx *c, size_t need) {
     return 0;
 }
 
-static int cpu__matmul(backend *b, float *out, const kern_weight *w, const float *x, int T) {
-    cpu_ctx *c = b->ctx;
-    if (cpu__scratch(c, kern_matmul_scratch(w, T))) return -1;
-    kern_matmul(c->pool, out, w, x, T, c->scratch);
-    return 0;
-}
-
 static int cpu__matmul_n(backend *b, int n, float *const *out, const kern_weight *const *w,
                          const float *x, int T) {
     cpu_ctx *c = b->ctx;
@@ -48,6 +41,10 @@ static int cpu__matmul_n(backend *b, int n, float *const *out, const kern_weight
     if (cpu__scratch(c, need)) return -1;
     kern_matmul_n(c->pool, n, out, w, x, T, c->scratch);
     return 0;
+}
+
+static int cpu__matmul(backend *b, float *out, const kern_weight *w, const float *x, int T) {
+    return cpu__matmul_n(b, 1, &out, &w, x, T);   /* kern_matmul_n of one is kern_matmul */
 }
 
 static void cpu__parallel(backend *b, pool_fn fn, void *arg) {

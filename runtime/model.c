@@ -30,20 +30,19 @@ struct model_state {
     int n_seq, n_ctx, max_batch;  /* slots and their length when used without block tables */
     int block_size, n_blocks;
     int32_t *identity;            /* (n_seq * n_ctx / block_size) the slots' own tables */
-    int kv_dim;                   /* this rank's KV heads x D */
     int layer0;                   /* first layer of this stage: cache layer 0 */
     float *k_cache, *v_cache;     /* (L_stage, n_blocks, n_kv_heads, block_size, head_dim) */
     size_t kv_floats;             /* of each cache */
-    int n_kv_heads, head_dim;     /* this rank's KV heads; kv_dim = n_kv_heads * head_dim */
+    int n_kv_heads, head_dim;     /* this rank's KV heads, and D */
     /* activations for up to max_batch positions */
     float *x;                     /* (T, C) residual stream */
     float *xb;                    /* (T, max(C, H*D)) normed input / attention output */
     float *q;                     /* (T, max(C, H*D)) */
-    float *k, *v;                 /* (T, kv_dim) */
+    float *k, *v;                 /* (T, n_kv_heads * D) */
     float *hb, *hb2;              /* (T, F) */
     float *g1, *g2;               /* (T, max(C, H*D, F)) all-gather scratch (tp > 1) */
     float *att;                   /* (n_att, G, n_ctx) scores, G = heads per KV head */
-    int n_att;                    /* threads; att is (n_att, heads per KV head, n_ctx) */
+    int n_att;                    /* threads */
 };
 
 /* first float of KV head h's K (or V) vector in block `blk`, slot `off`, layer l: a block
@@ -103,11 +102,11 @@ model_state *model_state_new_paged(const model *m, int n_blocks, int block_size,
     s->n_blocks = n_blocks;
     s->max_batch = max_batch;
     const model_shard *sh = &m->shard;
-    s->kv_dim = sh->n_kv_heads * c->head_dim;
     s->layer0 = sh->layer0;
     s->n_kv_heads = sh->n_kv_heads;
     s->head_dim = c->head_dim;
-    size_t kv = (size_t)(sh->layer1 - sh->layer0) * n_blocks * block_size * s->kv_dim;
+    const size_t kv_dim = (size_t)sh->n_kv_heads * c->head_dim;
+    size_t kv = (size_t)(sh->layer1 - sh->layer0) * n_blocks * block_size * kv_dim;
     s->kv_floats = kv;
     size_t T = (size_t)max_batch;
     int qd = c->n_heads * c->head_dim;
@@ -124,8 +123,8 @@ model_state *model_state_new_paged(const model *m, int n_blocks, int block_size,
         s->g2 = malloc(T * widest * sizeof(float));
         if (!s->g1 || !s->g2) goto oom;
     }
-    s->k = malloc(T * s->kv_dim * sizeof(float));
-    s->v = malloc(T * s->kv_dim * sizeof(float));
+    s->k = malloc(T * kv_dim * sizeof(float));
+    s->v = malloc(T * kv_dim * sizeof(float));
     s->hb = malloc(T * c->ffn_dim * sizeof(float));
     s->hb2 = malloc(T * c->ffn_dim * sizeof(float));
     s->att = malloc((size_t)s->n_att * (c->n_heads / c->n_kv_heads) * n_ctx * sizeof(float));
@@ -200,7 +199,7 @@ static void attn_worker(void *arg, int ith, int nth) {
         int kvh = (sh->head0 + h0) / group - sh->kv_head0;   /* this rank's copy of the KV head */
         size_t base = kv_index(s, j->layer, 0, kvh, 0);
         kern_kv_view kv = { s->k_cache + base, s->v_cache + base, table_of(s, j->b, t),
-                            s->block_size, (size_t)s->block_size * (size_t)s->kv_dim, (size_t)D };
+                            s->block_size, (size_t)s->block_size * s->n_kv_heads * D, (size_t)D };
         kern_attn_group(s->xb + ((size_t)t * H + h0) * D, s->q + ((size_t)t * H + h0) * D,
                         h1 - h0, D, scale, j->b->pos[t] + 1, &kv, att);
     }
@@ -247,22 +246,17 @@ static int check_batch(const model *m, const model_state *s, const model_batch *
     return 0;
 }
 
-#define MM(out, w, in)                                                                   \
+/* a backend matmul call; on failure the forward pass returns with the message */
+#define MM_TRY(call)                                                                     \
     do {                                                                                 \
-        if (be->i->matmul(be, (out), (w), (in), T)) {                                    \
+        if (call) {                                                                      \
             snprintf(err, errlen, "model: out of memory in a matmul of %d positions", T); \
             return -1;                                                                   \
         }                                                                                \
     } while (0)
-
-/* n products of one input, as one backend job where it can (MM's error handling) */
-#define MMN(n, outs, ws, in)                                                             \
-    do {                                                                                 \
-        if (be->i->matmul_n(be, (n), (outs), (ws), (in), T)) {                           \
-            snprintf(err, errlen, "model: out of memory in a matmul of %d positions", T); \
-            return -1;                                                                   \
-        }                                                                                \
-    } while (0)
+#define MM(out, w, in) MM_TRY(be->i->matmul(be, (out), (w), (in), T))
+/* n products of one input, as one backend job where it can */
+#define MMN(n, outs, ws, in) MM_TRY(be->i->matmul_n(be, (n), (outs), (ws), (in), T))
 
 static int comm_fail(const struct comm *c, char *err, size_t errlen) {
     snprintf(err, errlen, "model: %s", comm_error(c));
@@ -328,7 +322,7 @@ int model_forward(const model *m, model_state *s, const model_batch *b, float *l
     const model_shard *sh = &m->shard;
     backend *be = m->be;
     const int T = b->n, C = c->dim, H = sh->n_heads, D = c->head_dim, F = sh->n_ffn;
-    const int KV = s->kv_dim, QD = H * D;
+    const int KV = sh->n_kv_heads * D, QD = H * D;
 
     if (embed(m, s, b, err, errlen)) return -1;   /* x (T,C) */
 
