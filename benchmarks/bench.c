@@ -16,6 +16,9 @@
  *       over the repetitions of (weight GB/s / adjacent read GB/s). On a shared host the
  *       bandwidth moves by a third within a minute, so this pairs like with like; the best-of
  *       ceiling stays beside it.
+ * Model mode drives the model the way `sampan run` does, through the scheduler's step
+ * (scheduler/sched.h: one sequence, one sched_step per timed forward pass, sampling and the
+ * step's bookkeeping included), so its figures are those of the serving code path.
  * Models: each -m file, or tinyllama-1.1b-shaped synthetic models (synth_model) of each --types
  * entry, made once in --model-dir. --matmul measures kern_matmul alone on the same shapes
  * (7 matrices per layer plus the output head) with random weights in memory, no model file.
@@ -37,10 +40,12 @@
 #include <cjson/cJSON.h>
 
 #include "backend.h"
+#include "backend_cuda.h"
 #include "bench.h"
 #include "kern.h"
 #include "model.h"
 #include "pool.h"
+#include "scheduler/sched.h"
 #include "synth.h"
 
 #define BENCH_SCHEMA "sampan-bench-1"
@@ -60,6 +65,8 @@ typedef struct {
     const char *model_dir;
     const char *shape;
     int quick, matmul;
+    int kv_type;          /* model mode: KV cache elements (QT_F16 unless --kv-type) */
+    const char *backend;  /* model mode: "cpu" unless --backend */
 } bench_opts;
 
 typedef struct {
@@ -80,6 +87,11 @@ typedef struct {
     double read_adj_gbs;  /* tg: mean adjacent read pass of the best repetition; 0: none */
     double adj[BENCH_MAX_LIST];   /* tg: each repetition's weight GB/s / its adjacent read */
     int n_adj;
+    /* device backends (CUDA): the device's peaks, from backend_cuda_info; 0 on the CPU */
+    char device[160];
+    double dev_peak_bytes_s;  /* HBM */
+    double dev_peak_flops;    /* of the path this weight type takes (tensor cores or SIMT) */
+    int dev_invariant;        /* the batch-invariant mode was measured */
 } bench_result;
 
 typedef struct {
@@ -396,27 +408,30 @@ static double bench__adj_median(const bench_result *r) {
 
 /* Decode repetitions: (warmup ? one untimed step first, then) --reps times --tg calls of
  * step(ctx, k), timed one by one, with adjacent read passes before step 0, every
- * BENCH_PROBE_EVERY steps and after the last. Fills r->seconds (fastest repetition),
- * r->read_adj_gbs (its mean read pass) and r->adj (each repetition's weight GB/s over its own
- * mean read pass; rep_bytes: weight bytes of one repetition). 0, or step's -1. */
+ * BENCH_PROBE_EVERY steps and after the last. begin(ctx, n) (may be NULL), untimed, starts
+ * each run of n steps. Fills r->seconds (fastest repetition), r->read_adj_gbs (its mean read
+ * pass) and r->adj (each repetition's weight GB/s over its own mean read pass; rep_bytes:
+ * weight bytes of one repetition). 0, or -1 from begin or step. */
 static int bench__tg_reps(const bench_opts *o, bench__probe *pr, int warmup, double rep_bytes,
-                          int (*step)(void *ctx, int k), void *ctx, bench_result *r) {
+                          int (*begin)(void *ctx, int n), int (*step)(void *ctx, int k),
+                          void *ctx, bench_result *r) {
     r->seconds = 1e30;
     r->n_adj = 0;
     for (int rep = warmup ? -1 : 0; rep < o->reps; rep++) {
         int n = rep < 0 ? 1 : o->tg;
         double dt = 0;
-        pr->sum = pr->n = 0;
+        if (begin && begin(ctx, n) != 0) return -1;
+        if (pr) pr->sum = pr->n = 0;
         for (int k = 0; k < n; k++) {
-            if (k % BENCH_PROBE_EVERY == 0) bench__probe_pass(pr);
+            if (pr && k % BENCH_PROBE_EVERY == 0) bench__probe_pass(pr);
             double t0 = bench__now();
             if (step(ctx, k) != 0) return -1;
             dt += bench__now() - t0;
         }
-        bench__probe_pass(pr);
+        if (pr) bench__probe_pass(pr);
         if (rep < 0) continue;
-        double mean = pr->sum / pr->n;
-        if (r->n_adj < BENCH_MAX_LIST) r->adj[r->n_adj++] = rep_bytes / dt * 1e-9 / mean;
+        double mean = pr ? pr->sum / pr->n : 0;
+        if (pr && r->n_adj < BENCH_MAX_LIST) r->adj[r->n_adj++] = rep_bytes / dt * 1e-9 / mean;
         if (dt < r->seconds) {
             r->seconds = dt;
             r->read_adj_gbs = mean;
@@ -443,6 +458,15 @@ static void bench__print(const bench_log *lg, const bench_result *r) {
     const char *name = strrchr(r->model, '/') ? strrchr(r->model, '/') + 1 : r->model;
     char adj[16] = "-";
     if (r->n_adj > 0) snprintf(adj, sizeof adj, "%.1f", 100.0 * bench__adj_median(r));
+    if (r->device[0]) {   /* GPU: %fma is of the device's FLOP peak, %read of its HBM peak */
+        printf("%-34.34s %-5s %3d %4s %6d %9.4f %10.2f %9.2f %6.1f %8.2f %6.1f %6s  %s%s\n", name,
+               r->type, r->threads, r->test, r->tokens, r->seconds, r->tokens / r->seconds, gf,
+               r->dev_peak_flops > 0 ? 100.0 * gf * 1e9 / r->dev_peak_flops : 0.0, gb,
+               r->dev_peak_bytes_s > 0 ? 100.0 * gb * 1e9 / r->dev_peak_bytes_s : 0.0, "-",
+               r->device, r->dev_invariant ? ", invariant mode" : ", fast mode");
+        fflush(stdout);
+        return;
+    }
     printf("%-34.34s %-5s %3d %4s %6d %9.4f %10.2f %9.2f %6.1f %8.2f %6.1f %6s\n", name, r->type,
            r->threads, r->test, r->tokens, r->seconds, r->tokens / r->seconds, gf,
            c && c->fma_gflops > 0 ? 100.0 * gf / c->fma_gflops : 0.0, gb,
@@ -488,6 +512,8 @@ static int bench__write_json(const bench_opts *o, const bench_log *lg, char *err
     cJSON_AddNumberToObject(opts, "reps", o->reps);
     cJSON_AddStringToObject(opts, "shape", o->shape);
     cJSON_AddNumberToObject(opts, "layers", o->layers);   /* 0: the shape's own */
+    cJSON_AddStringToObject(opts, "kv_type", qt_get(o->kv_type)->name);
+    cJSON_AddStringToObject(opts, "backend", o->backend);
     cJSON *ceils = cJSON_AddArrayToObject(root, "ceilings");
     for (int i = 0; i < lg->n_ceil; i++) {
         const bench_ceil *c = &lg->ceil[i];
@@ -518,6 +544,14 @@ static int bench__write_json(const bench_opts *o, const bench_log *lg, char *err
         cJSON_AddNumberToObject(e, "weight_bytes", r->bytes);
         cJSON_AddNumberToObject(e, "weight_gbs", gb);
         cJSON_AddNumberToObject(e, "frac_read_bw", c && c->read_gbs > 0 ? gb / c->read_gbs : 0);
+        if (r->device[0]) {   /* GPU: fractions of the device's peaks, not the host's */
+            cJSON_AddStringToObject(e, "device", r->device);
+            cJSON_AddBoolToObject(e, "batch_invariant_mode", r->dev_invariant);
+            cJSON_AddNumberToObject(e, "hbm_peak_gbs", r->dev_peak_bytes_s * 1e-9);
+            cJSON_AddNumberToObject(e, "frac_hbm_peak", r->dev_peak_bytes_s > 0 ? gb * 1e9 / r->dev_peak_bytes_s : 0);
+            cJSON_AddNumberToObject(e, "tc_peak_tflops", r->dev_peak_flops * 1e-12);
+            cJSON_AddNumberToObject(e, "frac_tc_peak", r->dev_peak_flops > 0 ? gf * 1e9 / r->dev_peak_flops : 0);
+        }
         if (r->n_adj > 0) {
             cJSON_AddNumberToObject(e, "read_adjacent_gbs", r->read_adj_gbs);
             cJSON_AddNumberToObject(e, "frac_read_adjacent", bench__adj_median(r));
@@ -748,7 +782,7 @@ static int bench__matmul_type(const bench_opts *o, const bench_shape *s, int typ
                 bench__probe_free(&pr);
                 goto oom_pool;
             }
-            bench__tg_reps(o, &pr, 1, bytes * o->tg, bench__mm_tg_step, &ms, &tg);
+            bench__tg_reps(o, &pr, 1, bytes * o->tg, NULL, bench__mm_tg_step, &ms, &tg);
             bench__probe_free(&pr);
             bench_result *res = bench__add(lg);
             if (!res) goto oom_pool;
@@ -797,50 +831,101 @@ static void bench__run_backend(void *ctx, pool_fn fn, void *arg) {
     be->i->parallel(be, fn, arg);
 }
 
-/* one decode step of the model: position k, a token from the prompt batch */
+/* The scheduler with one sequence: a request per measurement, fresh random prompt tokens each
+ * time (so no prefix is reused from an earlier request's cached blocks), greedy, EOS ignored. */
 typedef struct {
-    const model *m;
-    model_state *st;
-    const int32_t *tok;
-    int max_batch;
-    float *logits;
+    sched *s;
+    int n_vocab;
+    int32_t *tok;             /* (max_batch) prompt of the next request */
+    uint64_t rng;
+    int live, failed;         /* a request is running; it finished other than "length" */
     char *err;
     size_t errlen;
-} bench__model_step;
+} bench__seq;
 
+static void bench__seq_emit(void *user, int32_t token, const char *text, int len, int finished,
+                            const char *reason) {
+    bench__seq *q = user;
+    (void)token;
+    if (!finished) return;
+    q->live = 0;
+    if (strcmp(reason, "length")) {
+        q->failed = 1;
+        snprintf(q->err, q->errlen, "bench: the request finished '%s' %.*s", reason, len, text);
+    }
+}
+
+/* submits n_prompt random tokens asking for max_tokens */
+static int bench__seq_submit(bench__seq *q, int n_prompt, int max_tokens) {
+    if (q->live) {
+        snprintf(q->err, q->errlen, "bench: a request is still running");
+        return -1;
+    }
+    for (int i = 0; i < n_prompt; i++) q->tok[i] = (int32_t)(bench__rng(&q->rng) % (uint64_t)q->n_vocab);
+    sched_request rq = { .prompt = q->tok, .n_prompt = n_prompt, .max_tokens = max_tokens,
+                         .sampling = sample_defaults(), .ignore_eos = 1 };
+    rq.sampling.temp = 0;
+    if (sched_submit(q->s, &rq, bench__seq_emit, q, NULL, q->err, q->errlen) != 0) return -1;
+    q->live = 1;
+    return 0;
+}
+
+/* one step: the forward pass of the sequence's next positions, its sampling and emit */
+static int bench__seq_step(bench__seq *q) {
+    int n = sched_step(q->s);
+    if (q->failed) return -1;
+    if (n != 1) {
+        snprintf(q->err, q->errlen, "bench: a scheduler step ran %d sequences, not 1", n);
+        return -1;
+    }
+    return 0;
+}
+
+/* decode: a one-token prompt generating n tokens takes exactly n steps, step k the one
+ * position k (attention over k + 1 positions) */
+static int bench__model_tg_begin(void *ctx, int n) { return bench__seq_submit(ctx, 1, n); }
 static int bench__model_tg_step(void *ctx, int k) {
-    const bench__model_step *ms = ctx;
-    int32_t p1 = k, t1 = ms->tok[k % ms->max_batch];
-    model_batch b = { .n = 1, .tokens = &t1, .pos = &p1 };
-    return model_forward(ms->m, ms->st, &b, ms->logits, ms->err, ms->errlen);
+    (void)k;
+    return bench__seq_step(ctx);
+}
+
+/* a run on a GPU: the device and the peaks its figures are fractions of */
+static void bench__set_device(bench_result *r, const backend_cuda_props *p, int weight_type) {
+    snprintf(r->device, sizeof r->device, "%.96s (cc %d.%d, %d SMs)", p->name, p->cc_major,
+             p->cc_minor, p->n_sm);
+    r->dev_peak_bytes_s = p->hbm_bytes_s;
+    r->dev_peak_flops = backend_cuda_peak_flops(p, weight_type);
+    r->dev_invariant = p->invariant;
 }
 
 static int bench__model(const bench_opts *o, const char *path, int nth, bench_log *lg, char *err,
                         size_t errlen) {
     model *m = NULL;
-    model_state *st = NULL;
-    int32_t *tok = NULL, *pos = NULL;
-    float *logits = NULL;
+    sched *s = NULL;
+    int32_t *tok = NULL;
     int rc = -1;
-    model_opts mo = { .n_threads = nth };
+    model_opts mo = { .n_threads = nth, .kv_type = o->kv_type, .backend = o->backend,
+                      .device = -1 };
     if (model_load(path, &mo, &m, err, errlen) != 0) return -1;
     const model_cfg *c = &m->cfg;
+    /* a GPU: its peaks are the ceilings (the host read probe would measure the wrong memory) */
+    backend_cuda_props gp;
+    char ge[256];
+    int gpu = !m->be->i->host_memory && backend_cuda_info(m->be, &gp, ge, sizeof ge) == 0;
     int n_ctx = (o->pp > o->tg ? o->pp : o->tg) + 1;
     int max_batch = o->pp > 1 ? o->pp : 1;
-    st = model_state_new(m, 1, n_ctx, max_batch, err, errlen);
-    if (!st) goto done;
+    const int bs = 16;
+    sched_opts so = { .max_batch_tokens = max_batch, .max_seqs = 1, .block_size = bs,
+                      .n_ctx = n_ctx,
+                      .kv_mem = model_kv_block_bytes(m, bs) * (size_t)((n_ctx + bs - 1) / bs) };
     tok = malloc(sizeof(int32_t) * (size_t)max_batch);
-    pos = malloc(sizeof(int32_t) * (size_t)max_batch);
-    logits = malloc(sizeof(float) * (size_t)c->n_vocab);
-    if (!tok || !pos || !logits) {
+    if (!tok) {
         snprintf(err, errlen, "bench: out of memory for a batch of %d", max_batch);
         goto done;
     }
-    uint64_t r = 11;
-    for (int i = 0; i < max_batch; i++) {
-        tok[i] = (int32_t)(bench__rng(&r) % (uint64_t)c->n_vocab);
-        pos[i] = i;
-    }
+    if (!(s = sched_new(m, NULL, 0, &so, err, errlen))) goto done;
+    bench__seq q = { .s = s, .n_vocab = c->n_vocab, .tok = tok, .rng = 11, .err = err,
+                     .errlen = errlen };
     /* weight params and bytes streamed per token (the token embedding is a row lookup) */
     double params = 0, bytes = 0;
     for (int l = 0; l < c->n_layers; l++) {
@@ -861,14 +946,14 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
     snprintf(type, sizeof type, "%s", wt ? wt->name : "?");
 
     /* warm-up: one decode step touches every weight page */
-    model_batch b1 = { .n = 1, .tokens = tok, .pos = pos };
-    if (model_forward(m, st, &b1, logits, err, errlen) != 0) goto done;
+    if (bench__seq_submit(&q, 1, 1) != 0 || bench__seq_step(&q) != 0) goto done;
     if (o->pp > 0) {
+        /* prompt: one step of all --pp positions (logits of the last, one token sampled) */
         double best = 1e30;
         for (int rep = 0; rep < o->reps; rep++) {
-            model_batch b = { .n = o->pp, .tokens = tok, .pos = pos };
+            if (bench__seq_submit(&q, o->pp, 1) != 0) goto done;
             double t0 = bench__now();
-            if (model_forward(m, st, &b, logits, err, errlen) != 0) goto done;
+            if (bench__seq_step(&q) != 0) goto done;
             double dt = bench__now() - t0;
             best = dt < best ? dt : best;
         }
@@ -881,18 +966,19 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
                                .bytes = bytes + out_bytes };
         snprintf(res->model, sizeof res->model, "%s", path);
         snprintf(res->type, sizeof res->type, "%s", type);
+        if (gpu) bench__set_device(res, &gp, m->layers[0].wq.type);
         bench__progress(res);
     }
     if (o->tg > 0) {
         bench__probe pr;
         bench_result tg = { 0 };
-        bench__model_step ms = { m, st, tok, max_batch, logits, err, errlen };
-        if (bench__probe_init(&pr, o, nth, bench__run_backend, m->be) != 0) {
+        if (!gpu && bench__probe_init(&pr, o, nth, bench__run_backend, m->be) != 0) {
             bench__probe_free(&pr);
             goto oom;
         }
-        int step_rc = bench__tg_reps(o, &pr, 0, o->tg * (bytes + out_bytes), bench__model_tg_step, &ms, &tg);
-        bench__probe_free(&pr);
+        int step_rc = bench__tg_reps(o, gpu ? NULL : &pr, 0, o->tg * (bytes + out_bytes),
+                                     bench__model_tg_begin, bench__model_tg_step, &q, &tg);
+        if (!gpu) bench__probe_free(&pr);
         if (step_rc != 0) goto done;
         bench_result *res = bench__add(lg);
         if (!res) goto oom;
@@ -906,6 +992,7 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
         res->bytes = n * (bytes + out_bytes);
         snprintf(res->model, sizeof res->model, "%s", path);
         snprintf(res->type, sizeof res->type, "%s", type);
+        if (gpu) bench__set_device(res, &gp, m->layers[0].wq.type);
         bench__progress(res);
     }
     rc = 0;
@@ -913,10 +1000,8 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
 oom:
     snprintf(err, errlen, "bench: out of memory for results");
 done:
+    sched_free(s);
     free(tok);
-    free(pos);
-    free(logits);
-    model_state_free(st);
     model_free(m);
     return rc;
 }
@@ -938,6 +1023,9 @@ static void bench__usage(FILE *f) {
           "  --matmul      kern_matmul alone on the shape's matrices, random weights in memory\n"
           "  --quick       smoke test in seconds: 1 layer of tinyllama-1.1b in Q4_0 (weights still\n"
           "                far larger than the caches), --pp 32 --tg 8, smaller ceiling buffers\n"
+          "  --kv-type T   KV cache elements: f32, f16 or bf16 (default f16)\n"
+          "  --backend B   cpu, cuda or auto (default cpu)\n"
+          "Model mode runs through the scheduler's step (one sequence), as `sampan run` does.\n"
           "Ceilings (read, triad, fma) are measured first with each thread count.\n",
           f);
 }
@@ -983,12 +1071,28 @@ static int bench__list(const char *opt, const char *s, int is_type, int *out, in
     return 0;
 }
 
+/* f32 | f16 | bf16, the names `sampan run --kv-type` takes */
+static int bench__kv_type(const char *s, int *out) {
+    static const struct { const char *name; int type; } kv[] = {
+        { "f32", QT_F32 }, { "f16", QT_F16 }, { "bf16", QT_BF16 },
+    };
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
+        if (!strcmp(s, kv[i].name)) {
+            *out = kv[i].type;
+            return 0;
+        }
+    fprintf(stderr, "sampan: bench: --kv-type expects f32, f16 or bf16, got '%s'\n", s);
+    return -1;
+}
+
 static int bench__parse(int argc, char **argv, bench_opts *o) {
     memset(o, 0, sizeof *o);
     o->pp = -1;
     o->tg = -1;
     o->reps = -1;
     o->model_dir = "build/bench-models";
+    o->kv_type = QT_F16;
+    o->backend = "cpu";
     const char *types = NULL, *threads = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -996,7 +1100,7 @@ static int bench__parse(int argc, char **argv, bench_opts *o) {
         int need = !strcmp(a, "-m") || !strcmp(a, "--types") || !strcmp(a, "--threads") ||
                    !strcmp(a, "--pp") || !strcmp(a, "--tg") || !strcmp(a, "--json") ||
                    !strcmp(a, "--model-dir") || !strcmp(a, "--reps") || !strcmp(a, "--layers") ||
-                   !strcmp(a, "--shape");
+                   !strcmp(a, "--shape") || !strcmp(a, "--kv-type") || !strcmp(a, "--backend");
         if (need && !v) {
             fprintf(stderr, "sampan: bench: %s needs a value\n", a);
             return -1;
@@ -1033,6 +1137,14 @@ static int bench__parse(int argc, char **argv, bench_opts *o) {
                 return -1;
             }
             o->shape = v;
+        } else if (!strcmp(a, "--kv-type")) {
+            if (bench__kv_type(v, &o->kv_type)) return -1;
+        } else if (!strcmp(a, "--backend")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto")) {
+                fprintf(stderr, "sampan: bench: --backend expects cpu, cuda or auto, got '%s'\n", v);
+                return -1;
+            }
+            o->backend = v;
         } else if (!strcmp(a, "--quick")) {
             o->quick = 1;
         } else if (!strcmp(a, "--matmul")) {

@@ -30,6 +30,13 @@ requests (seconds, for CI). Output: a table on stdout and, with --json, the obje
 "sampan-serve-bench-1" (machine, options, model, ceilings, runs, ratio, acceptance, and each
 phase's full loadgen result). Exit status: 0, or 1 if a request failed, the server did not
 start, or (--check) the ratio is below --min-ratio.
+
+--kv-compare: the KV cache types side by side instead. Only the concurrent phase (32 requests
+of 64 tokens at once), run against one server started with `--kv-type f16` and one with
+`--kv-type f32`, for --kv-rounds rounds (f16 first in even rounds, f32 first in odd ones; best
+round of each kept, since the machine may be shared); prints both rows and the ratio of their aggregate output tokens/s (f16 / f32),
+and with --json writes "sampan-serve-bench-kv-1" (options, model, runs, ratio). The
+arithmetic is the same; f16 halves the KV bytes each attention step reads and the pool holds.
 """
 import argparse
 import json
@@ -429,42 +436,26 @@ def build_parser():
     p.add_argument("--request-timeout", type=float, default=600.0)
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per phase")
     p.add_argument("--json", help="write the result object here")
+    p.add_argument("--kv-compare", action="store_true",
+                   help="concurrent phase with --kv-type f16 and f32: their ratio (see the header)")
+    p.add_argument("--kv-rounds", type=int, default=2,
+                   help="--kv-compare: rounds, the order alternating (default 2: the first server "
+                   "started often runs slower, whichever its KV type)")
     return p
 
 
-def main(argv=None):
-    p = build_parser()
-    a = p.parse_args(argv)
-    a.shape = a.shape or ("small" if a.quick else "tinyllama-1.1b")
-    a.single = a.single if a.single is not None else (2 if a.quick else 4)
-    a.concurrent = a.concurrent if a.concurrent is not None else (8 if a.quick else 32)
-    a.prompt_len = a.prompt_len or ("fixed:8" if a.quick else "fixed:16")
-    a.output_len = a.output_len or ("fixed:16" if a.quick else "fixed:64")
-    if a.single < 1 or a.concurrent < 1 or a.threads < 1:
-        p.error("--single, --concurrent and --threads must be >= 1")
+def serve_session(a, model, facts, ceil, extra, phases, log):
+    """Starts the server with `extra` arguments, calibrates, warms up and runs each phase
+    (name, requests, concurrency). Returns (runs, loadgen results, cmd shown, calibration,
+    server exit status)."""
+    key = secrets.token_hex(16) if a.api_key else None
+    base = shlex.split(a.server_cmd) if a.server_cmd else [a.sampan, "serve"]
+    cmd = base + ["-m", model, "-t", str(a.threads), "--host", "127.0.0.1", "--port", "0"]
+    cmd += (["--api-key", key] if key else []) + a.server_arg + extra
+    shown = [c if c != key else "KEY" for c in cmd]
+    log("# " + " ".join(shown))
+    server = Server(cmd, a.server_log)
     try:
-        loadgen.Dist(a.prompt_len)
-        loadgen.Dist(a.output_len)
-    except ValueError as e:
-        p.error(str(e))
-
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
-
-    server = None
-    try:
-        model = ensure_model(a, log)
-        facts = model_facts(model)
-        ceil_out = (a.json + ".ceilings.json" if a.json else
-                    os.path.join(a.model_dir, f"ceilings-{os.getpid()}.json"))
-        ceil = (load_ceilings(a.ceilings_json, a.threads) if a.ceilings_json else
-                measure_ceilings(a.sampan, a.threads, a.quick, ceil_out, log))
-        key = secrets.token_hex(16) if a.api_key else None
-        base = shlex.split(a.server_cmd) if a.server_cmd else [a.sampan, "serve"]
-        cmd = base + ["-m", model, "-t", str(a.threads), "--host", "127.0.0.1", "--port", "0"]
-        cmd += (["--api-key", key] if key else []) + a.server_arg
-        log("# " + " ".join(c if c != key else "KEY" for c in cmd))
-        server = Server(cmd, a.server_log)
         url = server.wait_ready(a.startup_timeout)
         target = loadgen.Target(url)
         wait_health(target, 60)
@@ -476,7 +467,7 @@ def main(argv=None):
         if warm["summary"]["failed"]:
             raise RuntimeError("warm-up request failed: " + next(iter(warm["summary"]["errors"])))
         results, runs = {}, []
-        for name, n, conc in (("single", a.single, 1), ("concurrent", a.concurrent, 0)):
+        for name, n, conc in phases:
             s0, c0 = scrape_steps(target, key), server.cpu_seconds()
             res = loadgen.run(lg_opts(a, url, key, model_id, n, conc, calib), log)
             s1, c1 = scrape_steps(target, key), server.cpu_seconds()
@@ -484,13 +475,88 @@ def main(argv=None):
             cpu = c1 - c0 if c0 is not None and c1 is not None else None
             results[name] = res
             runs.append(phase_run(name, res, facts, ceil, a.threads, steps, cpu))
-            print(loadgen.format_table(res, f"serve_bench {name}"), flush=True)
+            print(loadgen.format_table(res, f"serve_bench {name} {' '.join(extra)}".rstrip()),
+                  flush=True)
+    except BaseException:
+        server.stop()
+        raise
+    return runs, results, shown, calib, server.stop()
+
+
+def kv_compare(a, model, facts, log):
+    """--kv-compare: the concurrent phase with an f16 and an f32 KV cache, alternated."""
+    best = {}
+    for rnd in range(a.kv_rounds):
+        for kv in (("f16", "f32") if rnd % 2 == 0 else ("f32", "f16")):   # order alternates
+            runs, _, _, _, rc = serve_session(a, model, facts, None, ["--kv-type", kv],
+                                              [("concurrent", a.concurrent, 0)], log)
+            r = runs[0]
+            r["kv_type"], r["round"], r["server_exit_status"] = kv, rnd, rc
+            if r["failed"]:
+                log(f"serve_bench: {r['failed']} request(s) failed with --kv-type {kv}")
+                return 1
+            if kv not in best or r["tokens_per_s"] > best[kv]["tokens_per_s"]:
+                best[kv] = r
+    f16, f32 = best["f16"], best["f32"]
+    ratio = f16["tokens_per_s"] / f32["tokens_per_s"] if f32["tokens_per_s"] > 0 else None
+    print("%-6s %4s %6s %8s %8s %9s %9s %9s" % ("kv", "reqs", "tokens", "time_s", "tok/s",
+                                                 "dec_tok/s", "ttft_p50", "tpot_p50"))
+    for r in (f16, f32):
+        print("%-6s %4d %6d %8.2f %8.2f %9s %9s %9s" % (
+            r["kv_type"], r["requests"], r["tokens"], r["seconds"], r["tokens_per_s"],
+            _n(r["decode_tokens_per_s"], "%9.2f"), _n(r["ttft_ms"]["p50"], "%9.1f"),
+            _n(r["tpot_ms"]["p50"], "%9.1f")))
+    print(f"# aggregate output tokens/s, --kv-type f16 / f32: {ratio:.3f}x "
+          f"({a.concurrent} concurrent x {a.output_len}, best of {a.kv_rounds} round(s) each)",
+          flush=True)
+    if a.json:
+        loadgen.write_json({"schema": "sampan-serve-bench-kv-1", "machine": loadgen.machine_info(),
+                            "options": {"threads": a.threads, "concurrent": a.concurrent,
+                                        "prompt_len": a.prompt_len, "output_len": a.output_len,
+                                        "rounds": a.kv_rounds, "seed": a.seed},
+                            "model": facts, "runs": [f16, f32], "ratio": ratio}, a.json)
+    return 0
+
+
+def main(argv=None):
+    p = build_parser()
+    a = p.parse_args(argv)
+    a.shape = a.shape or ("small" if a.quick else "tinyllama-1.1b")
+    a.single = a.single if a.single is not None else (2 if a.quick else 4)
+    a.concurrent = a.concurrent if a.concurrent is not None else (8 if a.quick else 32)
+    a.prompt_len = a.prompt_len or ("fixed:8" if a.quick else "fixed:16")
+    a.output_len = a.output_len or ("fixed:16" if a.quick else "fixed:64")
+    if a.single < 1 or a.concurrent < 1 or a.threads < 1 or a.kv_rounds < 1:
+        p.error("--single, --concurrent, --threads and --kv-rounds must be >= 1")
+    try:
+        loadgen.Dist(a.prompt_len)
+        loadgen.Dist(a.output_len)
+    except ValueError as e:
+        p.error(str(e))
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    if a.kv_compare:
+        try:
+            model = ensure_model(a, log)
+            return kv_compare(a, model, model_facts(model), log)
+        except (RuntimeError, ValueError, OSError, GGUFError, subprocess.TimeoutExpired) as e:
+            log(f"serve_bench: {e}")
+            return 1
+    try:
+        model = ensure_model(a, log)
+        facts = model_facts(model)
+        ceil_out = (a.json + ".ceilings.json" if a.json else
+                    os.path.join(a.model_dir, f"ceilings-{os.getpid()}.json"))
+        ceil = (load_ceilings(a.ceilings_json, a.threads) if a.ceilings_json else
+                measure_ceilings(a.sampan, a.threads, a.quick, ceil_out, log))
+        runs, results, cmd, calib, rc_server = serve_session(
+            a, model, facts, ceil, [], (("single", a.single, 1), ("concurrent", a.concurrent, 0)),
+            log)
     except (RuntimeError, ValueError, OSError, GGUFError, subprocess.TimeoutExpired) as e:
         log(f"serve_bench: {e}")
-        if server:
-            server.stop()
         return 1
-    rc_server = server.stop()
     single, conc = runs
     ratio = (conc["tokens_per_s"] / single["tokens_per_s"]
              if single["tokens_per_s"] > 0 and conc["tokens_per_s"] > 0 else None)
@@ -502,7 +568,7 @@ def main(argv=None):
         "options": {"quick": a.quick, "threads": a.threads, "single": a.single,
                     "concurrent": a.concurrent, "prompt_len": a.prompt_len,
                     "output_len": a.output_len, "seed": a.seed,
-                    "server_cmd": [c if c != key else "KEY" for c in cmd],
+                    "server_cmd": cmd,
                     "server_exit_status": rc_server},
         "model": facts,
         "calibration": calib,

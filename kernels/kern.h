@@ -107,14 +107,16 @@ void kern_rope(float *x, int H, int D, int n_rot, int pos, float freq_base, int 
                const float *freq_factors);
 void kern_softmax(float *x, int n);   /* in place, max-subtracted */
 
-/* One KV head of one layer in a paged cache: position p's key is
- * k + table[p / block_size] * block_stride + (p % block_size) * slot_stride (floats), its value
- * the same from v. */
+/* One KV head of one layer in a paged cache: position p's key is element
+ * table[p / block_size] * block_stride + (p % block_size) * slot_stride of k, its value the
+ * same of v. Elements are f32, f16 or bf16 (`type`; 0 = QT_F32); f16/bf16 rows are widened to
+ * f32 exactly before any arithmetic, so the arithmetic is the f32 one on the stored values. */
 typedef struct {
-    const float *k, *v;          /* block 0, slot 0 of this layer and KV head */
+    const void *k, *v;           /* block 0, slot 0 of this layer and KV head */
     const int32_t *table;        /* block ids, one per block_size positions */
     int block_size;
-    size_t block_stride, slot_stride;
+    size_t block_stride, slot_stride;   /* in elements */
+    int type;                    /* QT_F32, QT_F16 or QT_BF16 */
 } kern_kv_view;
 
 /* One query head's causal attention: out (D) = sum_p softmax_p(scale * q . k_p) v_p over

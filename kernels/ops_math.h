@@ -11,6 +11,12 @@
 #include <math.h>
 #include "qtypes.h"
 
+/* A product and a difference rounded on their own. nvcc contracts a*b - c into one fma by
+ * default (C11 gcc does not: -std=c11 means -ffp-contract=off), so expressions whose bits the
+ * CPU and the GPU must share are written with these (QT_MUL_RN / QT_SUB_RN: kernels/cuda/hd.h). */
+static inline QT_HD float om_mul_rn(float a, float b) { return QT_MUL_RN(a, b); }
+static inline QT_HD float om_sub_rn(float a, float b) { return QT_SUB_RN(a, b); }
+
 static inline QT_HD float om_silu(float x) { return x / (1.0f + expf(-x)); }
 
 /* 1 / rms given the sum of squares over n elements */
@@ -25,11 +31,58 @@ static inline QT_HD float om_rope_theta_scale(float base, int n_rot) {
     return powf(base, -2.0f / (float)n_rot);
 }
 
-/* rotate one pair (a, b) by the angle whose cosine and sine are c, s */
+/* The angle of pair i before its freq factor: pos * theta_scale^i by i float multiplications
+ * in order, so that a GPU thread that owns pair i alone gets the CPU loop's bits. */
+static inline QT_HD float om_rope_theta(int pos, float theta_scale, int i) {
+    float theta = (float)pos;
+    for (int k = 0; k < i; k++) theta *= theta_scale;
+    return theta;
+}
+
+/* rotate one pair (a, b) by the angle whose cosine and sine are c, s; each product rounded
+ * (no fma) so that both backends give the same bits */
 static inline QT_HD void om_rope_pair(float *a, float *b, float c, float s) {
     float x0 = *a, x1 = *b;
-    *a = x0 * c - x1 * s;
-    *b = x0 * s + x1 * c;
+    *a = om_sub_rn(om_mul_rn(x0, c), om_mul_rn(x1, s));
+    *b = om_mul_rn(x0, s) + om_mul_rn(x1, c);
+}
+
+/* sinf and cosf of t for the GPU's RoPE: CUDA's sincosf keeps a Payne-Hanek path for large
+ * angles that needs a local-memory frame, so this reduces in double instead (Cody-Waite with
+ * pi/2 in three parts of 33, 33 and 53 bits: k*part is exact for |k| < 2^20, i.e. |t| < 1.6e6,
+ * positions far beyond any context) and evaluates Taylor polynomials of degree 17/16 on
+ * |r| <= pi/4 (truncation < 1e-16). The results are the correctly rounded float values except
+ * in rare near-ties, so they agree with glibc's sinf/cosf to 1 ulp. */
+static inline QT_HD void om_sincos(float t, float *s_out, float *c_out) {
+    const double x = (double)t;
+    const double k = rint(x * 0.63661977236758134308);
+    double r = x - k * 1.57079632673412561417e+00;
+    r -= k * 6.07710050630396597660e-11;
+    r -= k * 2.02226624879595063154e-21;
+    const double r2 = r * r;
+    double ps = 1.0 / 355687428096000.0;                 /* 1/17! */
+    ps = ps * r2 - 1.0 / 1307674368000.0;
+    ps = ps * r2 + 1.0 / 6227020800.0;
+    ps = ps * r2 - 1.0 / 39916800.0;
+    ps = ps * r2 + 1.0 / 362880.0;
+    ps = ps * r2 - 1.0 / 5040.0;
+    ps = ps * r2 + 1.0 / 120.0;
+    ps = ps * r2 - 1.0 / 6.0;
+    const double sr = r + r * r2 * ps;
+    double pc = 1.0 / 20922789888000.0;                  /* 1/16! */
+    pc = pc * r2 - 1.0 / 87178291200.0;
+    pc = pc * r2 + 1.0 / 479001600.0;
+    pc = pc * r2 - 1.0 / 3628800.0;
+    pc = pc * r2 + 1.0 / 40320.0;
+    pc = pc * r2 - 1.0 / 720.0;
+    pc = pc * r2 + 1.0 / 24.0;
+    pc = pc * r2 - 0.5;
+    const double cr = 1.0 + r2 * pc;
+    const long q = (long)k & 3;
+    const double sv = q == 0 ? sr : q == 1 ? cr : q == 2 ? -sr : -cr;
+    const double cv = q == 0 ? cr : q == 1 ? -sr : q == 2 ? -cr : sr;
+    *s_out = (float)sv;
+    *c_out = (float)cv;
 }
 
 #endif

@@ -22,11 +22,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#ifdef __CUDACC__
-#define QT_HD __host__ __device__
-#else
-#define QT_HD
-#endif
+#include "cuda/hd.h"   /* QT_HD */
 
 typedef enum {
     QT_F32 = 0,
@@ -54,11 +50,18 @@ typedef struct { qt_f16 d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K /
 typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; qt_f16 d; } block_q6_K; /* 210 B */
 typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K; /* 292 B */
 
-_Static_assert(sizeof(block_q8_0) == 34, "q8_0 layout");
-_Static_assert(sizeof(block_q4_0) == 18, "q4_0 layout");
-_Static_assert(sizeof(block_q4_K) == 144, "q4_K layout");
-_Static_assert(sizeof(block_q6_K) == 210, "q6_K layout");
-_Static_assert(sizeof(block_q8_K) == 292, "q8_K layout");
+/* C11 _Static_assert; C++ (nvcc, and g++ for the CPU shim tests in tests/cuda/) static_assert */
+#ifdef __cplusplus
+#define QT_STATIC_ASSERT static_assert
+#else
+#define QT_STATIC_ASSERT _Static_assert
+#endif
+
+QT_STATIC_ASSERT(sizeof(block_q8_0) == 34, "q8_0 layout");
+QT_STATIC_ASSERT(sizeof(block_q4_0) == 18, "q4_0 layout");
+QT_STATIC_ASSERT(sizeof(block_q4_K) == 144, "q4_K layout");
+QT_STATIC_ASSERT(sizeof(block_q6_K) == 210, "q6_K layout");
+QT_STATIC_ASSERT(sizeof(block_q8_K) == 292, "q8_K layout");
 
 /* IEEE half -> float, exact for every input including subnormals, inf and nan. */
 static inline QT_HD float qt_f16_to_f32(qt_f16 h) {

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "qtypes.h"
 
 void cli_error(const char *fmt, ...) {
     va_list ap;
@@ -41,6 +42,30 @@ int cli_float(const char *opt, const char *s, double lo, double hi, double *out)
     }
     *out = v;
     return 0;
+}
+
+int cli_kv_type(const char *opt, const char *s, int *out) {
+    static const struct { const char *name; int type; } kv[] = {
+        { "f32", QT_F32 }, { "f16", QT_F16 }, { "bf16", QT_BF16 },
+    };
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
+        if (!strcmp(s, kv[i].name)) {
+            *out = kv[i].type;
+            return 0;
+        }
+    cli_error("%s expects f32, f16 or bf16, got '%s'", opt, s);
+    return -1;
+}
+
+int cli_backend(const char *opt, const char *s, const char **out) {
+    static const char *const names[] = { "cpu", "cuda", "auto" };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(s, names[i])) {
+            *out = names[i];
+            return 0;
+        }
+    cli_error("%s expects cpu, cuda or auto, got '%s'", opt, s);
+    return -1;
 }
 
 const char *cli_arg(int argc, char **argv, int *i) {

@@ -19,6 +19,10 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* strict parsers: the whole string must be a number in [lo, hi]; 0 ok, -1 error (printed) */
 int cli_int(const char *opt, const char *s, long lo, long hi, long *out);
 int cli_float(const char *opt, const char *s, double lo, double hi, double *out);
+/* --kv-type f32|f16|bf16 -> QT_F32, QT_F16 or QT_BF16 (kernels/qtypes.h); --backend
+ * cpu|cuda|auto -> that name (model_opts.backend). 0, or -1 with a one-line error (printed). */
+int cli_kv_type(const char *opt, const char *s, int *out);
+int cli_backend(const char *opt, const char *s, const char **out);
 /* argv[i+1] or an error naming the option */
 const char *cli_arg(int argc, char **argv, int *i);
 double cli_now(void);           /* seconds, monotonic */

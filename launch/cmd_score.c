@@ -1,7 +1,9 @@
 /* launch/cmd_score.c — `sampan score`: evaluate tokens teacher-forced and print, per position,
  * the top-K logits, logsumexp, mean and std of the full logit vector (the schema of
  * ../shared/reference/<model>/prompt-N.json), plus the total log-likelihood and perplexity of
- * tokens 1..n-1. --logits FILE also writes the full (n, V) f32 logits. */
+ * tokens 1..n-1. --logits FILE also writes the full (n, V) f32 logits.
+ * The tokens go through the scheduler like any prompt (chunks of -b positions per step) as one
+ * request with max_tokens 0 whose prompt_logits callback receives every position's logits. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +16,8 @@
 #include "comm.h"
 #include "rank.h"
 #include "model.h"
+#include "qtypes.h"
+#include "scheduler/sched.h"
 #include "tok.h"
 
 static int parse_ids(const char *s, int32_t **out, int *n) {
@@ -63,14 +67,81 @@ static void top_k(const float *x, int n, int K, top_ent *out) {
     }
 }
 
+/* The leader's view of one scoring run, filled by score_logits position by position. */
+typedef struct {
+    const int32_t *toks;
+    int n, K;
+    top_ent *top;             /* (K) */
+    cJSON *positions;
+    FILE *lf;                 /* --logits, or NULL */
+    double total_lp;
+    int n_done, failed;       /* failed: 1 write error, 2 out of memory */
+    int finished;
+    char reason[16];
+    char *errmsg;
+} score_run;
+
+static void score_logits(void *user, int pos, const float *l, int V) {
+    score_run *sr = user;
+    if (sr->failed) return;
+    if (sr->lf && fwrite(l, sizeof(float), (size_t)V, sr->lf) != (size_t)V) {
+        sr->failed = 1;
+        return;
+    }
+    double mx = -INFINITY, sum = 0, sum2 = 0, se = 0;
+    for (int v = 0; v < V; v++) mx = l[v] > mx ? l[v] : mx;
+    for (int v = 0; v < V; v++) {
+        sum += l[v];
+        se += exp(l[v] - mx);
+    }
+    double mean = sum / V;
+    for (int v = 0; v < V; v++) sum2 += (l[v] - mean) * (l[v] - mean);
+    double lse = mx + log(se);
+    int k = sr->K < V ? sr->K : V;
+    top_k(l, V, k, sr->top);
+    cJSON *p = cJSON_CreateObject();
+    cJSON *ta = p ? cJSON_AddArrayToObject(p, "top") : NULL;
+    if (!ta) {
+        cJSON_Delete(p);
+        sr->failed = 2;
+        return;
+    }
+    for (int j = 0; j < k; j++) {
+        cJSON *pair = cJSON_CreateArray();
+        cJSON_AddItemToArray(pair, cJSON_CreateNumber(sr->top[j].id));
+        cJSON_AddItemToArray(pair, cJSON_CreateNumber(sr->top[j].v));
+        cJSON_AddItemToArray(ta, pair);
+    }
+    cJSON_AddNumberToObject(p, "logsumexp", lse);
+    cJSON_AddNumberToObject(p, "mean", mean);
+    cJSON_AddNumberToObject(p, "std", sqrt(sum2 / V));
+    cJSON_AddItemToArray(sr->positions, p);
+    if (pos + 1 < sr->n) sr->total_lp += l[sr->toks[pos + 1]] - lse;
+    sr->n_done = pos + 1;
+}
+
+static void score_emit(void *user, int32_t token, const char *text, int len, int finished,
+                       const char *reason) {
+    score_run *sr = user;
+    (void)token;
+    if (!finished) return;
+    sr->finished = 1;
+    snprintf(sr->reason, sizeof sr->reason, "%s", reason ? reason : "error");
+    if (!strcmp(sr->reason, "error")) sr->errmsg = strndup(text ? text : "", len > 0 ? (size_t)len : 0);
+}
+
 int cmd_score(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *ids_arg = NULL, *logits_path = NULL;
+    const char *backend = "cpu";
     long K = 32, threads = 0, batch = 512, tp = 0, pp = 0;
+    int kv_type = QT_F32;   /* a scoring tool: the reference tolerances are F32's */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs("usage: sampan score -m MODEL (-p PROMPT | --tokens ID,ID,...) [--top K] [-t N]\n"
-                  "                    [-b BATCH] [--logits FILE] [--tp N --pp N]\n", stdout);
+                  "                    [-b BATCH] [--logits FILE] [--tp N --pp N]\n"
+                  "                    [--kv-type f32|f16|bf16 (default f32)] [--backend cpu|cuda|auto]\n",
+                  stdout);
             return 0;
         }
         if (!(v = cli_arg(argc, argv, &i))) return 2;
@@ -83,6 +154,8 @@ int cmd_score(int argc, char **argv) {
         else if (!strcmp(a, "-b")) { if (cli_int(a, v, 1, 1 << 16, &batch)) return 2; }
         else if (!strcmp(a, "--tp")) { if (cli_int(a, v, 1, 4096, &tp)) return 2; }
         else if (!strcmp(a, "--pp")) { if (cli_int(a, v, 1, 4096, &pp)) return 2; }
+        else if (!strcmp(a, "--kv-type")) { if (cli_kv_type(a, v, &kv_type)) return 2; }
+        else if (!strcmp(a, "--backend")) { if (cli_backend(a, v, &backend)) return 2; }
         else {
             cli_error("score: unknown option '%s'", a);
             return 2;
@@ -98,16 +171,13 @@ int cmd_score(int argc, char **argv) {
         comm_world_finalize();
         return 1;
     }
-    model *m = rank_load_model(&rk, model_path, (int)threads);
+    model *m = rank_load_model(&rk, model_path, (int)threads, kv_type, backend);
     if (!m) return 1;
     int rc = 1, n = 0;
-    int32_t *toks = NULL, *pos = NULL;
-    int8_t *want = NULL;
-    float *logits = NULL, *slices = NULL;
-    model_state *st = NULL;
+    int32_t *toks = NULL;
+    sched *s = NULL;
+    score_run sr = { .K = (int)K };
     cJSON *js = NULL;
-    FILE *lf = NULL;
-    top_ent *top = NULL;
     const int V = m->cfg.n_vocab;
 
     if (ids_arg) {
@@ -125,102 +195,73 @@ int cmd_score(int argc, char **argv) {
             if (rk.leader) cli_error("score: token id %d at index %d is out of range [0, %d)", toks[i], i, V);
             goto out;
         }
-    int n_ctx = m->cfg.n_ctx_train > n ? m->cfg.n_ctx_train : n;
     if (n > m->cfg.n_ctx_train && rk.leader)
         fprintf(stderr, "sampan: warning: %d tokens exceed the trained context of %d\n", n,
                 m->cfg.n_ctx_train);
     if (batch > n) batch = n;
-    st = model_state_new(m, 1, n_ctx, (int)batch, err, sizeof err);
-    logits = malloc((size_t)batch * V * sizeof *logits);
-    slices = malloc(model_logits_floats(m, (int)batch) * sizeof *slices);
-    pos = malloc((size_t)batch * sizeof *pos);
-    want = malloc((size_t)batch);
-    top = malloc((size_t)K * sizeof *top);
-    if (!rank_agree(&rk, st && logits && slices && pos && want && top)) {
-        cli_error("score: %s", st ? "out of memory" : err);
+    /* one sequence of exactly the tokens: the KV pool holds them and nothing more */
+    const int bs = 16;
+    sched_opts so = { .max_batch_tokens = (int)batch, .max_seqs = 1, .block_size = bs, .n_ctx = n,
+                      .kv_mem = model_kv_block_bytes(m, bs) * (size_t)((n + bs - 1) / bs) };
+    s = sched_new(m, rk.size > 1 ? rk.world : NULL, rk.leader_rank, &so, err, sizeof err);
+    sr.toks = toks;
+    sr.n = n;
+    sr.top = malloc((size_t)K * sizeof *sr.top);
+    js = cJSON_CreateObject();
+    cJSON *pt = js ? cJSON_AddArrayToObject(js, "prompt_tokens") : NULL;
+    sr.positions = js ? cJSON_AddArrayToObject(js, "positions") : NULL;
+    if (!rank_agree(&rk, s && sr.top && pt && sr.positions)) {
+        cli_error("score: %s", s ? "out of memory" : err);
         goto out;
     }
-    memset(want, 1, (size_t)batch);
-    if (rk.leader && logits_path && !(lf = fopen(logits_path, "wb"))) {
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(pt, cJSON_CreateNumber(toks[i]));
+    if (!rk.leader) {
+        if (sched_follow(s)) goto out;
+        rc = 0;
+        goto out;
+    }
+    if (logits_path && !(sr.lf = fopen(logits_path, "wb"))) {
         cli_error("score: cannot write '%s': %s", logits_path, strerror(errno));
         goto out;
     }
-    js = cJSON_CreateObject();
-    cJSON *pt = cJSON_AddArrayToObject(js, "prompt_tokens");
-    for (int i = 0; i < n; i++) cJSON_AddItemToArray(pt, cJSON_CreateNumber(toks[i]));
-    cJSON *positions = cJSON_AddArrayToObject(js, "positions");
-    double total_lp = 0.0;
-    for (int i0 = 0; i0 < n; i0 += (int)batch) {
-        int T = n - i0 < batch ? n - i0 : (int)batch;
-        for (int t = 0; t < T; t++) pos[t] = i0 + t;
-        model_batch b = { .n = T, .tokens = toks + i0, .pos = pos, .want = want };
-        if (model_forward(m, st, &b, slices, err, sizeof err) ||
-            (model_has_logits(m) && model_logits_full(m, slices, T, logits, err, sizeof err))) {
-            cli_error("score: %s", err);
-            goto out;
-        }
-        if (!rk.leader) continue;
-        if (lf && fwrite(logits, sizeof(float) * V, (size_t)T, lf) != (size_t)T) {
-            cli_error("score: write to '%s' failed", logits_path);
-            goto out;
-        }
-        for (int t = 0; t < T; t++) {
-            const float *l = logits + (size_t)t * V;
-            double mx = -INFINITY, sum = 0, sum2 = 0, se = 0;
-            for (int v = 0; v < V; v++) mx = l[v] > mx ? l[v] : mx;
-            for (int v = 0; v < V; v++) {
-                sum += l[v];
-                se += exp(l[v] - mx);
-            }
-            double mean = sum / V;
-            for (int v = 0; v < V; v++) sum2 += (l[v] - mean) * (l[v] - mean);
-            double lse = mx + log(se);
-            int k = (int)(K < V ? K : V);
-            top_k(l, V, k, top);
-            cJSON *p = cJSON_CreateObject();
-            cJSON *ta = cJSON_AddArrayToObject(p, "top");
-            for (int j = 0; j < k; j++) {
-                cJSON *pair = cJSON_CreateArray();
-                cJSON_AddItemToArray(pair, cJSON_CreateNumber(top[j].id));
-                cJSON_AddItemToArray(pair, cJSON_CreateNumber(top[j].v));
-                cJSON_AddItemToArray(ta, pair);
-            }
-            cJSON_AddNumberToObject(p, "logsumexp", lse);
-            cJSON_AddNumberToObject(p, "mean", mean);
-            cJSON_AddNumberToObject(p, "std", sqrt(sum2 / V));
-            cJSON_AddItemToArray(positions, p);
-            int next = i0 + t + 1;
-            if (next < n) total_lp += l[toks[next]] - lse;
-        }
+    sched_request rq = { .prompt = toks, .n_prompt = n, .max_tokens = 0,
+                         .sampling = sample_defaults(), .prompt_logits = score_logits };
+    if (sched_submit(s, &rq, score_emit, &sr, NULL, err, sizeof err)) {
+        cli_error("score: %s", err);
+        goto out;
     }
-    rc = 0;
-    if (!rk.leader) goto out;
-    rc = 1;
+    while (!sr.finished)
+        if (sched_step(s) < 0) break;
+    if (!sr.finished || sr.errmsg || sr.failed || sr.n_done != n) {
+        if (sr.failed == 1) cli_error("score: write to '%s' failed", logits_path);
+        else if (sr.failed == 2) cli_error("score: out of memory");
+        else cli_error("score: %s", sr.errmsg ? sr.errmsg : "the scheduler stopped early");
+        goto out;
+    }
+    sched_stop(s);
+    sched_run(s);   /* only releases the followers */
     cJSON_AddNumberToObject(js, "n_vocab", V);
-    cJSON_AddNumberToObject(js, "total_logprob", total_lp);
+    cJSON_AddNumberToObject(js, "total_logprob", sr.total_lp);
     cJSON_AddNumberToObject(js, "n_scored", n - 1);
-    cJSON_AddNumberToObject(js, "perplexity", n > 1 ? exp(-total_lp / (n - 1)) : 1.0);
-    char *s = cJSON_PrintUnformatted(js);
-    if (!s) {
+    cJSON_AddNumberToObject(js, "perplexity", n > 1 ? exp(-sr.total_lp / (n - 1)) : 1.0);
+    char *str = cJSON_PrintUnformatted(js);
+    if (!str) {
         cli_error("score: out of memory");
         goto out;
     }
-    puts(s);
-    free(s);
+    puts(str);
+    free(str);
     rc = 0;
 out:
-    if (lf && fclose(lf) && rc == 0) {
+    if (sr.lf && fclose(sr.lf) && rc == 0) {
         cli_error("score: write to '%s' failed", logits_path);
         rc = 1;
     }
     cJSON_Delete(js);
     free(toks);
-    free(pos);
-    free(want);
-    free(logits);
-    free(slices);
-    free(top);
-    model_state_free(st);
+    free(sr.top);
+    free(sr.errmsg);
+    sched_free(s);
     model_free(m);
     if (rc == 0 || rk.size == 1) rank_finish(&rk);
     else comm_abort(rk.world, rc);   /* a peer may be waiting on us */

@@ -24,13 +24,15 @@
 #include "comm.h"
 #include "gguf.h"
 #include "model.h"
+#include "qtypes.h"
 #include "rank.h"
 #include "scheduler/sched.h"
 #include "server.h"
 #include "tok.h"
 
 typedef struct {
-    const char *model, *host, *api_key, *model_name, *chat_template;
+    const char *model, *host, *api_key, *model_name, *chat_template, *backend;
+    int kv_type;
     long port, tp, pp, threads, n_ctx, max_batch_tokens, max_seqs, max_connections, timeout;
     long block_size;
     size_t kv_mem, max_body;
@@ -50,6 +52,8 @@ static void serve_usage(void) {
           "  --max-seqs N           sequences running at once (default 64)\n"
           "  --kv-mem BYTES         KV cache pool, e.g. 512M or 2G (default: a quarter of free memory)\n"
           "  --block-size N         tokens per KV block (default 16)\n"
+          "  --kv-type T            KV cache elements: f32, f16 or bf16 (default f16)\n"
+          "  --backend B            cpu, cuda or auto (default cpu)\n"
           "  --max-body BYTES       largest request body (default 1M)\n"
           "  --max-connections N    concurrent connections (default 64)\n"
           "  --timeout SEC          close a connection idle this long (default 60; 0 = never)\n"
@@ -91,6 +95,8 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
     o->timeout = 60;
     o->block_size = 16;
     o->max_body = 1 << 20;
+    o->kv_type = QT_F16;
+    o->backend = "cpu";
     o->api_key = getenv("SAMPAN_API_KEY");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -116,6 +122,8 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
         else if (!strcmp(a, "--timeout")) { if (cli_int(a, v, 0, 1 << 20, &o->timeout)) return -1; }
         else if (!strcmp(a, "--kv-mem")) { if (serve_bytes(a, v, &o->kv_mem)) return -1; }
         else if (!strcmp(a, "--max-body")) { if (serve_bytes(a, v, &o->max_body)) return -1; }
+        else if (!strcmp(a, "--kv-type")) { if (cli_kv_type(a, v, &o->kv_type)) return -1; }
+        else if (!strcmp(a, "--backend")) { if (cli_backend(a, v, &o->backend)) return -1; }
         else {
             cli_error("serve: unknown option '%s'", a);
             return -1;
@@ -193,7 +201,7 @@ int cmd_serve(int argc, char **argv) {
         comm_world_finalize();
         return 1;
     }
-    model *m = rank_load_model(&rk, o.model, (int)o.threads);
+    model *m = rank_load_model(&rk, o.model, (int)o.threads, o.kv_type, o.backend);
     if (!m) return 1;
 
     int rc = 1, n_ctx = (int)o.n_ctx;

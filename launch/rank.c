@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "cli.h"
 #include "comm.h"
 #include "model.h"
@@ -26,9 +27,14 @@ static void place(rank_ctx *r) {
     CPU_ZERO(&set);
     int bound = sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) < sysconf(_SC_NPROCESSORS_ONLN);
     topo_rank_plan p;
+    r->local_rank = lr;
     if (topo_plan(t, lr, ls, &p, err, sizeof err)) {
         snprintf(r->placement, sizeof r->placement, "unplaced (%s)", err);
-    } else if (bound || ls > topo_n_cores(t) || getenv("SAMPAN_NO_BIND")) {
+        topo_close(t);
+        return;
+    }
+    snprintf(r->gpu_bus, sizeof r->gpu_bus, "%s", p.gpu_name);
+    if (bound || ls > topo_n_cores(t) || getenv("SAMPAN_NO_BIND")) {
         snprintf(r->placement, sizeof r->placement, "%d cpus as launched (%s)", CPU_COUNT(&set),
                  bound ? "bound by the launcher" : "not bound");
     } else {
@@ -102,13 +108,31 @@ int rank_agree(rank_ctx *r, int ok) {
     return bad == 0;
 }
 
-model *rank_load_model(rank_ctx *r, const char *path, int n_threads) {
+model *rank_load_model(rank_ctx *r, const char *path, int n_threads, int kv_type,
+                       const char *backend) {
     char err[512];
     const char *mix = getenv("SAMPAN_TP_REDUCE"), *pack = getenv("SAMPAN_PACK");
+    /* a device backend: this rank's GPU (nearest by topo, within CUDA_VISIBLE_DEVICES), and
+     * NCCL over its tp / pp groups for the forward pass's device buffers */
+    int device = -1;
+    if (backend && strcmp(backend, "cpu") && (strcmp(backend, "auto") || backend_cuda_devices() > 0)) {
+        device = comm_nccl_device(r->gpu_bus, r->local_rank, err, sizeof err);  /* -1: backend_new says why */
+        if (device >= 0 && (r->tp_comm || r->pp_comm)) {
+            int rc = comm_nccl_for_backend(r->tp_comm, r->pp_comm, device, &r->tp_nccl,
+                                           &r->pp_nccl, err, sizeof err);
+            if (rc) cli_error("%s: %s", comm_where(r->world), err);
+            if (!rank_agree(r, rc == 0)) {
+                rank_finish(r);
+                return NULL;
+            }
+        }
+    }
     model_opts mo = { .n_threads = n_threads, .tp = r->tp, .pp = r->pp, .tp_rank = r->tp_rank,
                       .stage = r->stage, .tp_comm = r->tp_comm, .pp_comm = r->pp_comm,
+                      .tp_dev_comm = r->tp_nccl, .pp_dev_comm = r->pp_nccl,
                       .tp_allreduce = mix && !strcmp(mix, "allreduce"),
-                      .no_pack = pack && !strcmp(pack, "0") };
+                      .no_pack = pack && !strcmp(pack, "0"), .backend = backend,
+                      .device = device, .kv_type = kv_type };
     model *m = NULL;
     int loaded = model_load(path, &mo, &m, err, sizeof err) == 0;
     if (!loaded) cli_error("%s%s%s", r->size > 1 ? comm_where(r->world) : "", r->size > 1 ? ": " : "", err);
@@ -141,6 +165,9 @@ void rank_layout(rank_ctx *r, const model *m) {
 }
 
 void rank_finish(rank_ctx *r) {
+    comm_free(r->tp_nccl);   /* before the host comms they were made over */
+    comm_free(r->pp_nccl);
+    r->tp_nccl = r->pp_nccl = NULL;
     comm_free(r->tp_comm);
     comm_free(r->pp_comm);
     r->tp_comm = r->pp_comm = NULL;

@@ -29,6 +29,10 @@ typedef struct {
     int leader;           /* 1 on the leader */
     int leader_rank;      /* its world rank */
     char placement[300];  /* this rank's cores, e.g. "cores 0-15 (16) numa 0 gpu -1 cpus 0-15" */
+    int local_rank;       /* among the ranks of this node */
+    char gpu_bus[64];     /* PCI bus id of the GPU topo placed this rank next to, or "" */
+    struct comm *tp_nccl, *pp_nccl;   /* the tp / pp groups over device memory (NCCL), made by
+                                         rank_load_model for a device backend; else NULL */
 } rank_ctx;
 
 /* tp, pp <= 0: chosen from the world size (pp = 1 unless given; tp = size / pp).
@@ -38,9 +42,12 @@ int rank_init(int *argc, char ***argv, int tp, int pp, const char *model_path, r
 /* ok: this rank's step succeeded; returns 1 if every rank's did. Collective. */
 int rank_agree(rank_ctx *r, int ok);
 /* Loads this rank's slice of the model (SAMPAN_TP_REDUCE=allreduce picks Megatron's
- * all-reduce), agrees with every rank that all loaded, and prints the layout. Returns the
- * model, or NULL after rank_finish when any rank failed (its message printed). */
-struct model *rank_load_model(rank_ctx *r, const char *path, int n_threads);
+ * all-reduce), agrees with every rank that all loaded, and prints the layout. n_threads <= 0:
+ * the affinity mask's CPUs; kv_type: QT_F32, QT_F16 or QT_BF16 (model_opts.kv_type); backend:
+ * "cpu", "cuda" or "auto" (NULL: cpu). Returns the model, or NULL after rank_finish when any
+ * rank failed (its message printed). */
+struct model *rank_load_model(rank_ctx *r, const char *path, int n_threads, int kv_type,
+                              const char *backend);
 /* rank 0 prints one line per rank to stderr (collective) */
 void rank_layout(rank_ctx *r, const struct model *m);
 void rank_finish(rank_ctx *r);

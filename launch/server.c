@@ -1184,6 +1184,12 @@ static enum MHD_Result http__metrics(http_server *h, struct MHD_Connection *c) {
     http__metric(&t, "sampan_kv_blocks_cached", "gauge",
                  "Free KV cache blocks that still hold a reusable prompt prefix.",
                  (double)st.kv_blocks_cached);
+    http__metric(&t, "sampan_kv_bytes_total", "gauge",
+                 "Bytes of the KV cache pool on the leader rank (its KV type's).",
+                 (double)st.kv_bytes_total);
+    http__metric(&t, "sampan_kv_bytes_used", "gauge",
+                 "Bytes of the KV cache held by sequences on the leader rank.",
+                 (double)st.kv_bytes_used);
     http__metric(&t, "sampan_preemptions_total", "counter",
                  "Running sequences preempted because the KV pool ran out.", (double)st.preemptions);
     http__metric(&t, "sampan_steps_total", "counter", "Forward steps run by the scheduler.",

@@ -124,6 +124,21 @@ int comm_local_rank(const comm *c, int *local_rank, int *local_size);
  * built without CUDA or when no GPU is present (callers report a skip). Collective over
  * `mpi`, which must outlive the NCCL comm. */
 int comm_nccl_new(comm *mpi, int device, comm **out, char *err, size_t errlen);
+/* The CUDA device of a GPU rank: when this process sees one device, that one (the launcher
+ * chose: srun --gpus-per-task, CUDA_VISIBLE_DEVICES); else the GPU topo_plan picked, by its
+ * PCI bus id (topo_rank_plan.gpu_name) when this process can see it; else local_rank modulo
+ * the visible devices (local_rank: comm_local_rank, i.e. SLURM_LOCALID under srun). -1 with a
+ * message naming the missing device when there is none (built without CUDA, no driver). */
+int comm_nccl_device(const char *pci_bus_id, int local_rank, char *err, size_t errlen);
+/* NCCL comms over a rank's tensor and pipeline groups, for a device backend: *tp_out over
+ * tp_host and *pp_out over pp_host (NULL in, NULL out), both on `device`. Collective over each
+ * group; both are attempted even when the first fails, so that no group waits for a rank that
+ * gave up. Returns 0 or the first error (both outputs NULL then): the caller agrees over the
+ * world (one failed rank fails all) before using them. The host comms must outlive them. With
+ * these comms, model.c's collectives take device buffers (NCCL) and host ones (forwarded to
+ * the host comm: model_logits_full). */
+int comm_nccl_for_backend(comm *tp_host, comm *pp_host, int device, comm **tp_out,
+                          comm **pp_out, char *err, size_t errlen);
 
 /* dispatchers: argument checks shared by every implementation, then the vtable */
 int comm_allreduce_sum(comm *c, void *buf, size_t count, comm_dtype t);

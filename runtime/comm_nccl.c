@@ -9,7 +9,11 @@
  * Buffer contract: buffers are device memory, and the caller has finished writing them (its
  * kernels synchronised) before the call; the result is in place when the call returns. The
  * stream is created with default flags, so work on the legacy default stream is ordered before
- * it. argmax takes host pointers like every implementation: each rank's (value, index) pair is
+ * it (the CUDA backend, kernels/cuda/backend_cuda.cu, runs there: its kernels need no sync
+ * before a collective, and its next kernels wait for it). Host buffers (pageable or pinned:
+ * cudaPointerGetAttributes says which) go to the host comm instead, so that the model's host
+ * collectives (model_logits_full's gather of logits) work over the same comm.
+ * argmax takes host pointers like every implementation: each rank's (value, index) pair is
  * gathered (ncclAllGather of 8 bytes per rank) and every rank picks the same winner on the host
  * (largest value, ties to the smallest index). Tags are not NCCL's: messages between a pair
  * arrive in the order sent, whatever the tag.
@@ -56,6 +60,22 @@ static int nccl__cfail(comm *c, cudaError_t e, const char *call) {
                       cudaGetErrorString(e), (int)e);
 }
 
+/* 1 when p is host memory (NCCL takes device memory only) */
+static int nccl__is_host(const void *p) {
+    struct cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 1;
+    }
+    return a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged;
+}
+
+/* the host comm's result of a forwarded call, its message copied */
+static int nccl__fwd(comm *c, int rc) {
+    if (rc) snprintf(c->err, sizeof c->err, "%s", comm_error(nccl__of(c)->host));
+    return rc;
+}
+
 /* one poll of the stream; arg is the name of the NCCL call being waited for */
 static int nccl__test(comm *c, void *arg, int *done) {
     nccl__comm *n = nccl__of(c);
@@ -92,6 +112,7 @@ static int nccl__allreduce_sum(comm *c, void *buf, size_t count, comm_dtype t) {
     ncclDataType_t dt;
     if (nccl__type(t, &dt)) return comm__fail(c, COMM_ERR_ARG, "allreduce: dtype %d", (int)t);
     nccl__comm *n = nccl__of(c);
+    if (nccl__is_host(buf)) return nccl__fwd(c, comm_allreduce_sum(n->host, buf, count, t));
     return nccl__finish(c, ncclAllReduce(buf, buf, count, dt, ncclSum, n->nc, n->st),
                         "ncclAllReduce", "allreduce", count * comm_dtype_size(t));
 }
@@ -99,12 +120,18 @@ static int nccl__allreduce_sum(comm *c, void *buf, size_t count, comm_dtype t) {
 static int nccl__allgather(comm *c, const void *send, void *recv, size_t count, comm_dtype t) {
     nccl__comm *n = nccl__of(c);
     size_t bytes = count * comm_dtype_size(t);
+    int hs = nccl__is_host(send), hr = nccl__is_host(recv);
+    if (hs != hr)
+        return comm__fail(c, COMM_ERR_ARG, "allgather: send in %s memory, recv in %s memory",
+                          hs ? "host" : "device", hr ? "host" : "device");
+    if (hs) return nccl__fwd(c, comm_allgather(n->host, send, recv, count, t));
     return nccl__finish(c, ncclAllGather(send, recv, bytes, ncclUint8, n->nc, n->st),
                         "ncclAllGather", "allgather", bytes * (size_t)c->size);
 }
 
 static int nccl__bcast(comm *c, void *buf, size_t bytes, int root) {
     nccl__comm *n = nccl__of(c);
+    if (nccl__is_host(buf)) return nccl__fwd(c, comm_bcast(n->host, buf, bytes, root));
     return nccl__finish(c, ncclBroadcast(buf, buf, bytes, ncclUint8, root, n->nc, n->st),
                         "ncclBroadcast", "bcast", bytes);
 }
@@ -134,12 +161,14 @@ static int nccl__argmax(comm *c, float *value, int32_t *index) {
 
 static int nccl__send(comm *c, const void *buf, size_t bytes, int peer, int tag) {
     nccl__comm *n = nccl__of(c);
+    if (nccl__is_host(buf)) return nccl__fwd(c, comm_send(n->host, buf, bytes, peer, tag));
     return nccl__finish(c, ncclSend(buf, bytes, ncclUint8, peer, n->nc, n->st), "ncclSend",
                         "send", bytes);
 }
 
 static int nccl__recv(comm *c, void *buf, size_t bytes, int peer, int tag) {
     nccl__comm *n = nccl__of(c);
+    if (nccl__is_host(buf)) return nccl__fwd(c, comm_recv(n->host, buf, bytes, peer, tag));
     return nccl__finish(c, ncclRecv(buf, bytes, ncclUint8, peer, n->nc, n->st), "ncclRecv",
                         "recv", bytes);
 }
@@ -335,4 +364,41 @@ int comm_nccl_new(comm *host, int device, comm **out, char *err, size_t errlen) 
         return rc ? rc : COMM_ERR_NCCL;
     }
     return nccl__make(host, 0, nc, device, out, err, errlen);
+}
+
+int comm_nccl_device(const char *pci_bus_id, int local_rank, char *err, size_t errlen) {
+    int n = 0, dev = -1;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        snprintf(err, errlen, "no CUDA device (cudaGetDeviceCount: %s)", cudaGetErrorString(e));
+        return -1;
+    }
+    if (n <= 0) {
+        snprintf(err, errlen, "no CUDA device (cudaGetDeviceCount found 0 devices)");
+        return -1;
+    }
+    if (n == 1) return 0;
+    if (pci_bus_id && *pci_bus_id) {
+        if (cudaDeviceGetByPCIBusId(&dev, pci_bus_id) == cudaSuccess && dev >= 0 && dev < n)
+            return dev;
+        (void)cudaGetLastError();   /* that GPU is not visible to this process */
+    }
+    return (local_rank > 0 ? local_rank : 0) % n;
+}
+
+int comm_nccl_for_backend(comm *tp_host, comm *pp_host, int device, comm **tp_out,
+                          comm **pp_out, char *err, size_t errlen) {
+    *tp_out = *pp_out = NULL;
+    char perr[256] = "";
+    int rc = tp_host ? comm_nccl_new(tp_host, device, tp_out, err, errlen) : 0;
+    int rc2 = pp_host ? comm_nccl_new(pp_host, device, pp_out, perr, sizeof perr) : 0;
+    if (rc || rc2) {
+        if (!rc) snprintf(err, errlen, "%s", perr);
+        comm_free(*tp_out);
+        comm_free(*pp_out);
+        *tp_out = *pp_out = NULL;
+        return rc ? rc : rc2;
+    }
+    return 0;
 }

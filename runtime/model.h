@@ -6,12 +6,13 @@
  * Supported now: llama (Llama 2/3, TinyLlama, Mistral without sliding window) and qwen2.
  *
  * Legend: V = vocab, C = embedding dim, L = layers, H = query heads, Hkv = KV heads, D = head dim,
- * F = FFN hidden dim, T = tokens in a batch, S = sequence slots, P = context length.
+ * F = FFN hidden dim, T = tokens in a batch, P = context length.
  *
- * A forward pass runs over a batch of T token positions drawn from any of S sequences at once:
- * each position names its sequence slot and its position in that sequence, attends to the KV
- * cache of its own slot (positions 0..pos), and writes its K and V there. Logits are produced only
- * for positions flagged in the batch.
+ * A forward pass runs over a batch of T token positions drawn from any number of sequences at
+ * once: each position gives its position in its sequence and that sequence's block table,
+ * attends to its sequence's KV cache (positions 0..pos) and writes its K and V there. Logits
+ * are produced only for positions flagged in the batch. The pass runs on the model's backend
+ * (runtime/backend.h: CPU or CUDA); model_opts choose it and the KV cache's element type.
  */
 #ifndef SAMPAN_MODEL_H
 #define SAMPAN_MODEL_H
@@ -78,8 +79,11 @@ typedef struct {
  * and the slices that follow from them. tp = pp = 1 is the whole model. */
 typedef struct {
     int tp, tp_rank, pp, stage;
-    struct comm *tp_comm;      /* ranks of this stage (NULL when tp == 1) */
+    struct comm *tp_comm;      /* ranks of this stage (NULL when tp == 1); host buffers */
     struct comm *pp_comm;      /* ranks with this tp_rank, one per stage (NULL when pp == 1) */
+    struct comm *tp_dev, *pp_dev;  /* the same groups for the forward pass's buffers: NCCL
+                                      over device memory with a device backend, else the
+                                      comms above */
     int layer0, layer1;        /* layers [layer0, layer1) live on this stage */
     int head0, n_heads;        /* query heads [head0, head0 + n_heads) */
     int kv_head0, n_kv_heads;  /* KV heads this rank keeps (replicated when Hkv < tp) */
@@ -109,6 +113,10 @@ typedef struct model {
                                             layout (Q4_0, Q8_0, Q4_K, F16), in huge pages; owned */
     size_t packed_bytes;
     struct backend *be;                  /* where the forward pass runs; owned */
+    void *dev_vectors;                   /* device backends: every norm/bias vector, uploaded
+                                            into one buffer of be (the pointers above point
+                                            into it); NULL on host-memory backends */
+    int kv_type;                         /* KV cache element type (model_opts.kv_type) */
 } model;
 
 typedef struct {
@@ -116,8 +124,14 @@ typedef struct {
     /* sharding: tp x pp ranks; NULL comms and tp = pp = 0 or 1 mean a single rank */
     int tp, pp, tp_rank, stage;
     struct comm *tp_comm, *pp_comm;
+    /* comms of the same groups for device buffers (NCCL, comm_nccl_new over the ones above);
+     * NULL: tp_comm / pp_comm (host-memory backends) */
+    struct comm *tp_dev_comm, *pp_dev_comm;
     int tp_allreduce;   /* Megatron all-reduce where slices fall on block boundaries */
     int no_pack;        /* keep every weight as the file stores it (no kern_pack copies) */
+    const char *backend; /* "cpu" (NULL: cpu), "cuda" or "auto" (runtime/backend.h) */
+    int device;         /* CUDA device ordinal; < 0: chosen by topo / the first visible */
+    int kv_type;        /* KV cache elements: QT_F32 (0, the library default), QT_F16, QT_BF16 */
 } model_opts;
 
 /* Checks that tp x pp ranks can split this model (heads, KV heads, FFN and layers divide) and
@@ -130,12 +144,9 @@ int model_read_cfg(const char *path, model_cfg *out, char *err, size_t errlen);
 int model_load(const char *path, const model_opts *opts, model **out, char *err, size_t errlen);
 void model_free(model *m);
 
-/* KV cache and scratch for up to n_seq sequences of n_ctx positions each (slot s owns its
- * own blocks; batches give `seq` and no tables). */
 typedef struct model_state model_state;
-model_state *model_state_new(const model *m, int n_seq, int n_ctx, int max_batch,
-                             char *err, size_t errlen);
-/* A paged KV cache of n_blocks blocks of block_size positions for sequences of at most
+/* The KV cache and activations of the forward pass, in the model's backend (model_state.c):
+ * a paged KV cache of n_blocks blocks of block_size positions for sequences of at most
  * max_ctx positions; batches must give block tables (scheduler/kv.c hands out blocks). */
 model_state *model_state_new_paged(const model *m, int n_blocks, int block_size, int max_ctx,
                                    int max_batch, char *err, size_t errlen);
@@ -149,11 +160,9 @@ typedef struct {
     int n;                   /* T */
     const int32_t *tokens;   /* (T) */
     const int32_t *pos;      /* (T) position of each token in its sequence */
-    const int32_t *seq;      /* (T) sequence slot, or NULL for all 0 */
     const int8_t *want;      /* (T) 1 = produce logits for this position; NULL = last only */
     const int32_t *const *tables;  /* (T) block table of each position's sequence (entry i =
-                                      block of positions [i*bs, (i+1)*bs)), or NULL: slot seq[t]'s
-                                      own blocks */
+                                      block of positions [i*bs, (i+1)*bs)); required */
 } model_batch;
 
 /* logits: (n_out, V) for the n_out positions with want set, in batch order. Positions of one

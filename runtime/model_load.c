@@ -559,6 +559,104 @@ int model_read_cfg(const char *path, model_cfg *out, char *err, size_t errlen) {
     return rc;
 }
 
+/* ---- the model in its backend ------------------------------------------------------------ */
+
+typedef struct {
+    model *m;
+    const char *bad;   /* first matrix whose type the backend cannot multiply by */
+    int bad_type;
+    int failed;        /* the weight slot failed (message in the backend) */
+} weight_walk;
+
+static void weight_check(model *m, kern_weight *w, void *ctx) {
+    weight_walk *ww = ctx;
+    if (!ww->bad && !m->be->i->supports(m->be, w->type)) {
+        ww->bad = "a weight";
+        ww->bad_type = w->type;
+    }
+}
+
+static void weight_make_own(model *m, kern_weight *w, void *ctx) {
+    weight_walk *ww = ctx;
+    if (!ww->failed && m->be->i->weight(m->be, w)) ww->failed = 1;
+}
+
+/* the vector fields of every bound layer and of the model, with their lengths */
+static int each_vector(model *m, const float ***ptrs, size_t *lens, int cap) {
+    const model_shard *sh = &m->shard;
+    const int C = m->cfg.dim, D = m->cfg.head_dim;
+    int n = 0;
+    ptrs[n] = &m->output_norm, lens[n++] = (size_t)C;
+    if (m->rope_freqs) ptrs[n] = &m->rope_freqs, lens[n++] = (size_t)m->cfg.n_rot / 2;
+    for (int l = sh->layer0; l < sh->layer1; l++) {
+        model_layer *L = &m->layers[l];
+        const float **f[] = { &L->attn_norm, &L->ffn_norm, &L->bq, &L->bk, &L->bv };
+        size_t len[] = { (size_t)C, (size_t)C, (size_t)sh->n_heads * D, (size_t)sh->n_kv_heads * D,
+                         (size_t)sh->n_kv_heads * D };
+        for (int i = 0; i < 5; i++)
+            if (*f[i] && n < cap) ptrs[n] = f[i], lens[n++] = len[i];
+    }
+    return n;
+}
+
+/* Checks that the backend has every weight type, then (device backends) makes the matrices
+ * its own and uploads every norm/bias vector into one buffer. */
+static int to_backend(model *m, char *err, size_t errlen) {
+    backend *be = m->be;
+    weight_walk ww = { m, NULL, 0, 0 };
+    each_matrix(m, weight_check, &ww);
+    if (!ww.bad && m->shard.stage == 0 && !be->i->supports(be, m->tok_embd.type))
+        ww.bad = "token_embd", ww.bad_type = m->tok_embd.type;
+    if (ww.bad) {
+        const qt_traits *t = qt_get(ww.bad_type);
+        snprintf(err, errlen, "model: backend %s cannot use %s of type %s", be->i->name, ww.bad,
+                 t ? t->name : "?");
+        return -1;
+    }
+    if (be->i->host_memory) return 0;
+    /* device memory: weights first (the tied output head is the embedding: made own once) */
+    if (be->i->weight) {
+        each_matrix(m, weight_make_own, &ww);
+        if (!ww.failed && m->shard.stage == 0 && be->i->weight(be, &m->tok_embd)) ww.failed = 1;
+        if (ww.failed) {
+            snprintf(err, errlen, "model: %s", backend_error(be));
+            return -1;
+        }
+        if (m->cfg.tied_output && m->shard.stage == m->shard.pp - 1) {
+            if (m->shard.stage != 0 && be->i->weight(be, &m->tok_embd)) {
+                snprintf(err, errlen, "model: %s", backend_error(be));
+                return -1;
+            }
+            m->output = m->tok_embd;
+        }
+    }
+    int cap = 2 + 5 * m->cfg.n_layers;
+    const float ***ptrs = malloc((size_t)cap * sizeof *ptrs);
+    size_t *lens = malloc((size_t)cap * sizeof *lens), total = 0;
+    if (!ptrs || !lens) {
+        free(ptrs);
+        free(lens);
+        snprintf(err, errlen, "model: out of memory");
+        return -1;
+    }
+    int n = each_vector(m, ptrs, lens, cap);
+    for (int i = 0; i < n; i++) total += lens[i];
+    float *dev = be->i->alloc(be, total * sizeof(float));
+    int rc = dev ? 0 : -1;
+    size_t at = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        rc = be->i->upload(be, dev + at, *ptrs[i], lens[i] * sizeof(float));
+        *ptrs[i] = dev + at;
+        at += lens[i];
+    }
+    m->dev_vectors = dev;
+    if (rc) snprintf(err, errlen, "model: %s vectors (%zu bytes): %s", be->i->name,
+                     total * sizeof(float), dev ? backend_error(be) : "out of device memory");
+    free(ptrs);
+    free(lens);
+    return rc;
+}
+
 /* floats needed to hold every vector tensor as f32 */
 static size_t vector_floats(const gguf_ctx *g) {
     size_t n = 0;
@@ -605,8 +703,23 @@ int model_load(const char *path, const model_opts *opts, model **out, char *err,
     if (prc) goto fail;
     m->shard.tp_comm = tp > 1 ? opts->tp_comm : NULL;
     m->tp_allreduce = opts && opts->tp_allreduce;
-    m->pack = !(opts && opts->no_pack);
+    m->kv_type = opts ? opts->kv_type : QT_F32;
+    if (m->kv_type != QT_F32 && m->kv_type != QT_F16 && m->kv_type != QT_BF16) {
+        snprintf(err, errlen, "model: KV cache type %d is not f32, f16 or bf16", m->kv_type);
+        goto fail;
+    }
+    backend_opts bo = { opts ? opts->backend : NULL, opts ? opts->n_threads : 0,
+                        opts ? opts->device : -1 };
+    if (!(m->be = backend_new(&bo, err, errlen))) goto fail;
+    m->pack = !(opts && opts->no_pack) && m->be->i->host_memory;
     m->shard.pp_comm = pp > 1 ? opts->pp_comm : NULL;
+    m->shard.tp_dev = tp > 1 && opts->tp_dev_comm ? opts->tp_dev_comm : m->shard.tp_comm;
+    m->shard.pp_dev = pp > 1 && opts->pp_dev_comm ? opts->pp_dev_comm : m->shard.pp_comm;
+    if (!m->be->i->host_memory && ((tp > 1 && !opts->tp_dev_comm) || (pp > 1 && !opts->pp_dev_comm))) {
+        snprintf(err, errlen, "model: backend %s across %d x %d ranks needs device-memory "
+                 "communicators (NCCL), and none were made", m->be->i->name, tp, pp);
+        goto fail;
+    }
     arena ar = { 0 };
     ar.cap = vector_floats(m->gguf);
     if (ar.cap && !(ar.buf = malloc(ar.cap * sizeof(float)))) {
@@ -622,8 +735,7 @@ int model_load(const char *path, const model_opts *opts, model **out, char *err,
                  tok_n_vocab(m->tok), m->cfg.n_vocab);
         goto fail;
     }
-    m->be = backend_cpu_new(opts ? opts->n_threads : 0, err, errlen);
-    if (!m->be) goto fail;
+    if (to_backend(m, err, errlen)) goto fail;
     *out = m;
     return 0;
 fail:
@@ -633,7 +745,10 @@ fail:
 
 void model_free(model *m) {
     if (!m) return;
-    if (m->be) m->be->i->free(m->be);
+    if (m->be) {
+        m->be->i->buf_free(m->be, m->dev_vectors);
+        m->be->i->free(m->be);
+    }
     tok_free(m->tok);
     free(m->layers);
     free(m->owned);

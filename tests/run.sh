@@ -37,7 +37,7 @@ if [ "$ASAN" = 1 ]; then
 fi
 
 if [ "$FUZZ" = 1 ]; then
-    CC=clang launch/setup.sh build-fuzz -Dfuzz=true -Dbuildtype=debugoptimized || exit 1
+    CC=clang launch/setup.sh build-fuzz -Dfuzz=true -Dbuildtype=debugoptimized -Dcuda=disabled || exit 1
     fuzz_log=build-fuzz/fuzz-result.txt
     if tests/fuzz/run_fuzz.sh build-fuzz "$FUZZ_SECONDS"; then echo "fuzz OK" > "$fuzz_log"
     else echo "fuzz FAIL" > "$fuzz_log"; status=1; fi

@@ -7,11 +7,15 @@
  * chain per element in p order. Four positions are scored at once (independent chains).
  * The G query heads that share a KV head are done in one call: each K row is loaded once and
  * scored against every head (then from L1); each head's arithmetic is the one above.
+ * F16 and BF16 caches: each 8-element load is widened to f32 exactly (vcvtph2ps, a shift),
+ * then the same arithmetic; the body is instantiated once per element type.
  */
 #include <immintrin.h>
 
 #include "attn_impl.h"
 #include "kern.h"
+
+#define AT_INLINE static inline __attribute__((always_inline))
 
 static inline float at__hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -20,21 +24,30 @@ static inline float at__hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static inline const float *at__row(const float *base, const kern_kv_view *kv, int p) {
-    return base + (size_t)kv->table[p / kv->block_size] * kv->block_stride +
-           (size_t)(p % kv->block_size) * kv->slot_stride;
+/* 8 elements of a cache row as f32 */
+AT_INLINE __m256 at__load(const char *row, int d, int type) {
+    if (type == QT_F32) return _mm256_loadu_ps((const float *)row + d);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + d));
+    if (type == QT_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));   /* bf16 */
+}
+
+AT_INLINE const char *at__row(const void *base, const kern_kv_view *kv, int p, int type) {
+    size_t es = type == QT_F32 ? 4 : 2;
+    return (const char *)base + ((size_t)kv->table[p / kv->block_size] * kv->block_stride +
+                                 (size_t)(p % kv->block_size) * kv->slot_stride) * es;
 }
 
 /* scores of positions [p, p + 4) for head q into att[p..p+3] */
-static inline void at__score4(float *att, const float *q, int D, float scale, int p,
-                              const float *k0, const float *k1, const float *k2, const float *k3) {
+AT_INLINE void at__score4(float *att, const float *q, int D, float scale, int p, const char *k0,
+                          const char *k1, const char *k2, const char *k3, int type) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int d = 0; d < D; d += 8) {
         __m256 qv = _mm256_loadu_ps(q + d);
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(k0 + d), qv, a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(k1 + d), qv, a1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(k2 + d), qv, a2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(k3 + d), qv, a3);
+        a0 = _mm256_fmadd_ps(at__load(k0, d, type), qv, a0);
+        a1 = _mm256_fmadd_ps(at__load(k1, d, type), qv, a1);
+        a2 = _mm256_fmadd_ps(at__load(k2, d, type), qv, a2);
+        a3 = _mm256_fmadd_ps(at__load(k3, d, type), qv, a3);
     }
     att[p] = at__hsum(a0) * scale;
     att[p + 1] = at__hsum(a1) * scale;
@@ -43,44 +56,55 @@ static inline void at__score4(float *att, const float *q, int D, float scale, in
 }
 
 /* out (D) = sum_p att[p] v_p */
-static void at__values(float *out, const float *att, int D, int n, const kern_kv_view *kv) {
+AT_INLINE void at__values(float *out, const float *att, int D, int n, const kern_kv_view *kv,
+                          int type) {
     for (int d0 = 0; d0 < D; d0 += 64) {   /* up to 8 accumulators of 8 values */
         int nv = (D - d0 < 64 ? D - d0 : 64) / 8;
         __m256 acc[8];
         for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
         for (int pp = 0; pp < n; pp++) {
-            const float *v = at__row(kv->v, kv, pp) + d0;
+            const char *v = at__row(kv->v, kv, pp, type);
             __m256 a = _mm256_broadcast_ss(att + pp);
             if (nv == 8) {
-                for (int i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(a, _mm256_loadu_ps(v + 8 * i), acc[i]);
+                for (int i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(a, at__load(v, d0 + 8 * i, type), acc[i]);
             } else {
-                for (int i = 0; i < nv; i++) acc[i] = _mm256_fmadd_ps(a, _mm256_loadu_ps(v + 8 * i), acc[i]);
+                for (int i = 0; i < nv; i++) acc[i] = _mm256_fmadd_ps(a, at__load(v, d0 + 8 * i, type), acc[i]);
             }
         }
         for (int i = 0; i < nv; i++) _mm256_storeu_ps(out + d0 + 8 * i, acc[i]);
     }
 }
 
-void attn_avx2_group(float *out, const float *q, int G, int D, float scale, int n,
-                     const kern_kv_view *kv, float *att) {
+AT_INLINE void at__group(float *out, const float *q, int G, int D, float scale, int n,
+                         const kern_kv_view *kv, float *att, int type) {
     int p = 0;
     for (; p + 4 <= n; p += 4) {   /* four K rows, scored against every head of the group */
-        const float *k0 = at__row(kv->k, kv, p), *k1 = at__row(kv->k, kv, p + 1);
-        const float *k2 = at__row(kv->k, kv, p + 2), *k3 = at__row(kv->k, kv, p + 3);
+        const char *k0 = at__row(kv->k, kv, p, type), *k1 = at__row(kv->k, kv, p + 1, type);
+        const char *k2 = at__row(kv->k, kv, p + 2, type), *k3 = at__row(kv->k, kv, p + 3, type);
         for (int g = 0; g < G; g++)
-            at__score4(att + (size_t)g * n, q + (size_t)g * D, D, scale, p, k0, k1, k2, k3);
+            at__score4(att + (size_t)g * n, q + (size_t)g * D, D, scale, p, k0, k1, k2, k3, type);
     }
     for (; p < n; p++) {
-        const float *k0 = at__row(kv->k, kv, p);
+        const char *k0 = at__row(kv->k, kv, p, type);
         for (int g = 0; g < G; g++) {
             const float *qg = q + (size_t)g * D;
             __m256 a0 = _mm256_setzero_ps();
-            for (int d = 0; d < D; d += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(k0 + d), _mm256_loadu_ps(qg + d), a0);
+            for (int d = 0; d < D; d += 8)
+                a0 = _mm256_fmadd_ps(at__load(k0, d, type), _mm256_loadu_ps(qg + d), a0);
             att[(size_t)g * n + p] = at__hsum(a0) * scale;
         }
     }
     for (int g = 0; g < G; g++) {
         kern_softmax(att + (size_t)g * n, n);
-        at__values(out + (size_t)g * D, att + (size_t)g * n, D, n, kv);
+        at__values(out + (size_t)g * D, att + (size_t)g * n, D, n, kv, type);
+    }
+}
+
+void attn_avx2_group(float *out, const float *q, int G, int D, float scale, int n,
+                     const kern_kv_view *kv, float *att) {
+    switch (kv->type) {
+    case QT_F16: at__group(out, q, G, D, scale, n, kv, att, QT_F16); break;
+    case QT_BF16: at__group(out, q, G, D, scale, n, kv, att, QT_BF16); break;
+    default: at__group(out, q, G, D, scale, n, kv, att, QT_F32); break;
     }
 }

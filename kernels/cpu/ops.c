@@ -19,7 +19,7 @@ void kern_rmsnorm(float *out, const float *x, const float *w, int C, float eps) 
 void kern_rope(float *x, int H, int D, int n_rot, int pos, float freq_base, int neox,
                const float *freq_factors) {
     float theta_scale = om_rope_theta_scale(freq_base, n_rot);
-    float theta = (float)pos;
+    float theta = (float)pos;   /* om_rope_theta(pos, theta_scale, i), kept incrementally */
     for (int i = 0; i < n_rot / 2; i++) {
         float t = freq_factors ? theta / freq_factors[i] : theta;
         float c = cosf(t), s = sinf(t);
@@ -57,6 +57,19 @@ void kern_swiglu(float *out, const float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) out[i] = om_silu(gate[i]) * up[i];
 }
 
+/* element i of a cache row as f32 */
+static inline float ops__kv_at(const void *row, int i, int type) {
+    if (type == QT_F16) return qt_f16_to_f32(((const qt_f16 *)row)[i]);
+    if (type == QT_BF16) return qt_bf16_to_f32(((const qt_bf16 *)row)[i]);
+    return ((const float *)row)[i];
+}
+
+static inline const void *ops__kv_row(const void *base, const kern_kv_view *kv, int p) {
+    size_t es = kv->type == QT_F32 ? 4 : 2;
+    return (const char *)base + ((size_t)kv->table[p / kv->block_size] * kv->block_stride +
+                                 (size_t)(p % kv->block_size) * kv->slot_stride) * es;
+}
+
 void kern_attn_group(float *out, const float *q, int G, int D, float scale, int n,
                      const kern_kv_view *kv, float *att) {
     if (D % 8 == 0 && strcmp(kern_isa(), "scalar") != 0) {
@@ -67,18 +80,16 @@ void kern_attn_group(float *out, const float *q, int G, int D, float scale, int 
         const float *qg = q + (size_t)g * D;
         float *og = out + (size_t)g * D, *ag = att + (size_t)g * n;
         for (int p = 0; p < n; p++) {
-            const float *k = kv->k + (size_t)kv->table[p / kv->block_size] * kv->block_stride +
-                             (size_t)(p % kv->block_size) * kv->slot_stride;
+            const void *k = ops__kv_row(kv->k, kv, p);
             float s = 0.0f;
-            for (int d = 0; d < D; d++) s += k[d] * qg[d];
+            for (int d = 0; d < D; d++) s += ops__kv_at(k, d, kv->type) * qg[d];
             ag[p] = s * scale;
         }
         kern_softmax(ag, n);
         memset(og, 0, (size_t)D * sizeof(float));
         for (int p = 0; p < n; p++) {
-            const float *v = kv->v + (size_t)kv->table[p / kv->block_size] * kv->block_stride +
-                             (size_t)(p % kv->block_size) * kv->slot_stride;
-            for (int d = 0; d < D; d++) og[d] += ag[p] * v[d];
+            const void *v = ops__kv_row(kv->v, kv, p);
+            for (int d = 0; d < D; d++) og[d] += ag[p] * ops__kv_at(v, d, kv->type);
         }
     }
 }

@@ -17,98 +17,27 @@
 #include <math.h>
 #include <string.h>
 
+#include "dequant_math.h"
 #include "kern.h"
 #include "quant_impl.h"
 
-/* ---- to_float ------------------------------------------------------------------------- */
+/* ---- to_float: the element math of kernels/dequant_math.h, shared with the CUDA kernels ---- */
 
 void qt_dequant_f32(const void *src, float *dst, int64_t n) {
     memcpy(dst, src, (size_t)n * sizeof(float));
 }
 
-void qt_dequant_f16(const void *src, float *dst, int64_t n) {
-    const qt_f16 *s = src;
-    for (int64_t i = 0; i < n; i++) dst[i] = qt_f16_to_f32(s[i]);
-}
-
-void qt_dequant_bf16(const void *src, float *dst, int64_t n) {
-    const qt_bf16 *s = src;
-    for (int64_t i = 0; i < n; i++) dst[i] = qt_bf16_to_f32(s[i]);
-}
-
-void qt_dequant_q8_0(const void *src, float *dst, int64_t n) {
-    const block_q8_0 *b = src;
-    for (int64_t i = 0; i < n / QK8_0; i++, dst += QK8_0) {
-        const float d = qt_f16_to_f32(b[i].d);
-        for (int j = 0; j < QK8_0; j++) dst[j] = d * (float)b[i].qs[j];
+#define QT__DEQUANT(name, elem)                                        \
+    void name(const void *src, float *dst, int64_t n) {               \
+        for (int64_t e = 0; e < n; e++) dst[e] = elem(src, e);        \
     }
-}
-
-void qt_dequant_q4_0(const void *src, float *dst, int64_t n) {
-    const block_q4_0 *b = src;
-    for (int64_t i = 0; i < n / QK4_0; i++, dst += QK4_0) {
-        const float d = qt_f16_to_f32(b[i].d);
-        for (int j = 0; j < QK4_0 / 2; j++) {
-            dst[j] = d * (float)((b[i].qs[j] & 0xF) - 8);
-            dst[j + QK4_0 / 2] = d * (float)((b[i].qs[j] >> 4) - 8);
-        }
-    }
-}
-
-/* 8 sub-blocks of 32: x = d*sc[j]*q - dmin*m[j]; qs byte l of chunk c (64 elements) holds
- * element 64c+l in its low nibble and 64c+32+l in its high nibble. */
-void qt_dequant_q4_K(const void *src, float *dst, int64_t n) {
-    const block_q4_K *b = src;
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        const float d = qt_f16_to_f32(b[i].d), dmin = qt_f16_to_f32(b[i].dmin);
-        const uint8_t *q = b[i].qs;
-        for (int c = 0; c < QK_K / 64; c++, q += 32) {
-            uint8_t sc, m;
-            qt_q4k_scale_min(2 * c, b[i].scales, &sc, &m);
-            const float d1 = d * sc, m1 = dmin * m;
-            qt_q4k_scale_min(2 * c + 1, b[i].scales, &sc, &m);
-            const float d2 = d * sc, m2 = dmin * m;
-            for (int l = 0; l < 32; l++) {
-                *dst++ = d1 * (float)(q[l] & 0xF) - m1;
-            }
-            for (int l = 0; l < 32; l++) {
-                *dst++ = d2 * (float)(q[l] >> 4) - m2;
-            }
-        }
-    }
-}
-
-/* Q6_K: 16 sub-blocks of 16 with int8 scales; x = d*scales[e/16]*(q-32). In each half of 128
- * elements, ql byte l holds (low 4 bits) element l and element 64+l (high nibble), ql byte 32+l
- * holds elements 32+l and 96+l; qh byte l holds the 2 high bits of elements l, 32+l, 64+l, 96+l
- * at bit 0, 2, 4, 6. */
-static int qt__q6k_get(const uint8_t *ql, const uint8_t *qh, int e) {
-    const int l = e & 31, part = e >> 5; /* part 0..3 within a half */
-    const int lo = (part & 1) ? ql[32 + l] : ql[l];
-    const int nib = (part & 2) ? (lo >> 4) : (lo & 0xF);
-    return (nib | (((qh[l] >> (2 * part)) & 3) << 4)) - 32;
-}
-
-void qt_dequant_q6_K(const void *src, float *dst, int64_t n) {
-    const block_q6_K *b = src;
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        const float d = qt_f16_to_f32(b[i].d);
-        for (int h = 0; h < 2; h++) {
-            const uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
-            for (int e = 0; e < 128; e++) {
-                const int g = 8 * h + e / 16;
-                *dst++ = d * (float)b[i].scales[g] * (float)qt__q6k_get(ql, qh, e);
-            }
-        }
-    }
-}
-
-void qt_dequant_q8_K(const void *src, float *dst, int64_t n) {
-    const block_q8_K *b = src;
-    for (int64_t i = 0; i < n / QK_K; i++, dst += QK_K) {
-        for (int j = 0; j < QK_K; j++) dst[j] = b[i].d * (float)b[i].qs[j];
-    }
-}
+QT__DEQUANT(qt_dequant_f16, qt_dq_f16)
+QT__DEQUANT(qt_dequant_bf16, qt_dq_bf16)
+QT__DEQUANT(qt_dequant_q8_0, qt_dq_q8_0)
+QT__DEQUANT(qt_dequant_q4_0, qt_dq_q4_0)
+QT__DEQUANT(qt_dequant_q4_K, qt_dq_q4_K)
+QT__DEQUANT(qt_dequant_q6_K, qt_dq_q6_K)
+QT__DEQUANT(qt_dequant_q8_K, qt_dq_q8_K)
 
 /* ---- from_float: plain types ---------------------------------------------------------- */
 
@@ -128,18 +57,8 @@ void qt_quant_bf16(const float *src, void *dst, int64_t n) {
 
 /* ---- from_float: activation types (llama.cpp x86 semantics, see the header comment) ------ */
 
-/* Round half to even, as vroundps with _MM_ROUND_NEAREST and ggml's nearest_int do: adding
- * 1.5*2^23 leaves a float whose unit in the last place is 1, so the addition itself rounds
- * (exact for |v| < 2^22). The clamp keeps hostile inputs (inf, nan, huge) defined; no caller
- * needs values that large. */
-static inline int qt__rne(float v) {
-    v = v > 4194303.0f ? 4194303.0f : v;
-    v = !(v >= -4194303.0f) ? -4194303.0f : v; /* also nan */
-    const float t = v + 12582912.0f;
-    int32_t i;
-    memcpy(&i, &t, sizeof i);
-    return (i & 0x007fffff) - 0x00400000;
-}
+/* qt_rne (dequant_math.h): round half to even, exact for |v| < 2^22, hostile inputs clamped */
+static inline int qt__rne(float v) { return qt_rne(v); }
 
 void qt_quant_q8_0(const float *src, void *dst, int64_t n) {
     block_q8_0 *b = dst;

@@ -357,6 +357,9 @@ def test_metrics(srv, min_requests):
     check(v == 0 and m.get("sampan_requests_running") == 0 and m.get("sampan_requests_waiting") == 0
           and m.get("sampan_kv_blocks_free") == m.get("sampan_kv_blocks_total"),
           f"/metrics: all requests over, every KV block free (used {v})")
+    kb, nb = m.get("sampan_kv_bytes_total", 0), m.get("sampan_kv_blocks_total", 0)
+    check(m.get("#TYPE sampan_kv_bytes_total") == "gauge" and kb > 0 and nb > 0 and kb % nb == 0
+          and m.get("sampan_kv_bytes_used") == 0, f"/metrics: KV pool {kb} bytes in {nb} blocks, 0 used")
 
 
 # ---- disconnects, limits, shutdown --------------------------------------------------------

@@ -36,7 +36,17 @@ for args, what in [(["frobnicate"], "unknown command"), (["run", "-p", "x"], "ru
                    (["run", "-m", "x.gguf", "-p", "x", "--temp", "-1"], "negative temperature"),
                    (["run", "-m", "x.gguf", "-p", "x", "--bogus", "1"], "unknown option"),
                    (["run", "-m"], "option without value"), (["score", "-m", "x.gguf"], "score without input"),
-                   (["model", "synth", "-o", "/tmp/x.gguf", "--type", "Q9_9"], "unknown synth type")]:
+                   (["model", "synth", "-o", "/tmp/x.gguf", "--type", "Q9_9"], "unknown synth type"),
+                   (["run", "-m", "x.gguf", "-p", "x", "--kv-type", "q8_0"], "run --kv-type q8_0"),
+                   (["run", "-m", "x.gguf", "-p", "x", "--kv-type", "F16"], "run --kv-type F16 (names are lower case)"),
+                   (["run", "-m", "x.gguf", "-p", "x", "--kv-type"], "run --kv-type without value"),
+                   (["score", "-m", "x.gguf", "-p", "x", "--kv-type", "f8"], "score --kv-type f8"),
+                   (["serve", "-m", "x.gguf", "--kv-type", "int8"], "serve --kv-type int8"),
+                   (["bench", "--kv-type", "f64"], "bench --kv-type f64"),
+                   (["run", "-m", "x.gguf", "-p", "x", "--backend", "tpu"], "run --backend tpu"),
+                   (["score", "-m", "x.gguf", "-p", "x", "--backend", "gpu"], "score --backend gpu"),
+                   (["serve", "-m", "x.gguf", "--backend", ""], "serve --backend ''"),
+                   (["bench", "--backend", "metal"], "bench --backend metal")]:
     rc, out, err = run(args)
     check(one_line_error(rc, err, 2), f"usage error ({what}): exit {rc}, stderr {err.strip()!r}")
 rc, out, err = run(["run", "-m", "/nonexistent.gguf", "-p", "x"])
@@ -51,7 +61,8 @@ gtext = bytes.fromhex(ref["greedy_text_hex"]).decode()
 
 # ---- prompt longer than the context
 rc, out, err = run(["run", "-m", stories, "-p", "Once upon a time " * 40, "-n", "4", "-t", "1"])
-check(one_line_error(rc, err, 1) and "context" in err, f"prompt beyond the context: exit {rc}, {err.strip()!r}")
+check(one_line_error(rc, err, 1) and "run: prompt of " in err and "+ 4 to generate exceeds the context of " in err,
+      f"prompt beyond the context: exit {rc}, {err.strip()!r}")
 rc, out, err = run(["run", "-m", stories, "-p", "Once upon a time", "-n", "200", "-t", "1"])
 check(one_line_error(rc, err, 1) and "context" in err, f"prompt + n beyond the context: {err.strip()!r}")
 
@@ -76,6 +87,59 @@ check(j.get("text") == gtext[:gtext.index(stop)] and j.get("stop_reason") == "st
       f"--stop {stop!r}: text {j.get('text')!r}")
 rc, out, err = run(["run", "-m", stories, "-p", ref["prompt"], "-n", "64", "--temp", "0", "--stop", stop, "-t", "1"])
 check(out.rstrip("\n") == gtext[:gtext.index(stop)], "--stop while streaming holds back the stop string")
+
+# ---- stop strings: the scheduler's limit of 4, the same as serve's
+four = ["Lily", "xyzzy", "qwert", "zzzz"]
+rc, out, err = run(["run", "-m", stories, "-p", ref["prompt"], "-n", "64", "--temp", "0", "--json", "-t", "1"]
+                   + [a for st in four for a in ("--stop", st)])
+j = json.loads(out) if rc == 0 else {}
+check(j.get("text") == gtext[:gtext.index("Lily")] and j.get("stop_reason") == "stop", f"--stop x4 accepted: {j.get('text')!r}")
+rc, out, err = run(["run", "-m", stories, "-p", ref["prompt"], "-n", "8", "-t", "1"]
+                   + [a for st in four + ["five"] for a in ("--stop", st)])
+check(one_line_error(rc, err, 2) and "at most 4" in err, f"--stop x5 refused: exit {rc}, {err.strip()!r}")
+rc, out, err = run(["run", "--help"])
+check(rc == 0 and "at most 4" in out and "--kv-type" in out and "--backend" in out, "run --help: the stop limit, --kv-type, --backend")
+
+# ---- --kv-type: the KV cache of an f16 run is half the f32 one (same context), same prompt handling
+kv = {}
+for ty in ("f32", "f16", "bf16"):
+    rc, out, err = run(["run", "-m", stories, "-p", ref["prompt"], "-n", "8", "--temp", "0", "--json", "-t", "1",
+                        "-c", "256", "--kv-type", ty])
+    kv[ty] = json.loads(out)["timings"].get("kv_cache_bytes") if rc == 0 else None
+check(kv["f32"] and kv["f16"] and kv["f16"] * 2 == kv["f32"] and kv["bf16"] == kv["f16"],
+      f"kv_cache_bytes at -c 256: f32 {kv['f32']}, f16 {kv['f16']} (half), bf16 {kv['bf16']}")
+rc, out, err = run(["run", "-m", stories, "-p", ref["prompt"], "-n", "8", "--temp", "0", "--json", "-t", "1", "-c", "256"])
+check(rc == 0 and json.loads(out)["timings"].get("kv_cache_bytes") == kv["f16"], "run's default KV type is f16")
+
+# ---- score: output format (keys, their order, per-position fields) and its numbers' consistency
+toks = ref["prompt_tokens"] + ref["greedy"][:11]
+lpath = os.path.join(tmp, "cli-score.f32")
+rc, out, err = run(["score", "-m", stories, "--tokens", ",".join(map(str, toks)), "--top", "3", "-t", "1",
+                    "-b", "5", "--logits", lpath])
+sc = json.loads(out) if rc == 0 else {}
+check(list(sc.keys()) == ["prompt_tokens", "positions", "n_vocab", "total_logprob", "n_scored", "perplexity"]
+      and sc["prompt_tokens"] == toks and sc["n_scored"] == len(toks) - 1 and sc["n_vocab"] == ref["n_vocab"],
+      f"score: top-level keys {list(sc.keys())}")
+pos = sc.get("positions", [])
+check(len(pos) == len(toks) and all(list(p.keys()) == ["top", "logsumexp", "mean", "std"] and len(p["top"]) == 3
+                                    for p in pos), f"score: {len(pos)} positions with top/logsumexp/mean/std")
+import array, math
+L = array.array("f")
+if os.path.exists(lpath):
+    L.frombytes(open(lpath, "rb").read())
+V = sc.get("n_vocab", 1)
+ok = len(L) == len(toks) * V and len(pos) == len(toks)
+for i, p in enumerate(pos if ok else []):
+    row = L[i * V:(i + 1) * V]
+    best = sorted(range(V), key=lambda v: (-row[v], v))[:3]
+    # cJSON prints 15 significant digits where they read back within its epsilon
+    ok &= [t[0] for t in p["top"]] == best and all(abs(t[1] - row[t[0]]) <= 1e-13 * abs(row[t[0]]) for t in p["top"])
+tl = sum(L[i * V + toks[i + 1]] - pos[i]["logsumexp"] for i in range(len(toks) - 1)) if ok else 0
+check(ok and abs(tl - sc["total_logprob"]) < 1e-6 * max(1, abs(tl))
+      and abs(sc["perplexity"] - math.exp(-tl / (len(toks) - 1))) < 1e-9 * sc["perplexity"],
+      "score: --logits rows, top ids/values, total_logprob and perplexity agree (prompt in chunks of 5)")
+rc, out2, err = run(["score", "-m", stories, "--tokens", ",".join(map(str, toks)), "--top", "3", "-t", "1"])
+check(rc == 0 and out2 == out, "score: one step or chunks of 5 positions give the same output")
 
 # ---- seeds: same seed same text, sampling differs from greedy for some seed
 outs = []

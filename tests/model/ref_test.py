@@ -61,7 +61,8 @@ for pf in prompts:
     ng = len(ref["greedy"])
     try:
         run = json.loads(sh([sampan, "run", "-m", mpath, "-p", ref["prompt"], "-n", str(ng),
-                             "--temp", "0", "--ignore-eos", "--json", "-t", args.threads]))
+                             "--temp", "0", "--ignore-eos", "--json", "-t", args.threads,
+                             "--kv-type", "f32"]))   # the F32 tolerances need an F32 KV cache
     except Exception as e:
         check(False, f"{name}: run: {e}")
         continue
@@ -77,7 +78,7 @@ for pf in prompts:
     lpath = os.path.join(tmp, f"ref_test_{args.model}_{pf}.f32")
     try:
         sc = json.loads(sh([sampan, "score", "-m", mpath, "--tokens", ",".join(map(str, toks)),
-                            "--logits", lpath, "-t", args.threads]))
+                            "--logits", lpath, "-t", args.threads, "--kv-type", "f32"]))
     except Exception as e:
         check(False, f"{name}: score: {e}")
         continue

@@ -7,7 +7,8 @@
  *   1. accuracy: each head's output vs softmax attention computed in double, within
  *      1e-5 x max |v|;
  *   2. grouping: kern_attn_group's G outputs are memcmp-identical to G kern_attn calls (the
- *      grouped kernel only shares loads, never arithmetic, so the model may use either).
+ *      grouped kernel only shares loads, never arithmetic, so the model may use either);
+ *   3. f16 and bf16 caches: memcmp-identical to an f32 cache holding the same values.
  * Softmax and SwiGLU, each ISA path, lengths 1..41 (vector body and tail), inputs in [-30, 30]
  * plus +-90 (the clamps of the AVX2 exp): relative error vs float64 within 4e-7 (softmax: of
  * the largest output) and every element bit-identical to the same element computed alone (a
@@ -55,8 +56,10 @@ static void run(const char *isa, int D) {
         k[i] = rnd();
         v[i] = rnd();
     }
+    uint16_t *k16 = malloc(2 * NBLK * blk), *v16 = malloc(2 * NBLK * blk);
+    float *kw = malloc(sizeof(float) * NBLK * blk), *vw = malloc(sizeof(float) * NBLK * blk);
     int32_t table[NBLK] = { 4, 0, 5, 2, 1, 3 };   /* position p lives in block table[p / BS] */
-    kern_kv_view kv = { k + D, v + D, table, BS, blk, slot };   /* KV head 1 */
+    kern_kv_view kv = { k + D, v + D, table, BS, blk, slot, QT_F32 };   /* KV head 1 */
     float scale = 1.0f / sqrtf((float)D);
     for (int gi = 0; gi < 3; gi++) {
         for (int ni = 0; ni < 4; ni++) {
@@ -71,7 +74,7 @@ static void run(const char *isa, int D) {
             for (int g = 0; g < G; g++) {
                 double s[NMAX], mx = -1e300, sum = 0;
                 for (int p = 0; p < n; p++) {
-                    const float *kp = kv.k + (size_t)table[p / BS] * blk + (size_t)(p % BS) * slot;
+                    const float *kp = k + D + (size_t)table[p / BS] * blk + (size_t)(p % BS) * slot;
                     double d = 0;
                     for (int i = 0; i < D; i++) d += (double)kp[i] * q[(size_t)g * D + i];
                     s[p] = d * scale;
@@ -81,17 +84,41 @@ static void run(const char *isa, int D) {
                 for (int i = 0; i < D; i++) {
                     double ref = 0;
                     for (int p = 0; p < n; p++)
-                        ref += s[p] / sum * kv.v[(size_t)table[p / BS] * blk + (size_t)(p % BS) * slot + i];
+                        ref += s[p] / sum * v[D + (size_t)table[p / BS] * blk + (size_t)(p % BS) * slot + i];
                     double e = fabs(ref - o1[(size_t)g * D + i]);
                     worst = e > worst ? e : worst;
                 }
             }
             snprintf(what, sizeof what, "%s D=%d G=%d n=%d: |out - float64| = %.2g <= 1e-5", isa, D, G, n, worst);
             check(worst <= 1e-5, what);
+            /* 16-bit caches: the output over an f16 / bf16 cache equals, bit for bit, the f32
+             * output over the same values widened (the kernels widen exactly, then do the
+             * f32 arithmetic) */
+            for (int ty = 0; ty < 2; ty++) {
+                int type = ty ? QT_BF16 : QT_F16;
+                for (size_t i = 0; i < NBLK * blk; i++) {
+                    uint16_t hk = ty ? qt_f32_to_bf16(k[i]) : qt_f32_to_f16(k[i]);
+                    uint16_t hv = ty ? qt_f32_to_bf16(v[i]) : qt_f32_to_f16(v[i]);
+                    k16[i] = hk, v16[i] = hv;
+                    kw[i] = ty ? qt_bf16_to_f32(hk) : qt_f16_to_f32(hk);
+                    vw[i] = ty ? qt_bf16_to_f32(hv) : qt_f16_to_f32(hv);
+                }
+                kern_kv_view k16v = { k16 + D, v16 + D, table, BS, blk, slot, type };
+                kern_kv_view kwv = { kw + D, vw + D, table, BS, blk, slot, QT_F32 };
+                kern_attn_group(o1, q, G, D, scale, n, &k16v, att);
+                kern_attn_group(o2, q, G, D, scale, n, &kwv, att);
+                snprintf(what, sizeof what, "%s D=%d G=%d n=%d: %s cache == f32 cache of its values",
+                         isa, D, G, n, ty ? "bf16" : "f16");
+                check(memcmp(o1, o2, sizeof(float) * (size_t)G * D) == 0, what);
+            }
         }
     }
     free(k);
     free(v);
+    free(k16);
+    free(v16);
+    free(kw);
+    free(vw);
     free(q);
     free(o1);
     free(o2);

@@ -11,6 +11,9 @@
  *    afterwards no block is held.
  * 4. Prefix reuse: a request repeated after its first run reuses cached blocks, same tokens.
  * 5. Cancel: a cancelled request finishes "cancelled" and frees its blocks.
+ * 6. Teacher forcing (what `sampan score` submits): max_tokens 0 with prompt_logits gets every
+ *    prompt position's logits once, in order, in chunks of the step budget, then "length" with
+ *    no token; with --f32 the last position's are bitwise the alone run's first sampling step.
  */
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +22,7 @@
 
 #include "comm.h"
 #include "kern.h"
+#include "backend.h"
 #include "model.h"
 #include "scheduler/sched.h"
 #include "tok.h"
@@ -62,6 +66,63 @@ static void on_logits(void *ctx, uint64_t id, const float *l, int n) {
 }
 
 static char prompts[NREQ][400];
+
+typedef struct {
+    int n_pos, in_order, n_tokens, done;
+    char reason[16];
+    float *last;        /* (V) logits of the latest position */
+} scored;
+
+static void score_emit(void *user, int32_t tok, const char *text, int len, int finished, const char *reason) {
+    scored *c = user;
+    (void)text;
+    (void)len;
+    if (tok >= 0) c->n_tokens++;
+    if (finished) {
+        c->done = 1;
+        snprintf(c->reason, sizeof c->reason, "%s", reason);
+    }
+}
+
+static void score_logits(void *user, int pos, const float *l, int n) {
+    scored *c = user;
+    c->in_order &= pos == c->n_pos;
+    c->n_pos++;
+    memcpy(c->last, l, (size_t)n * sizeof *l);
+}
+
+/* 6: prompt i teacher-forced alone; 0 on success */
+static int run_score(model *m, comm *world, sched_opts *o, int i, scored *c) {
+    char err[256];
+    sched *s = sched_new(m, world, 0, o, err, sizeof err);
+    if (!s) {
+        printf("sched_new: %s\n", err);
+        return -1;
+    }
+    if (world && world->rank != 0) {
+        int rc = sched_follow(s);
+        sched_free(s);
+        return rc;
+    }
+    int32_t toks[512];
+    int64_t n = tok_encode(m->tok, prompts[i], strlen(prompts[i]), 1, 1, toks, 512);
+    sched_request rq = { .prompt = toks, .n_prompt = (int)n, .max_tokens = 0,
+                         .sampling = sample_defaults(), .prompt_logits = score_logits };
+    c->in_order = 1;
+    if (sched_submit(s, &rq, score_emit, c, NULL, err, sizeof err)) {
+        printf("submit: %s\n", err);
+        return -1;
+    }
+    for (int steps = 0; steps < 1000 && !c->done; steps++)
+        if (sched_step(s) < 0) break;
+    CHECK(c->done && c->n_pos == n && c->in_order && c->n_tokens == 0 && !strcmp(c->reason, "length"),
+          "teacher-forced prompt %d: %d/%d positions in order %d, %d tokens, reason '%s'", i, c->n_pos,
+          (int)n, c->in_order, c->n_tokens, c->reason);
+    sched_stop(s);
+    sched_run(s);
+    sched_free(s);
+    return 0;
+}
 
 static void make_prompts(void) {
     const char *base[] = { "Once upon a time", "The little dog", "Lily and Tom went to the park",
@@ -159,12 +220,16 @@ int main(int argc, char **argv) {
         return 1;
     }
     comm *w = world->size > 1 ? world : NULL;
-    model_opts mo = { .n_threads = 1, .tp = world->size, .tp_rank = world->rank, .tp_comm = w };
+    /* SAMPAN_TEST_BACKEND=cuda: the same checks on a GPU (tests/gpu/run.sh; one rank) */
+    const char *be = getenv("SAMPAN_TEST_BACKEND");
+    model_opts mo = { .n_threads = 1, .tp = world->size, .tp_rank = world->rank, .tp_comm = w,
+                      .backend = be ? be : "cpu", .device = -1 };
     model *m = NULL;
     if (model_load(path, &mo, &m, err, sizeof err)) {
         printf("%s\n", err);
         return 1;
     }
+    if (world->rank == 0) printf("backend %s\n", m->be->i->name);
     V = m->cfg.n_vocab;
     make_prompts();
     static result alone[NREQ], together[NREQ], tight[NREQ], again[NREQ];
@@ -221,6 +286,16 @@ int main(int argc, char **argv) {
             if (i != 7) same += again[i].n == NGEN && !memcmp(again[i].toks, alone[i].toks, sizeof(int32_t) * NGEN);
         CHECK(same == 7, "shared-prefix requests after cache warm-up: %d/7 equal", same);
         CHECK(again[7].done && !strcmp(again[7].reason, "cancelled"), "cancelled request finished '%s'", again[7].reason);
+    }
+    /* 6. teacher forcing: prompt 12 is longer than the 48-token step budget */
+    {
+        scored c = { 0 };
+        c.last = malloc((size_t)V * sizeof(float));
+        run_score(m, w, &o, 12, &c);
+        if (leader && f32)
+            CHECK(alone[12].n_logits > 0 && !memcmp(c.last, alone[12].logits, (size_t)V * sizeof(float)),
+                  "last prompt position's teacher-forced logits equal the first sampling step's");
+        free(c.last);
     }
     for (int i = 0; i < NREQ; i++) {
         free(alone[i].logits);

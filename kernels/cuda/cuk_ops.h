@@ -1,0 +1,99 @@
+/* kernels/cuda/cuk_ops.h — C-callable host wrappers of the CUDA element-wise, dequantization,
+ * KV-write and decode-GEMV kernels (k_norm.cu, k_rope.cu, k_ew.cu, k_dequant.cu, k_kv.cu,
+ * k_gemv.cu).
+ *
+ * Legend: T = positions in the batch, C = model dim, H = heads, D = head dim, K = input
+ * features, N = output features (rows of a weight). Every pointer is a device pointer unless
+ * said otherwise; activations are f32, row-major. Each wrapper enqueues on `stream` (last
+ * argument), never synchronises, never prints, and returns 0 or a cudaError_t (as int):
+ * cudaErrorInvalidValue (1) for arguments it refuses, else the launch's error.
+ * Element types are qt_type ids (kernels/qtypes.h).
+ *
+ * Numerics against the CPU kernels (kernels/kern.h), which the tests in tests/cuda/ check:
+ *   rmsnorm      sum of squares in double (as the CPU), other steps the same float ops
+ *   rope         angles bit for bit the CPU's; sin/cos within 1 ulp of glibc's
+ *   swiglu       CUDA expf (2 ulp) where the CPU has its own exp: within 1e-6 relative
+ *   add, bias, gather, interleave, pad, dequant, embed, kv_write: bit for bit
+ *   gemv         the CPU's kern_matmul up to the order of float additions (see k_gemv.cu)
+ */
+#ifndef SAMPAN_CUK_OPS_H
+#define SAMPAN_CUK_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct CUstream_st *cuk_stream;   /* == cudaStream_t, without the CUDA headers */
+
+/* ---- k_norm.cu ---- */
+/* out (T,C) = x (T,C) * (1/sqrt(mean(x^2) + eps)) * w (C); out may be x */
+int cuk_rmsnorm(float *out, const float *x, const float *w, int T, int C, float eps,
+                cuk_stream stream);
+
+/* ---- k_rope.cu ---- */
+/* x (T, H, D) rotated in place, position t at pos[t] (T int32); pairs (2i, 2i+1) when
+ * neox == 0, (i, i + n_rot/2) when neox != 0, for i < n_rot/2 (n_rot even, <= D);
+ * freq_factors (n_rot/2 floats) may be NULL. theta_scale is computed on the host, as the CPU does. */
+int cuk_rope(float *x, const int32_t *pos, int T, int H, int D, int n_rot, float freq_base,
+             int neox, const float *freq_factors, cuk_stream stream);
+
+/* ---- k_ew.cu ---- */
+/* out (n) = silu(gate) * up; out may be gate or up */
+int cuk_swiglu(float *out, const float *gate, const float *up, size_t n, cuk_stream stream);
+/* x (n) += y (n) */
+int cuk_add(float *x, const float *y, size_t n, cuk_stream stream);
+/* x (T,N) += b (N) for every row */
+int cuk_bias(float *x, const float *b, int T, int N, cuk_stream stream);
+/* out (n, C) = in[rows[i]] (rows: n int32, each in [0, rows of in)); out must not overlap in */
+int cuk_gather_rows(float *out, const float *in, const int32_t *rows, int n, int C,
+                    cuk_stream stream);
+/* out (T, tp*n) from in (tp, T, n): out row t = in[0][t] | in[1][t] | ... (the all-gathered
+ * columns of model.c's gather_cols); out must not overlap in */
+int cuk_interleave(float *out, const float *in, int tp, int T, int n, cuk_stream stream);
+/* out (R, P) = in (R, V) with columns V..P-1 set to -inf (P >= V); out must not overlap in
+ * (the CPU spreads the rows in place; here the GEMV writes to scratch first) */
+int cuk_pad_rows(float *out, const float *in, int R, int V, int P, cuk_stream stream);
+
+/* ---- k_dequant.cu ---- */
+/* out (n_rows, K) = rows of w (type, rows row_stride bytes apart, K a multiple of the block
+ * size) dequantized to out_type: QT_F32 (bit for bit to_float), QT_F16 or QT_BF16 (that value
+ * rounded to nearest even, bit for bit qt_f32_to_f16 / qt_f32_to_bf16). w types: F32, F16,
+ * BF16, Q8_0, Q4_0, Q4_K, Q6_K; w and row_stride multiples of 4 for F32, of 2 for the others. */
+int cuk_dequant(void *out, int out_type, const void *w, int type, int64_t n_rows, int64_t K,
+                size_t row_stride, cuk_stream stream);
+/* out (T,C) f32: row tokens[t] - row0 of the embedding table w (n_rows rows of C elements of
+ * type, row_stride bytes apart) dequantized when 0 <= tokens[t] - row0 < n_rows, else zeros
+ * (another rank owns that row); alignment as for cuk_dequant */
+int cuk_embed(float *out, const void *w, int type, int64_t n_rows, int64_t row0, size_t row_stride,
+              const int32_t *tokens, int T, int C, cuk_stream stream);
+
+/* ---- k_kv.cu ---- */
+/* Paged KV write of one layer: k and v are (T, Hkv*D) f32; k_cache and v_cache are
+ * (n_blocks, Hkv, block_size, D) of elem_type (QT_F32, QT_F16 or QT_BF16, rounded to nearest
+ * even). Position t goes to block tables[t * max_blocks + pos[t] / block_size], slot
+ * pos[t] % block_size (tables: (T, max_blocks) int32, one row per position; a negative block
+ * id skips the position). */
+int cuk_kv_write(void *k_cache, void *v_cache, int elem_type, const float *k, const float *v,
+                 const int32_t *pos, const int32_t *tables, int max_blocks, int T, int Hkv,
+                 int D, int block_size, cuk_stream stream);
+
+/* ---- k_gemv.cu ---- */
+/* Decode GEMV: out (T,N) = x (T,K) · W^T for 1 <= T <= 8; W is N rows of K elements of type
+ * (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K) in the file layout (KERN_ROWS), row_stride bytes
+ * apart (w and row_stride multiples of 4 for F32 and Q4_K, of 2 for the others). x is first converted to the type's vec_dot_type
+ * exactly as the CPU does (Q8_0 for Q4_0/Q8_0, Q8_K for Q4_K/Q6_K, f16/bf16 rounding for
+ * F16/BF16) into `scratch` (cuk_gemv_scratch_bytes(type, K, T) bytes, 16-byte aligned; not
+ * used for F32). Returns cudaErrorInvalidValue for T outside 1..8, an unsupported type or K not
+ * a multiple of the block size. */
+size_t cuk_gemv_scratch_bytes(int type, int64_t K, int T);
+int cuk_gemv(float *out, const void *w, int type, int N, int K, size_t row_stride,
+             const float *x, int T, void *scratch, cuk_stream stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

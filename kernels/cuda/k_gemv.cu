@@ -1,0 +1,481 @@
+/* kernels/cuda/k_gemv.cu — decode GEMV: out (T,N) = x (T,K) · W^T for T <= 8, W in the file's
+ * block layout (KERN_ROWS) of F32, F16, BF16, Q8_0, Q4_0, Q4_K or Q6_K.
+ *
+ * Numerics: the CPU's kern_matmul, summation order aside. As on the CPU (kern.h), x is first
+ * converted to the weight type's vec_dot_type by a small kernel into scratch, bit for bit the
+ * CPU's quantizer (dequant_math.h's rounding): Q8_0 blocks of 32 (d = f16(amax/127)) for
+ * Q4_0/Q8_0, Q8_K blocks of 256 (d = max/-127 in f32, bsums per 16) for Q4_K/Q6_K, f16- or
+ * bf16-rounded values for F16/BF16, x itself for F32. The quantized types then take exact int32
+ * dot products with __dp4a over pieces of a block (4 bytes of weight and activation per
+ * instruction) and add piece_sum * (weight scale * activation scale) into an f32 accumulator
+ * per token (Q4_K: minus (dmin * activation scale) * sum of mins times bsums), the CPU's
+ * per-block expression cut into 4 (Q4_0, Q8_0), 8 (Q4_K) or 16 (Q6_K) pieces; the float types
+ * multiply dequantized weights by the rounded activations with f32 fma (the products are exact
+ * for F16 and BF16). So the GPU and the CPU differ only by f32 rounding of the additions: each
+ * lane sums its pieces in order, then a warp butterfly adds the 32 lanes; fma rounds once where
+ * the CPU rounds twice. Against a float64 product of the dequantized weights and the quantized
+ * activations the error is within about (pieces per lane + 5) * 2^-24 of sum |w_i * xq_i|.
+ *
+ * Work: one warp per output row, 4 rows per 128-thread block, so each row's bytes are read
+ * once for all T tokens and the grid is N/4 blocks. Lanes take consecutive pieces of
+ * consecutive blocks, so a warp's loads cover 128-576 contiguous bytes of the row at a time
+ * (16-byte loads for Q4_K's quants and the float types when the row is 16-byte aligned; the
+ * 18/34/210-byte blocks of Q4_0/Q8_0/Q6_K are only 2-byte aligned, so they are read as pairs of
+ * 2-byte loads). The activations (T*K bytes quantized) stay in L1/L2 and are read per row; at
+ * T = 8 those L1 reads, not DRAM, bound the quantized kernels (about 16 activation bytes per
+ * weight byte for Q4_0): a variant with 2 rows per warp would halve them.
+ * Accumulators are NT registers (NT a template parameter; every loop over tokens unrolled).
+ */
+#include "cu_common.h"
+#include "cuk_ops.h"
+#include "dequant_math.h"
+
+enum { CUK_GEMV_WARPS = 4 };
+
+/* nvcc unrolls the loops over tokens (the accumulators stay registers); g++ (the shim) has no
+ * such pragma */
+#if defined(__CUDACC__)
+#define CUK_UNROLL _Pragma("unroll")
+#else
+#define CUK_UNROLL
+#endif
+
+/* ---- helpers ---- */
+
+/* c + the dot product of the 4 signed bytes of a and b */
+static __device__ inline int cuk__dp4a(int a, int b, int c) {
+#if defined(__CUDA_ARCH__)
+    return __dp4a(a, b, c);
+#else
+    for (int k = 0; k < 4; k++) c += (int)(int8_t)(a >> (8 * k)) * (int)(int8_t)(b >> (8 * k));
+    return c;
+#endif
+}
+
+/* bytes of v (each <= 127) minus bytes of k (each <= 128), per byte, without borrows */
+static __device__ inline int cuk__sub_bytes(uint32_t v, uint32_t k) {
+    return (int)(((v | 0x80808080u) - k) ^ 0x80808080u);
+}
+
+/* 4 bytes at a 2-byte aligned address */
+static __device__ inline uint32_t cuk__ld_u32_a2(const uint8_t *p) {
+    const uint16_t *q = (const uint16_t *)p;
+    return (uint32_t)q[0] | ((uint32_t)q[1] << 16);
+}
+
+static __device__ inline float cuk__f16(const uint8_t *p) {
+    return qt_f16_to_f32(*(const uint16_t *)p);
+}
+
+static __device__ inline int cuk__ld_i32(const int8_t *p) { return *(const int *)p; }
+
+/* every lane gets the warp's sums; lane t < NT stores token t's */
+template <int NT>
+static __device__ inline void cuk__store(float *out, const float *acc, int N, int n, int lane) {
+CUK_UNROLL
+    for (int t = 0; t < NT; t++) {
+        float v = acc[t];
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == t) out[(size_t)t * N + n] = v;
+    }
+}
+
+#define CUK__ROW_SETUP()                                                      \
+    const int lane = threadIdx.x % CU_WARP;                                   \
+    const int n = blockIdx.x * CUK_GEMV_WARPS + threadIdx.x / CU_WARP;        \
+    if (n >= N) return;                                                       \
+    const uint8_t *row = w + (size_t)n * row_stride;                          \
+    float acc[NT];                                                            \
+    CUK_UNROLL for (int t = 0; t < NT; t++) acc[t] = 0.0f;
+
+/* ---- activation conversion (scratch), bit for bit the CPU's from_float ---- */
+
+/* x (T*K floats, blocks of 32) -> xq int8 + xd f32 (the f16 scale, widened); a warp per block */
+__global__ void cuk__quant_q8_0(const float *__restrict__ x, int8_t *__restrict__ xq,
+                                float *__restrict__ xd, size_t n_blocks) {
+    const size_t b = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / CU_WARP;
+    const int lane = threadIdx.x % CU_WARP;
+    if (b >= n_blocks) return;
+    const float v = x[b * QK8_0 + lane];
+    const float av = fabsf(v);
+    float amax = av > 0.0f ? av : 0.0f;   /* a nan is skipped, as the CPU's loop skips it */
+    for (int o = 16; o > 0; o >>= 1) {
+        const float u = __shfl_xor_sync(0xffffffffu, amax, o);
+        amax = u > amax ? u : amax;
+    }
+    const float d = amax / 127.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    if (lane == 0) xd[b] = qt_f16_to_f32(qt_f32_to_f16(d));
+    xq[b * QK8_0 + lane] = qt_q8_round(v, id);
+}
+
+/* x (T*K floats, blocks of 256) -> xq int8 + xd f32 + xbs int32 (sums of 16); a warp per block,
+ * 8 elements per lane */
+__global__ void cuk__quant_q8_K(const float *__restrict__ x, int8_t *__restrict__ xq,
+                                float *__restrict__ xd, int *__restrict__ xbs, size_t n_blocks) {
+    const size_t b = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / CU_WARP;
+    const int lane = threadIdx.x % CU_WARP;
+    if (b >= n_blocks) return;
+    const float *xb = x + b * QK_K + 8 * lane;
+    /* the first element of largest |x| (the CPU's strict > in element order; nan skipped) */
+    float best = 0.0f;
+    int bi = QK_K;
+    for (int k = 0; k < 8; k++) {
+        const float a = fabsf(xb[k]);
+        if (a > best) {
+            best = a;
+            bi = 8 * lane + k;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ob > best || (ob == best && oi < bi)) {
+            best = ob;
+            bi = oi;
+        }
+    }
+    int8_t *q = xq + b * QK_K + 8 * lane;
+    int s = 0;
+    if (best == 0.0f) {
+        for (int k = 0; k < 8; k++) q[k] = 0;
+        if (lane == 0) xd[b] = 0.0f;
+    } else {
+        const float iscale = -127.0f / x[b * QK_K + bi];
+        for (int k = 0; k < 8; k++) {
+            q[k] = qt_q8_round(xb[k], iscale);
+            s += q[k];
+        }
+        if (lane == 0) xd[b] = 1.0f / iscale;
+    }
+    s += __shfl_xor_sync(0xffffffffu, s, 1);
+    if (!(lane & 1)) xbs[b * (QK_K / 16) + lane / 2] = s;
+}
+
+/* xr = x rounded to f16 (type QT_F16) or bf16, widened back to f32 */
+__global__ void cuk__round_x(const float *__restrict__ x, float *__restrict__ xr, size_t n,
+                             int type) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        xr[i] = type == QT_F16 ? qt_f16_to_f32(qt_f32_to_f16(x[i]))
+                               : qt_bf16_to_f32(qt_f32_to_bf16(x[i]));
+}
+
+/* ---- the GEMV kernels: one warp per row n ---- */
+
+/* Q4_0 (18 B blocks): 4 lanes per block, lane j takes quant bytes 4j..4j+3 (elements 4j.. and
+ * 16+4j..); 8 blocks per warp step */
+template <int NT>
+__global__ void cuk__gemv_q4_0(float *__restrict__ out, const uint8_t *__restrict__ w,
+                               size_t row_stride, int N, int K, const int8_t *__restrict__ xq,
+                               const float *__restrict__ xd) {
+    CUK__ROW_SETUP();
+    const int nb = K / QK4_0, j = lane & 3;
+    for (int ib = lane >> 2; ib < nb; ib += 8) {
+        const uint8_t *b = row + (size_t)ib * sizeof(block_q4_0);
+        const float dw = cuk__f16(b);
+        const uint32_t q = cuk__ld_u32_a2(b + 2 + 4 * j);
+        const int lo = cuk__sub_bytes(q & 0x0F0F0F0Fu, 0x08080808u);
+        const int hi = cuk__sub_bytes((q >> 4) & 0x0F0F0F0Fu, 0x08080808u);
+CUK_UNROLL
+        for (int t = 0; t < NT; t++) {
+            const int8_t *xb = xq + (size_t)t * K + (size_t)ib * QK8_0 + 4 * j;
+            const int s = cuk__dp4a(hi, cuk__ld_i32(xb + 16), cuk__dp4a(lo, cuk__ld_i32(xb), 0));
+            acc[t] += (float)s * (dw * xd[(size_t)t * nb + ib]);
+        }
+    }
+    cuk__store<NT>(out, acc, N, n, lane);
+}
+
+/* Q8_0 (34 B blocks): 4 lanes per block, lane j takes quants 8j..8j+7; 8 blocks per step */
+template <int NT>
+__global__ void cuk__gemv_q8_0(float *__restrict__ out, const uint8_t *__restrict__ w,
+                               size_t row_stride, int N, int K, const int8_t *__restrict__ xq,
+                               const float *__restrict__ xd) {
+    CUK__ROW_SETUP();
+    const int nb = K / QK8_0, j = lane & 3;
+    for (int ib = lane >> 2; ib < nb; ib += 8) {
+        const uint8_t *b = row + (size_t)ib * sizeof(block_q8_0);
+        const float dw = cuk__f16(b);
+        const int q0 = (int)cuk__ld_u32_a2(b + 2 + 8 * j);
+        const int q1 = (int)cuk__ld_u32_a2(b + 6 + 8 * j);
+CUK_UNROLL
+        for (int t = 0; t < NT; t++) {
+            const int8_t *xb = xq + (size_t)t * K + (size_t)ib * QK8_0 + 8 * j;
+            const int s = cuk__dp4a(q1, cuk__ld_i32(xb + 4), cuk__dp4a(q0, cuk__ld_i32(xb), 0));
+            acc[t] += (float)s * (dw * xd[(size_t)t * nb + ib]);
+        }
+    }
+    cuk__store<NT>(out, acc, N, n, lane);
+}
+
+/* Q4_K (144 B super-blocks): 8 lanes per super-block; lane j takes 16 quant bytes of chunk
+ * c = j/2 (half j%2): 16 elements of sub-block 2c (low nibbles) and 16 of 2c+1 (high); 4
+ * super-blocks per step. a16: the row's quants may be read as 16-byte vectors. */
+template <int NT>
+__global__ void cuk__gemv_q4_K(float *__restrict__ out, const uint8_t *__restrict__ w,
+                               size_t row_stride, int N, int K, const int8_t *__restrict__ xq,
+                               const float *__restrict__ xd, const int *__restrict__ xbs,
+                               int a16) {
+    CUK__ROW_SETUP();
+    const int nsb = K / QK_K, j = lane & 7, c = j >> 1, hf = j & 1;
+    for (int ib = lane >> 3; ib < nsb; ib += 4) {
+        const uint8_t *b = row + (size_t)ib * sizeof(block_q4_K);
+        const float dw = cuk__f16(b), dmin = cuk__f16(b + 2);
+        uint8_t sc1, m1, sc2, m2;
+        qt_q4k_scale_min(2 * c, b + 4, &sc1, &m1);
+        qt_q4k_scale_min(2 * c + 1, b + 4, &sc2, &m2);
+        const uint8_t *qs = b + 16 + 32 * c + 16 * hf;
+        uint4 v;
+        if (a16) {
+            v = *(const uint4 *)qs;
+        } else {
+            const uint32_t *q32 = (const uint32_t *)qs;
+            v = make_uint4(q32[0], q32[1], q32[2], q32[3]);
+        }
+        const int l0 = (int)(v.x & 0x0F0F0F0Fu), l1 = (int)(v.y & 0x0F0F0F0Fu);
+        const int l2 = (int)(v.z & 0x0F0F0F0Fu), l3 = (int)(v.w & 0x0F0F0F0Fu);
+        const int h0 = (int)((v.x >> 4) & 0x0F0F0F0Fu), h1 = (int)((v.y >> 4) & 0x0F0F0F0Fu);
+        const int h2 = (int)((v.z >> 4) & 0x0F0F0F0Fu), h3 = (int)((v.w >> 4) & 0x0F0F0F0Fu);
+CUK_UNROLL
+        for (int t = 0; t < NT; t++) {
+            const int8_t *xb = xq + (size_t)t * K + (size_t)ib * QK_K + 64 * c + 16 * hf;
+            const int4 x0 = *(const int4 *)xb, x1 = *(const int4 *)(xb + 32);
+            int s1 = cuk__dp4a(l0, x0.x, 0);
+            s1 = cuk__dp4a(l1, x0.y, s1);
+            s1 = cuk__dp4a(l2, x0.z, s1);
+            s1 = cuk__dp4a(l3, x0.w, s1);
+            int s2 = cuk__dp4a(h0, x1.x, 0);
+            s2 = cuk__dp4a(h1, x1.y, s2);
+            s2 = cuk__dp4a(h2, x1.z, s2);
+            s2 = cuk__dp4a(h3, x1.w, s2);
+            const int *bs = xbs + (size_t)t * (K / 16) + (size_t)ib * 16 + 4 * c + hf;
+            const int isum = sc1 * s1 + sc2 * s2, msum = m1 * bs[0] + m2 * bs[2];
+            const float dx = xd[(size_t)t * nsb + ib];
+            acc[t] += (dw * dx) * (float)isum - (dmin * dx) * (float)msum;
+        }
+    }
+    cuk__store<NT>(out, acc, N, n, lane);
+}
+
+/* Q6_K (210 B super-blocks): 16 lanes per super-block; lane j takes, in half h = j/8, the 4
+ * positions l = 4(j%8).. of each of the half's 4 element groups (l, 32+l, 64+l, 96+l); 2
+ * super-blocks per step */
+template <int NT>
+__global__ void cuk__gemv_q6_K(float *__restrict__ out, const uint8_t *__restrict__ w,
+                               size_t row_stride, int N, int K, const int8_t *__restrict__ xq,
+                               const float *__restrict__ xd) {
+    CUK__ROW_SETUP();
+    const int nsb = K / QK_K, j = lane & 15, h = j >> 3, l4 = 4 * (j & 7);
+    const int g = 8 * h + (l4 >> 4);
+    for (int ib = lane >> 4; ib < nsb; ib += 2) {
+        const uint8_t *b = row + (size_t)ib * sizeof(block_q6_K);
+        const uint32_t A = cuk__ld_u32_a2(b + 64 * h + l4);
+        const uint32_t B = cuk__ld_u32_a2(b + 64 * h + 32 + l4);
+        const uint32_t Q = cuk__ld_u32_a2(b + 128 + 32 * h + l4);
+        const int8_t *sc = (const int8_t *)(b + 192);
+        const int sa = sc[g], sb = sc[g + 2], scc = sc[g + 4], sd = sc[g + 6];
+        const float dw = cuk__f16(b + 208);
+        const int q1 = cuk__sub_bytes((A & 0x0F0F0F0Fu) | ((Q & 0x03030303u) << 4), 0x20202020u);
+        const int q2 = cuk__sub_bytes((B & 0x0F0F0F0Fu) | (((Q >> 2) & 0x03030303u) << 4), 0x20202020u);
+        const int q3 = cuk__sub_bytes(((A >> 4) & 0x0F0F0F0Fu) | (((Q >> 4) & 0x03030303u) << 4), 0x20202020u);
+        const int q4 = cuk__sub_bytes(((B >> 4) & 0x0F0F0F0Fu) | (((Q >> 6) & 0x03030303u) << 4), 0x20202020u);
+CUK_UNROLL
+        for (int t = 0; t < NT; t++) {
+            const int8_t *xb = xq + (size_t)t * K + (size_t)ib * QK_K + 128 * h + l4;
+            const int isum = sa * cuk__dp4a(q1, cuk__ld_i32(xb), 0) +
+                             sb * cuk__dp4a(q2, cuk__ld_i32(xb + 32), 0) +
+                             scc * cuk__dp4a(q3, cuk__ld_i32(xb + 64), 0) +
+                             sd * cuk__dp4a(q4, cuk__ld_i32(xb + 96), 0);
+            acc[t] += (dw * xd[(size_t)t * nsb + ib]) * (float)isum;
+        }
+    }
+    cuk__store<NT>(out, acc, N, n, lane);
+}
+
+/* weight element k of a float-type row */
+template <int TYPE>
+static __device__ inline float cuk__wf(const uint8_t *row, int k) {
+    if (TYPE == QT_F32) return ((const float *)row)[k];
+    if (TYPE == QT_F16) return qt_f16_to_f32(((const uint16_t *)row)[k]);
+    return qt_bf16_to_f32(((const uint16_t *)row)[k]);
+}
+
+/* 16 bytes of weights at k (VW elements) times xr */
+template <int NT, int TYPE>
+static __device__ inline void cuk__fvec(float *acc, const uint8_t *row, const float *xr, int K,
+                                        int k) {
+    const uint4 u = *(const uint4 *)(row + (size_t)k * (TYPE == QT_F32 ? 4 : 2));
+    float wv[8];
+    if (TYPE == QT_F32) {
+        wv[0] = __uint_as_float(u.x); wv[1] = __uint_as_float(u.y);
+        wv[2] = __uint_as_float(u.z); wv[3] = __uint_as_float(u.w);
+    } else {
+        const uint32_t p[4] = {u.x, u.y, u.z, u.w};
+CUK_UNROLL
+        for (int e = 0; e < 8; e++) {
+            const uint16_t hb = (uint16_t)(p[e / 2] >> (16 * (e % 2)));
+            wv[e] = TYPE == QT_F16 ? qt_f16_to_f32(hb) : qt_bf16_to_f32(hb);
+        }
+    }
+    constexpr int VW = TYPE == QT_F32 ? 4 : 8;
+CUK_UNROLL
+    for (int t = 0; t < NT; t++) {
+        const float4 *xv = (const float4 *)(xr + (size_t)t * K + k);
+CUK_UNROLL
+        for (int q = 0; q < VW / 4; q++) {
+            const float4 a = xv[q];
+            acc[t] = fmaf(wv[4 * q + 0], a.x, acc[t]);
+            acc[t] = fmaf(wv[4 * q + 1], a.y, acc[t]);
+            acc[t] = fmaf(wv[4 * q + 2], a.z, acc[t]);
+            acc[t] = fmaf(wv[4 * q + 3], a.w, acc[t]);
+        }
+    }
+}
+
+/* F32, F16, BF16 rows times xr (T,K) f32 (already rounded to the weight's type); vec: 16-byte
+ * loads of the row (it and xr aligned, K a multiple of 8), else one element per lane */
+template <int NT, int TYPE>
+static __device__ inline void cuk__gemv_float(float *out, const uint8_t *w, size_t row_stride,
+                                              int N, int K, const float *xr, int vec) {
+    CUK__ROW_SETUP();
+    if (vec) {
+        constexpr int VW = TYPE == QT_F32 ? 4 : 8;
+        for (int k = lane * VW; k < K; k += CU_WARP * VW) cuk__fvec<NT, TYPE>(acc, row, xr, K, k);
+    } else {
+        for (int k = lane; k < K; k += CU_WARP) {
+            const float wk = cuk__wf<TYPE>(row, k);
+CUK_UNROLL
+            for (int t = 0; t < NT; t++) acc[t] = fmaf(wk, xr[(size_t)t * K + k], acc[t]);
+        }
+    }
+    cuk__store<NT>(out, acc, N, n, lane);
+}
+
+template <int NT>
+__global__ void cuk__gemv_f32(float *__restrict__ out, const uint8_t *__restrict__ w,
+                              size_t row_stride, int N, int K, const float *__restrict__ xr,
+                              int vec) {
+    cuk__gemv_float<NT, QT_F32>(out, w, row_stride, N, K, xr, vec);
+}
+
+template <int NT>
+__global__ void cuk__gemv_f16(float *__restrict__ out, const uint8_t *__restrict__ w,
+                              size_t row_stride, int N, int K, const float *__restrict__ xr,
+                              int vec) {
+    cuk__gemv_float<NT, QT_F16>(out, w, row_stride, N, K, xr, vec);
+}
+
+template <int NT>
+__global__ void cuk__gemv_bf16(float *__restrict__ out, const uint8_t *__restrict__ w,
+                               size_t row_stride, int N, int K, const float *__restrict__ xr,
+                               int vec) {
+    cuk__gemv_float<NT, QT_BF16>(out, w, row_stride, N, K, xr, vec);
+}
+
+/* ---- host side ---- */
+
+static size_t cuk__al16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+static int cuk__block(int type) {
+    switch (type) {
+    case QT_F32: case QT_F16: case QT_BF16: return 1;
+    case QT_Q8_0: case QT_Q4_0: return QK8_0;
+    case QT_Q4_K: case QT_Q6_K: return QK_K;
+    default: return 0;
+    }
+}
+
+/* scratch: Q8_0 / Q8_K types: xq (T*K int8) | xd (T*K/bs f32) | Q8_K: xbs (T*K/16 int32);
+ * F16 / BF16: xr (T*K f32) */
+extern "C" size_t cuk_gemv_scratch_bytes(int type, int64_t K, int T) {
+    const size_t n = (size_t)K * (size_t)(T > 0 ? T : 0);
+    switch (type) {
+    case QT_Q8_0: case QT_Q4_0: return cuk__al16(n) + cuk__al16(n / QK8_0 * sizeof(float));
+    case QT_Q4_K: case QT_Q6_K:
+        return cuk__al16(n) + cuk__al16(n / QK_K * sizeof(float)) + cuk__al16(n / 16 * sizeof(int));
+    case QT_F16: case QT_BF16: return n * sizeof(float);
+    default: return 0;
+    }
+}
+
+#define CUK__T_SWITCH(KERN, ...)                                               \
+    switch (T) {                                                               \
+    case 1: CU_LAUNCH(KERN<1>, grid, block, 0, s, __VA_ARGS__); break;         \
+    case 2: CU_LAUNCH(KERN<2>, grid, block, 0, s, __VA_ARGS__); break;         \
+    case 3: CU_LAUNCH(KERN<3>, grid, block, 0, s, __VA_ARGS__); break;         \
+    case 4: CU_LAUNCH(KERN<4>, grid, block, 0, s, __VA_ARGS__); break;         \
+    case 5: CU_LAUNCH(KERN<5>, grid, block, 0, s, __VA_ARGS__); break;         \
+    case 6: CU_LAUNCH(KERN<6>, grid, block, 0, s, __VA_ARGS__); break;         \
+    case 7: CU_LAUNCH(KERN<7>, grid, block, 0, s, __VA_ARGS__); break;         \
+    default: CU_LAUNCH(KERN<8>, grid, block, 0, s, __VA_ARGS__); break;        \
+    }
+
+extern "C" int cuk_gemv(float *out, const void *w, int type, int N, int K, size_t row_stride,
+                        const float *x, int T, void *scratch, cuk_stream stream) {
+    const int bs = cuk__block(type);
+    const size_t al = type == QT_F32 || type == QT_Q4_K ? 4 : 2;   /* the loads' alignment */
+    if (bs == 0 || T < 1 || T > 8 || N < 0 || K <= 0 || K % bs || row_stride % al ||
+        (uintptr_t)w % al)
+        return (int)cudaErrorInvalidValue;
+    if (N == 0) return 0;
+    const cudaStream_t s = (cudaStream_t)stream;
+    const size_t n = (size_t)T * K;
+    const uint8_t *wb = (const uint8_t *)w;
+    int8_t *xq = (int8_t *)scratch;
+    float *xd = (float *)((char *)scratch + cuk__al16(n));
+    const int qthreads = 256;
+    const dim3 grid((unsigned)((N + CUK_GEMV_WARPS - 1) / CUK_GEMV_WARPS));
+    const dim3 block(CUK_GEMV_WARPS * CU_WARP);
+    int err;
+    switch (type) {
+    case QT_Q4_0: case QT_Q8_0: {
+        const size_t nb = n / QK8_0;
+        CU_LAUNCH(cuk__quant_q8_0, dim3((unsigned)((nb * CU_WARP + qthreads - 1) / qthreads)),
+                  dim3(qthreads), 0, s, x, xq, xd, nb);
+        if ((err = CU_LAST_ERROR()) != 0) return err;
+        if (type == QT_Q4_0) {
+            CUK__T_SWITCH(cuk__gemv_q4_0, out, wb, row_stride, N, K, xq, xd)
+        } else {
+            CUK__T_SWITCH(cuk__gemv_q8_0, out, wb, row_stride, N, K, xq, xd)
+        }
+        break;
+    }
+    case QT_Q4_K: case QT_Q6_K: {
+        const size_t nb = n / QK_K;
+        int *xbs = (int *)((char *)xd + cuk__al16(nb * sizeof(float)));
+        CU_LAUNCH(cuk__quant_q8_K, dim3((unsigned)((nb * CU_WARP + qthreads - 1) / qthreads)),
+                  dim3(qthreads), 0, s, x, xq, xd, xbs, nb);
+        if ((err = CU_LAST_ERROR()) != 0) return err;
+        if (type == QT_Q4_K) {
+            const int a16 = (uintptr_t)w % 16 == 0 && row_stride % 16 == 0;
+            CUK__T_SWITCH(cuk__gemv_q4_K, out, wb, row_stride, N, K, xq, xd, xbs, a16)
+        } else {
+            CUK__T_SWITCH(cuk__gemv_q6_K, out, wb, row_stride, N, K, xq, xd)
+        }
+        break;
+    }
+    default: {   /* float types */
+        const float *xr = x;
+        if (type != QT_F32) {
+            float *r = (float *)scratch;
+            const size_t b = (n + qthreads - 1) / qthreads;
+            CU_LAUNCH(cuk__round_x, dim3((unsigned)(b < 4096 ? b : 4096)), dim3(qthreads), 0, s, x,
+                      r, n, type);
+            if ((err = CU_LAST_ERROR()) != 0) return err;
+            xr = r;
+        }
+        const int vec = K % 8 == 0 && (uintptr_t)w % 16 == 0 && row_stride % 16 == 0 &&
+                        (uintptr_t)xr % 16 == 0;
+        if (type == QT_F32) {
+            CUK__T_SWITCH(cuk__gemv_f32, out, wb, row_stride, N, K, xr, vec)
+        } else if (type == QT_F16) {
+            CUK__T_SWITCH(cuk__gemv_f16, out, wb, row_stride, N, K, xr, vec)
+        } else {
+            CUK__T_SWITCH(cuk__gemv_bf16, out, wb, row_stride, N, K, xr, vec)
+        }
+        break;
+    }
+    }
+    return CU_LAST_ERROR();
+}

@@ -1,0 +1,117 @@
+/* kernels/dequant_math.h — one weight element from its GGUF block, and the activation
+ * quantizers' rounding, shared by the CPU (kernels/cpu/quant.c) and the CUDA kernels
+ * (kernels/cuda/k_dequant.cu, k_gemv.cu).
+ *
+ * qt_dq_<type>(row, e) is element e of a row stored in <type>'s blocks (layouts in qtypes.h),
+ * written as the very float operations of the CPU's to_float in the same order, with products
+ * and differences rounded on their own (om_mul_rn / om_sub_rn: nvcc would fuse d1*q - m1), so
+ * the GPU's dequantized weights are the CPU's bit for bit. Each call is independent of the
+ * others, which is what a GPU thread per element wants; the CPU's to_float loops over them.
+ */
+#ifndef SAMPAN_DEQUANT_MATH_H
+#define SAMPAN_DEQUANT_MATH_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "ops_math.h"
+#include "qtypes.h"
+
+static inline QT_HD float qt_dq_f32(const void *row, int64_t e) {
+    return ((const float *)row)[e];
+}
+
+static inline QT_HD float qt_dq_f16(const void *row, int64_t e) {
+    return qt_f16_to_f32(((const qt_f16 *)row)[e]);
+}
+
+static inline QT_HD float qt_dq_bf16(const void *row, int64_t e) {
+    return qt_bf16_to_f32(((const qt_bf16 *)row)[e]);
+}
+
+/* x = d*q */
+static inline QT_HD float qt_dq_q8_0(const void *row, int64_t e) {
+    const block_q8_0 *b = (const block_q8_0 *)row + e / QK8_0;
+    return om_mul_rn(qt_f16_to_f32(b->d), (float)b->qs[e % QK8_0]);
+}
+
+/* x = d*(q-8); byte j holds element j (low nibble) and element 16+j (high nibble) */
+static inline QT_HD float qt_dq_q4_0(const void *row, int64_t e) {
+    const block_q4_0 *b = (const block_q4_0 *)row + e / QK4_0;
+    const int j = (int)(e % QK4_0);
+    const int q = j < QK4_0 / 2 ? (b->qs[j] & 0xF) : (b->qs[j - QK4_0 / 2] >> 4);
+    return om_mul_rn(qt_f16_to_f32(b->d), (float)(q - 8));
+}
+
+/* 8 sub-blocks of 32: x = (d*sc[j])*q - dmin*m[j]; qs byte l of chunk c (64 elements) holds
+ * element 64c+l in its low nibble and 64c+32+l in its high nibble */
+static inline QT_HD float qt_dq_q4_K(const void *row, int64_t e) {
+    const block_q4_K *b = (const block_q4_K *)row + e / QK_K;
+    const int r = (int)(e % QK_K), c = r / 64, hi = (r % 64) >= 32, l = r % 32;
+    uint8_t sc, m;
+    qt_q4k_scale_min(2 * c + hi, b->scales, &sc, &m);
+    const uint8_t byte = b->qs[32 * c + l];
+    const int q = hi ? byte >> 4 : byte & 0xF;
+    const float d1 = om_mul_rn(qt_f16_to_f32(b->d), (float)sc);
+    const float m1 = om_mul_rn(qt_f16_to_f32(b->dmin), (float)m);
+    return om_sub_rn(om_mul_rn(d1, (float)q), m1);
+}
+
+/* Q6_K: 16 sub-blocks of 16 with int8 scales; x = (d*scales[e/16])*(q-32). In each half of
+ * 128 elements, ql byte l holds (low 4 bits) element l and element 64+l (high nibble), ql byte
+ * 32+l holds elements 32+l and 96+l; qh byte l holds the 2 high bits of elements l, 32+l,
+ * 64+l, 96+l at bit 0, 2, 4, 6. */
+static inline QT_HD float qt_dq_q6_K(const void *row, int64_t e) {
+    const block_q6_K *b = (const block_q6_K *)row + e / QK_K;
+    const int r = (int)(e % QK_K), h = r / 128, e2 = r % 128;
+    const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+    const int l = e2 & 31, part = e2 >> 5;
+    const int lo = (part & 1) ? ql[32 + l] : ql[l];
+    const int nib = (part & 2) ? (lo >> 4) : (lo & 0xF);
+    const int q = (nib | (((qh[l] >> (2 * part)) & 3) << 4)) - 32;
+    const float ds = om_mul_rn(qt_f16_to_f32(b->d), (float)b->scales[8 * h + e2 / 16]);
+    return om_mul_rn(ds, (float)q);
+}
+
+static inline QT_HD float qt_dq_q8_K(const void *row, int64_t e) {
+    const block_q8_K *b = (const block_q8_K *)row + e / QK_K;
+    return om_mul_rn(b->d, (float)b->qs[e % QK_K]);
+}
+
+/* Element e of a row of `type`, for the types above; 0 for any other type. */
+static inline QT_HD float qt_dq(int type, const void *row, int64_t e) {
+    switch (type) {
+    case QT_F32: return qt_dq_f32(row, e);
+    case QT_F16: return qt_dq_f16(row, e);
+    case QT_BF16: return qt_dq_bf16(row, e);
+    case QT_Q8_0: return qt_dq_q8_0(row, e);
+    case QT_Q4_0: return qt_dq_q4_0(row, e);
+    case QT_Q4_K: return qt_dq_q4_K(row, e);
+    case QT_Q6_K: return qt_dq_q6_K(row, e);
+    case QT_Q8_K: return qt_dq_q8_K(row, e);
+    default: return 0.0f;
+    }
+}
+
+/* ---- activation quantizers' rounding (Q8_0, Q8_K: quant.c's header has their semantics) --- */
+
+/* Round half to even, as vroundps with _MM_ROUND_NEAREST and ggml's nearest_int do: adding
+ * 1.5*2^23 leaves a float whose unit in the last place is 1, so the addition itself rounds
+ * (exact for |v| < 2^22). The clamp keeps hostile inputs (inf, nan, huge) defined. Callers
+ * form v with om_mul_rn, so that no fma reaches the addition. */
+static inline QT_HD int qt_rne(float v) {
+    v = v > 4194303.0f ? 4194303.0f : v;
+    v = !(v >= -4194303.0f) ? -4194303.0f : v; /* also nan */
+    const float t = v + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &t, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+/* q = clamp(rne(x * id), -128, 127), the int8 of an activation quantizer */
+static inline QT_HD int8_t qt_q8_round(float x, float id) {
+    const int q = qt_rne(om_mul_rn(x, id));
+    return (int8_t)(q > 127 ? 127 : q < -128 ? -128 : q);
+}
+
+#endif
