@@ -473,12 +473,27 @@ static int ensure_rows(sched *s, int n, char *err, size_t errlen) {
     return 0;
 }
 
-/* forward + (last stage) full logits of the wanted rows */
+/* forward + (last stage) full logits of the wanted rows. With pipeline stages a large step
+ * runs as micro-batches of at least 16 positions, about 2 per stage, one after the other on
+ * every rank: stage k works on one while stage k+1 works on the one before (each position's
+ * result is the same either way; a later micro-batch reads the KV an earlier one wrote). */
 static int run_forward(sched *s, int n_pos, int n_out, char *err, size_t errlen) {
     if (ensure_rows(s, n_out, err, errlen)) return -1;
-    model_batch b = { .n = n_pos, .tokens = s->b_tok, .pos = s->b_pos, .want = s->b_want,
-                      .tables = s->b_tab };
-    if (model_forward(s->m, s->st, &b, s->slices, err, errlen)) return -1;
+    const int pp = s->m->shard.pp;
+    int mb = n_pos;
+    if (pp > 1) {
+        mb = (n_pos + 2 * pp - 1) / (2 * pp);
+        if (mb < 16) mb = 16;
+    }
+    for (int t0 = 0, rows = 0; t0 < n_pos; t0 += mb) {
+        int n = n_pos - t0 < mb ? n_pos - t0 : mb;
+        model_batch b = { .n = n, .tokens = s->b_tok + t0, .pos = s->b_pos + t0,
+                          .want = s->b_want + t0, .tables = (const int32_t *const *)s->b_tab + t0 };
+        if (model_forward(s->m, s->st, &b, s->slices + (size_t)rows * s->m->shard.vocab_pad,
+                          err, errlen))
+            return -1;
+        for (int t = t0; t < t0 + n; t++) rows += s->b_want[t] != 0;
+    }
     if (n_out && model_has_logits(s->m) &&
         model_logits_full(s->m, s->slices, n_out, s->logits, err, errlen))
         return -1;
