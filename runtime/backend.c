@@ -41,10 +41,35 @@ int backend_check(const backend_i *i, char *err, size_t errlen) {
     return 0;
 }
 
+/* backends registered at run time (backend_register) */
+static struct {
+    const char *name;
+    backend_ctor ctor;
+} be__extra[8];
+
+int backend_register(const char *name, backend_ctor ctor) {
+    if (!strcmp(name, "cpu") || !strcmp(name, "cuda") || !strcmp(name, "auto")) return -1;
+    for (size_t k = 0; k < sizeof be__extra / sizeof be__extra[0]; k++) {
+        if (be__extra[k].name && !strcmp(be__extra[k].name, name)) return -1;
+        if (!be__extra[k].name) {
+            be__extra[k].name = name;
+            be__extra[k].ctor = ctor;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static backend_ctor be__find_extra(const char *name) {
+    for (size_t k = 0; k < sizeof be__extra / sizeof be__extra[0] && be__extra[k].name; k++)
+        if (!strcmp(be__extra[k].name, name)) return be__extra[k].ctor;
+    return NULL;
+}
+
 int backend_available(const char *name) {
     if (!strcmp(name, "cpu")) return 1;
     if (!strcmp(name, "cuda")) return backend_cuda_devices() > 0;
-    return 0;
+    return be__find_extra(name) != NULL;
 }
 
 backend *backend_new(const backend_opts *o, char *err, size_t errlen) {
@@ -56,6 +81,8 @@ backend *backend_new(const backend_opts *o, char *err, size_t errlen) {
         b = backend_cpu_new(nth, err, errlen);
     } else if (!strcmp(name, "cuda")) {
         b = backend_cuda_new(nth, dev, err, errlen);
+    } else if (be__find_extra(name)) {
+        b = be__find_extra(name)(o, err, errlen);
     } else {
         snprintf(err, errlen, "unknown backend '%s' (cpu, cuda or auto)", name);
         return NULL;

@@ -157,6 +157,10 @@ typedef struct {
 
 /* The registry: a backend by name; checks the version and every required slot. */
 backend *backend_new(const backend_opts *o, char *err, size_t errlen);
+/* Adds a backend by name beside cpu and cuda (a test's or an out-of-tree one); 0, or -1 when
+ * the table is full or the name is taken. Not thread-safe: register before loading models. */
+typedef backend *(*backend_ctor)(const backend_opts *o, char *err, size_t errlen);
+int backend_register(const char *name, backend_ctor ctor);
 /* 0 if a table is usable (this version, every required slot), else -1 naming what is not */
 int backend_check(const backend_i *i, char *err, size_t errlen);
 /* 1 if a backend of this name is compiled in and has a device here (cpu: always) */
