@@ -121,6 +121,7 @@ typedef struct {
     int cap;                        /* positions the pass buffers hold */
     int32_t *h_pass, *d_pass;       /* pinned / device: tokens (T) | pos (T) */
     int32_t *pos_h, *seq_h;         /* host (cap): positions, and a sequence id per position */
+    int32_t *nb_h;                  /* host (cap): table entries each sequence id needs */
     const int32_t *const *h_tables; /* (T) the batch's host tables, packed at first use */
     int tab_bs;                     /* block size d_tab is packed for this pass; 0: not yet */
     int32_t *h_tab, *d_tab;         /* pinned / device (T, max_blocks) */
@@ -139,6 +140,7 @@ static cu_ctx *cu__c(const backend *b) { return (cu_ctx *)b->ctx; }
 /* ---- errors ------------------------------------------------------------------------------ */
 
 static int cu__fail(backend *b, const char *call, cudaError_t e) {
+    (void)cudaGetLastError();   /* a failed runtime call stays the last error: not the next launch's */
     snprintf(b->err, sizeof b->err, "backend cuda: %s: %s", call, cudaGetErrorString(e));
     return -1;
 }
@@ -497,8 +499,11 @@ static void *cu__alloc(backend *b, size_t bytes) {
 }
 
 static void cu__buf_free(backend *b, void *p) {
-    (void)b;
-    if (p) cudaFree(p);
+    if (!p) return;
+    int d = -1;   /* on the backend's device: a fresh thread would otherwise start device 0's */
+    if (cudaGetDevice(&d) != cudaSuccess || d != cu__c(b)->device) cudaSetDevice(cu__c(b)->device);
+    cudaFree(p);
+    (void)cudaGetLastError();
 }
 
 /* pageable src: cudaMemcpyAsync returns once src has been read into the driver's staging */
@@ -531,13 +536,17 @@ static int cu__batch(backend *b, const backend_batch *bb) {
     if (T > c->cap) {
         int cap = c->cap ? c->cap : 64;
         while (cap < T) cap *= 2;
+        c->cap = 0;   /* the old buffers are gone even if the new ones fail */
         if (cu__stage_grow(b, &c->h_pass, &c->d_pass, 2 * (size_t)cap, c->ev_pass, "batch"))
             return -1;
         int32_t *ph = (int32_t *)realloc(c->pos_h, (size_t)cap * sizeof *ph);
         if (ph) c->pos_h = ph;
         int32_t *sh = ph ? (int32_t *)realloc(c->seq_h, (size_t)cap * sizeof *sh) : NULL;
         if (sh) c->seq_h = sh;
-        if (!ph || !sh) return cu__msg(b, "out of host memory for a batch of %d positions", T);
+        int32_t *nh = sh ? (int32_t *)realloc(c->nb_h, (size_t)cap * sizeof *nh) : NULL;
+        if (nh) c->nb_h = nh;
+        if (!ph || !sh || !nh)
+            return cu__msg(b, "out of host memory for a batch of %d positions", T);
         c->cap = cap;
     }
     CU_TRY(b, "cudaEventSynchronize", cudaEventSynchronize(c->ev_pass));
@@ -574,10 +583,11 @@ static int cu__batch(backend *b, const backend_batch *bb) {
     return 0;
 }
 
-/* The pass's block tables as (T, max_blocks) on the device, for blocks of bs positions. The
- * batch does not say its block size, and row t's table holds only pos[t]/bs + 1 entries, so
- * they are packed at the first op that knows bs (kv_write, attention); the host tables stay
- * valid through the pass (model_forward holds them). Unused entries are -1. */
+/* The pass's block tables as (T, max_blocks) on the device, for blocks of bs positions,
+ * packed at the first op that knows bs (kv_write, attention); the host tables stay valid
+ * through the pass (model_forward holds them). Row t gets the entries of the furthest
+ * position of its sequence in this batch, not only pos[t]/bs + 1: cuk_attn_prefill reads a
+ * whole run's keys through the row of the run's first query. Unused entries are -1. */
 static int cu__tables(backend *b, int bs) {
     cu_ctx *c = cu__c(b);
     if (c->tab_bs == bs) return 0;
@@ -588,15 +598,21 @@ static int cu__tables(backend *b, int bs) {
     if (need > c->tab_cap) {
         size_t cap = c->tab_cap ? c->tab_cap : 4096;
         while (cap < need) cap *= 2;
+        c->tab_cap = 0;
         if (cu__stage_grow(b, &c->h_tab, &c->d_tab, cap, c->ev_tab, "block tables")) return -1;
         c->tab_cap = cap;
     }
     CU_TRY(b, "cudaEventSynchronize", cudaEventSynchronize(c->ev_tab));
-    for (int t = 0; t < T; t++) {
+    for (int t = 0; t < T; t++) c->nb_h[t] = 0;
+    for (int t = 0; t < T; t++) {   /* seq_h[t] is the first position of t's sequence */
         const int nb = c->pos_h[t] / bs + 1;
         if (nb > mb)
             return cu__msg(b, "position %d needs %d blocks of %d, the batch gave max_blocks %d",
                            c->pos_h[t], nb, bs, mb);
+        if (nb > c->nb_h[c->seq_h[t]]) c->nb_h[c->seq_h[t]] = nb;
+    }
+    for (int t = 0; t < T; t++) {
+        const int nb = c->nb_h[c->seq_h[t]];
         int32_t *row = c->h_tab + (size_t)t * mb;
         memcpy(row, c->h_tables[t], (size_t)nb * sizeof *row);
         for (int i = nb; i < mb; i++) row[i] = -1;
@@ -741,6 +757,7 @@ static int cu__logits(backend *b, float *logits, const float *x, int C, float *s
     if (n > c->rows_cap) {
         int cap = c->rows_cap ? c->rows_cap : 64;
         while (cap < n) cap *= 2;
+        c->rows_cap = 0;
         if (cu__stage_grow(b, &c->h_rows, &c->d_rows, (size_t)cap, c->ev_rows, "logits rows"))
             return -1;
         c->rows_cap = cap;
@@ -810,6 +827,7 @@ static void cu__free(backend *b) {
         if (c->d_rows) cudaFree(c->d_rows);
         free(c->pos_h);
         free(c->seq_h);
+        free(c->nb_h);
         if (c->ev_pass) cudaEventDestroy(c->ev_pass);
         if (c->ev_tab) cudaEventDestroy(c->ev_tab);
         if (c->ev_rows) cudaEventDestroy(c->ev_rows);
