@@ -8,8 +8,9 @@ tests/gpu/run.sh when two devices are visible; $SAMPAN already adds --backend cu
     product is the single rank's, bit for bit, as MIX_GATHER promises); the default mode is run
     too and its agreement printed, not counted (cuBLAS picks algorithms by shape).
   * `sampan score` at tp=2 gives the single GPU's logits within 1e-5 x std (F32, invariant).
-  * A rank killed with SIGKILL mid-generation ends the job within 40 s (NCCL async errors
-    polled under the watchdog, ncclCommAbort, MPI_Abort), with no rank left behind.
+  * A rank killed with SIGKILL mid-request (of a --tp 2 server kept busy by a client) ends the
+    job within 40 s (NCCL async errors polled under the watchdog, ncclCommAbort, MPI_Abort),
+    with no rank left behind.
 Only a machine with two GPUs runs this."""
 import array, json, os, signal, subprocess, sys, tempfile, time
 
@@ -99,44 +100,90 @@ if os.path.exists(model):
         except Exception as e:
             check(False, f"tp=2 score: {e}")
 
-# a killed rank ends the job
-model = os.path.join(shared, "models", "small-llama-q8_0.gguf")
-if os.path.exists(model):
-    p = subprocess.Popen(mpirun(2) + [sampan, "run", "-m", model, "-p", "Once upon a time", "-n",
-                                      "100000", "--ignore-eos", "-t", "1", "--tp", "2"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    def ranks():
-        """the sampan processes of this job (the wrapper execs the binary: same pid)"""
-        out = subprocess.run(["pgrep", "-f", model], capture_output=True, text=True).stdout
-        pids = []
-        for x in out.split():
-            try:
-                argv = open(f"/proc/{x}/cmdline", "rb").read().split(b"\0")
-            except OSError:
-                continue
-            if int(x) != p.pid and argv and b"mpirun" not in argv[0] and b"sampan" in argv[0]:
-                pids.append(int(x))
-        return pids
+# a killed rank ends the job. A server under mpirun, kept busy by a client, is the rank pair:
+# a `run` of these models ends within a second or two on a GPU (512-token context), before any
+# kill could land. The ranks are mpirun's children (the wrapper execs the binary: same pid),
+# told apart by OMPI_COMM_WORLD_RANK; the non-leader (rank 1) is killed mid-request.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "http"))
+import threading
+from serverlib import Server, children
 
-    victims = []
-    for _ in range(600):
-        victims = ranks()
-        if len(victims) >= 2:
-            break
-        time.sleep(0.1)
-    time.sleep(5)   # into the decode loop
-    killed = victims[-1] if victims else None
-    if killed:
-        os.kill(killed, signal.SIGKILL)
-    t0 = time.time()
+model = os.path.join(shared, "models", "small-llama-q8_0.gguf")
+
+
+def rank_of(pid):
     try:
-        p.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        p.kill()
-    elapsed = time.time() - t0
-    left = [v for v in victims if os.path.exists(f"/proc/{v}") and open(f"/proc/{v}/stat").read().split()[2] != "Z"]
-    check(killed is not None and p.returncode not in (0, None) and elapsed < 40 and not left,
-          f"kill -9 of rank pid {killed}: job exited {p.returncode} after {elapsed:.1f} s, ranks left {left}")
+        env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    except OSError:
+        return None
+    for e in env:
+        if e.startswith(b"OMPI_COMM_WORLD_RANK="):
+            return int(e.split(b"=", 1)[1])
+    return None
+
+
+def alive(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+if os.path.exists(model):
+    srv = None
+    try:
+        srv = Server(model=model, args=["--tp", "2"], prefix=mpirun(2))
+        stop = threading.Event()
+        served = []
+
+        def client():
+            body = {"model": "small-llama-q8_0", "prompt": "Once upon a time", "max_tokens": 400,
+                    "temperature": 0, "stream": True}
+            while not stop.is_set():
+                try:
+                    srv.stream("/v1/completions", body)
+                    served.append(1)
+                except Exception:   # noqa: BLE001  (the server going away ends the client)
+                    return
+        th = threading.Thread(target=client, daemon=True)
+        th.start()
+        ranks = {}
+        for _ in range(100):
+            ranks = {rank_of(k): k for k in children(srv.proc.pid)}
+            if 0 in ranks and 1 in ranks and served:
+                break
+            time.sleep(0.1)
+        victim = ranks.get(1)
+        if victim is None or not alive(victim) or srv.proc.poll() is not None:
+            check(False, f"kill -9 of rank 1: no live rank 1 to kill (ranks {ranks}, "
+                         f"{len(served)} requests served, mpirun {srv.proc.poll()})")
+        else:
+            time.sleep(0.5)   # into a request's decode loop
+            os.kill(victim, signal.SIGKILL)
+            t0 = time.time()
+            try:
+                rc = srv.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                rc = None
+            elapsed = time.time() - t0
+            left = [k for k in ranks.values() if alive(k)]
+            check(rc not in (0, None) and elapsed < 40 and not left,
+                  f"kill -9 of rank 1 (pid {victim}) of a busy --tp 2 server: job exited {rc} after "
+                  f"{elapsed:.1f} s, ranks left {left}")
+            for k in left:
+                os.kill(k, signal.SIGKILL)
+        stop.set()
+    except Exception as e:   # noqa: BLE001
+        check(False, f"killed rank: {e!r}")
+    finally:
+        if srv is not None and srv.proc.poll() is None:   # nothing left behind
+            for k in children(srv.proc.pid):
+                try:
+                    os.kill(k, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            srv.proc.kill()
+            srv.proc.wait()
 
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else (77 if passed == 0 else 0))
