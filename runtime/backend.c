@@ -1,9 +1,10 @@
 /* runtime/backend.c — the backend registry: a backend by name, checked before use.
  *
- * "cpu" is always here; "cuda" is compiled in when the CUDA toolkit is found
- * (kernels/cuda/backend_cuda.cu, else runtime/backend_cuda_none.c, whose constructor says
- * why there is none); "auto" is cuda when a device is visible, else cpu. A backend whose
- * table lacks a required slot, or has another version, is refused with the slot's name.
+ * "cpu" is always here; "cuda" is the module libsampan-cuda.so (kernels/cuda/, built when
+ * the CUDA toolkit is found), opened on first use by runtime/backend_cuda_load.c, which says
+ * why when there is none; "auto" is cuda when a device is visible, else cpu; others can be
+ * added with backend_register (tests). A backend whose table lacks a required slot, or has
+ * another version, is refused with the slot's name.
  */
 #include <stddef.h>
 #include <stdio.h>

@@ -2,8 +2,9 @@
  * the device and its peaks, so that `sampan bench --backend cuda` can state its ceilings the
  * way it does for the CPU (achieved HBM bandwidth, tensor-core FLOP/s as fractions of peak).
  *
- * Implemented in kernels/cuda/backend_cuda.cu; a build without CUDA has the stub in
- * runtime/backend_cuda_none.c (returns -1, "no CUDA support"). C header, no CUDA types.
+ * Implemented in kernels/cuda/backend_cuda.cu (the module libsampan-cuda.so) and reached
+ * through runtime/backend_cuda_load.c, which returns -1 with the reason when there is no
+ * module. C header, no CUDA types.
  *
  * Peaks (dense, no sparsity), from the device's attributes (CUDA 13 dropped clockRate and
  * memoryClockRate from cudaDeviceProp: cudaDeviceGetAttribute is used):

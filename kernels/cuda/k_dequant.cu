@@ -17,15 +17,7 @@ enum { CUK_DQ_THREADS = 256 };
 
 template <int TYPE>
 static __device__ float cuk__dq(const void *row, int64_t e) {
-    switch (TYPE) {
-    case QT_F32: return qt_dq_f32(row, e);
-    case QT_F16: return qt_dq_f16(row, e);
-    case QT_BF16: return qt_dq_bf16(row, e);
-    case QT_Q8_0: return qt_dq_q8_0(row, e);
-    case QT_Q4_0: return qt_dq_q4_0(row, e);
-    case QT_Q4_K: return qt_dq_q4_K(row, e);
-    default: return qt_dq_q6_K(row, e);
-    }
+    return qt_dq(TYPE, row, e);   /* TYPE is a constant: the switch folds away */
 }
 
 /* out (n_rows, K) of out_type from rows of w */
