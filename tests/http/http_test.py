@@ -383,8 +383,11 @@ def disconnect_tests(srv, prompt_max, slow):
     v = wait_metric(srv, "sampan_kv_blocks_used", 0)
     st, h, m = srv.metrics()
     out = m.get("sampan_tokens_out_total", 0) - m0.get("sampan_tokens_out_total", 0)
-    check(v == 0 and m.get("sampan_requests_running") == 0 and out < prompt_max,
-          f"disconnect mid-stream: request cancelled ({out:.0f} of {prompt_max} tokens), KV blocks all free")
+    # a fast model may finish every token before the close reaches the server: only a slow
+    # one (slow=True) must show the cancellation; both must free every KV block
+    check(v == 0 and m.get("sampan_requests_running") == 0 and (out < prompt_max or not slow),
+          f"disconnect mid-stream: {'request cancelled ' if slow else ''}({out:.0f} of {prompt_max} "
+          f"tokens), KV blocks all free")
 
     body = json.dumps({"prompt": "Once upon a time", "max_tokens": prompt_max, "temperature": 0,
                        "ignore_eos": True}).encode()
