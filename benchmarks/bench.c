@@ -843,15 +843,14 @@ typedef struct {
     size_t errlen;
 } bench__seq;
 
-static void bench__seq_emit(void *user, int32_t token, const char *text, int len, int finished,
-                            const char *reason) {
+static void bench__seq_emit(void *user, const sched_event *ev) {
     bench__seq *q = user;
-    (void)token;
-    if (!finished) return;
+    if (ev->finish == SCHED_FINISH_NONE) return;
     q->live = 0;
-    if (strcmp(reason, "length")) {
+    if (ev->finish != SCHED_FINISH_LENGTH) {
         q->failed = 1;
-        snprintf(q->err, q->errlen, "bench: the request finished '%s' %.*s", reason, len, text);
+        snprintf(q->err, q->errlen, "bench: the request finished '%s' %.*s",
+                 sched_finish_name(ev->finish), ev->len, ev->text);
     }
 }
 
@@ -863,7 +862,7 @@ static int bench__seq_submit(bench__seq *q, int n_prompt, int max_tokens) {
     }
     for (int i = 0; i < n_prompt; i++) q->tok[i] = (int32_t)(bench__rng(&q->rng) % (uint64_t)q->n_vocab);
     sched_request rq = { .prompt = q->tok, .n_prompt = n_prompt, .max_tokens = max_tokens,
-                         .sampling = sample_defaults(), .ignore_eos = 1 };
+                         .sampling = sample_defaults(), .ignore_eos = 1, .logprobs = -1 };
     rq.sampling.temp = 0;
     if (sched_submit(q->s, &rq, bench__seq_emit, q, NULL, q->err, q->errlen) != 0) return -1;
     q->live = 1;

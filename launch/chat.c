@@ -145,8 +145,10 @@ static void chat__chatml(chat__buf *b, const chat_tmpl *t, const chat_msg *m, in
     chat__puts(b, "<|im_start|>assistant\n");
 }
 
-/* Llama-2 and Mistral: a leading system message is folded into the first user turn; each
- * assistant turn closes with EOS; Llama-2 also opens each user turn after the first with BOS. */
+/* Llama-2 and Mistral: a leading system message is folded into the user turn right after it;
+ * without one (only a system message, or an assistant message next) it gets an instruction turn
+ * of its own in front, so it still comes first. Each assistant turn closes with EOS; Llama-2
+ * also opens each user turn after the first with BOS. */
 static int chat__inst(chat__buf *b, int llama2, const chat_msg *m, int n, char *err,
                       size_t errlen) {
     const char *sys = NULL;
@@ -156,6 +158,18 @@ static int chat__inst(chat__buf *b, int llama2, const chat_msg *m, int n, char *
         i0 = 1;
     }
     int first_user = 1;
+    if (sys && (n < 2 || m[1].role != CHAT_USER)) {
+        chat__puts(b, "[INST] ");
+        if (llama2) {
+            chat__puts(b, "<<SYS>>\n");
+            chat__puts(b, sys);
+            chat__puts(b, "\n<</SYS>>");
+        } else {
+            chat__puts(b, sys);
+        }
+        chat__puts(b, " [/INST]");
+        sys = NULL;
+    }
     for (int i = i0; i < n; i++) {
         if (m[i].role == CHAT_SYSTEM) {
             snprintf(err, errlen, "messages[%d]: the %s chat template allows a system message "
@@ -191,18 +205,6 @@ static int chat__inst(chat__buf *b, int llama2, const chat_msg *m, int n, char *
             chat__puts(b, m[i].content);
             chat__puts(b, "</s>");
         }
-    }
-    if (first_user && sys) {
-        /* only a system message: it still needs a turn to live in */
-        chat__puts(b, "[INST] ");
-        if (llama2) {
-            chat__puts(b, "<<SYS>>\n");
-            chat__puts(b, sys);
-            chat__puts(b, "\n<</SYS>>");
-        } else {
-            chat__puts(b, sys);
-        }
-        chat__puts(b, " [/INST]");
     }
     return 0;
 }

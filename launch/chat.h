@@ -19,8 +19,10 @@
  *                                                trimmed; every user turn opens with B)
  *   mistral   "[INST]" without "<<SYS>>"         B[INST] USER [/INST]ASSISTANTE[INST] USER
  *                                                [/INST] ... (B only at the start); a system
- *                                                message is prepended to the first user
- *                                                message followed by "\n\n"
+ *                                                message is prepended to the user message
+ *                                                right after it, followed by "\n\n"
+ *   (llama2, mistral: a system message not followed by a user message gets a turn of its
+ *   own at the start: "[INST] <<SYS>>\nS\n<</SYS>> [/INST]", mistral "[INST] S [/INST]")
  *   plain     anything else, or no template      "System: S\nUser: U\nAssistant: A\n" ...
  *                                                then "Assistant:"
  *

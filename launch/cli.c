@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "qtypes.h"
+#include "utf8.h"
 
 void cli_error(const char *fmt, ...) {
     va_list ap;
@@ -88,44 +89,4 @@ long cli_peak_rss_bytes(void) {
     return ru.ru_maxrss * 1024L;
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if invalid (overlong forms,
- * surrogates and code points past U+10FFFF are invalid). */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    size_t len;
-    unsigned cp;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; }
-    else return 0;
-    if (n < len) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-        return 0;
-    return len;
-}
-
-char *cli_utf8_valid(const char *s, size_t n) {
-    char *out = malloc(3 * n + 1);   /* each bad byte becomes U+FFFD (3 bytes) */
-    if (!out) return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        size_t l = utf8_seq((const unsigned char *)s + i, n - i);
-        if (l) {
-            memcpy(out + o, s + i, l);
-            o += l;
-            i += l;
-        } else {
-            memcpy(out + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            i++;
-        }
-    }
-    out[o] = 0;
-    return out;
-}
+char *cli_utf8_valid(const char *s, size_t n) { return utf8_sanitize(s, n); }

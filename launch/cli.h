@@ -28,7 +28,8 @@ const char *cli_arg(int argc, char **argv, int *i);
 double cli_now(void);           /* seconds, monotonic */
 long cli_peak_rss_bytes(void);
 /* a copy of n bytes with each byte that is not part of valid UTF-8 replaced by U+FFFD, for
- * JSON output (a token may end inside a multi-byte character); NULL when out of memory */
+ * JSON output (a token may end inside a multi-byte character); NULL when out of memory.
+ * utf8_sanitize (runtime/utf8.h) under the subcommands' name. */
 char *cli_utf8_valid(const char *s, size_t n);
 
 #endif

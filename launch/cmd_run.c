@@ -117,19 +117,20 @@ typedef struct {
     char *errmsg;
 } run_out;
 
-static void run_emit(void *user, int32_t token, const char *text, int len, int finished,
-                     const char *reason) {
+static void run_emit(void *user, const sched_event *ev) {
     run_out *o = user;
     double now = cli_now();
-    if (token >= 0) {
+    const char *text = ev->text;
+    int len = ev->len;
+    if (ev->token >= 0) {
         if (o->n_gen == 0) o->t_first = now;
-        if (o->n_gen < o->cap) o->toks[o->n_gen++] = token;
+        if (o->n_gen < o->cap) o->toks[o->n_gen++] = ev->token;
     }
-    if (finished) {
+    if (ev->finish != SCHED_FINISH_NONE) {
         o->finished = 1;
         o->t_end = now;
-        snprintf(o->reason, sizeof o->reason, "%s", reason ? reason : "error");
-        if (!strcmp(o->reason, "error")) {
+        snprintf(o->reason, sizeof o->reason, "%s", sched_finish_name(ev->finish));
+        if (ev->finish == SCHED_FINISH_ERROR) {
             o->errmsg = strndup(text ? text : "", len > 0 ? (size_t)len : 0);
             return;
         }
@@ -160,7 +161,7 @@ static int run_generate(sched *s, const run_opts *o, const int32_t *prompt, int 
                         run_out *out) {
     char err[512];
     sched_request rq = { .prompt = prompt, .n_prompt = n_prompt, .max_tokens = (int)o->n_predict,
-                         .sampling = o->sp, .ignore_eos = o->ignore_eos };
+                         .sampling = o->sp, .ignore_eos = o->ignore_eos, .logprobs = -1 };
     for (int i = 0; i < o->n_stops; i++) rq.stop[i] = o->stops[i];
     if (sched_submit(s, &rq, run_emit, out, NULL, err, sizeof err)) {
         cli_error("run: %s", err);

@@ -120,14 +120,13 @@ static void score_logits(void *user, int pos, const float *l, int V) {
     sr->n_done = pos + 1;
 }
 
-static void score_emit(void *user, int32_t token, const char *text, int len, int finished,
-                       const char *reason) {
+static void score_emit(void *user, const sched_event *ev) {
     score_run *sr = user;
-    (void)token;
-    if (!finished) return;
+    if (ev->finish == SCHED_FINISH_NONE) return;
     sr->finished = 1;
-    snprintf(sr->reason, sizeof sr->reason, "%s", reason ? reason : "error");
-    if (!strcmp(sr->reason, "error")) sr->errmsg = strndup(text ? text : "", len > 0 ? (size_t)len : 0);
+    snprintf(sr->reason, sizeof sr->reason, "%s", sched_finish_name(ev->finish));
+    if (ev->finish == SCHED_FINISH_ERROR)
+        sr->errmsg = strndup(ev->text ? ev->text : "", ev->len > 0 ? (size_t)ev->len : 0);
 }
 
 int cmd_score(int argc, char **argv) {
@@ -225,7 +224,8 @@ int cmd_score(int argc, char **argv) {
         goto out;
     }
     sched_request rq = { .prompt = toks, .n_prompt = n, .max_tokens = 0,
-                         .sampling = sample_defaults(), .prompt_logits = score_logits };
+                         .sampling = sample_defaults(), .prompt_logits = score_logits,
+                         .logprobs = -1 };
     if (sched_submit(s, &rq, score_emit, &sr, NULL, err, sizeof err)) {
         cli_error("score: %s", err);
         goto out;

@@ -7,13 +7,26 @@
  *   2. rank_init, model_load, sched_new (collective: the leader sizes the KV pool), then the
  *      leader starts the HTTP daemon; rank_agree makes every rank learn whether all succeeded.
  *   3. The leader runs sched_run, the others sched_follow.
- *   4. A signal on the leader calls sched_stop: sched_run finishes every request ("cancelled")
- *      and releases the followers; the leader then stops the daemon (http_stop), frees the
- *      scheduler and then the server (http_free). Followers ignore signals: they end when the
- *      leader says so, so no rank is left inside a collective.
+ *   4. A signal on the leader drains: http_drain (no new connections; new requests get 503),
+ *      then up to --drain-seconds for the running requests to finish, then sched_stop (at once
+ *      on a second signal): sched_run finishes what is left (SHUTDOWN: each stream gets a last
+ *      chunk and [DONE]) and releases the followers; the leader then stops the daemon
+ *      (http_stop: the streams' last events get 2 s to go out), frees the scheduler and then
+ *      the server (http_free), and exits 0. Followers ignore signals: they end when the leader
+ *      says so, so no rank is left inside a collective.
+ *   5. A rank dies (or a collective is stuck): the leader's clients must hear of it before the
+ *      job ends (mpirun kills every rank about 2 s after one dies, SIGTERM first). Three ways
+ *      lead to serve_fail (http_fail: every running request ends with an error, a stream with
+ *      an error event and [DONE]), then an exit non-zero through comm_abort:
+ *        - the watchdog finds a blocking collective stuck or a node-local peer dead: its fail
+ *          hook, then it aborts the job;
+ *        - a polled wait returns the error: the step fails, sched_run finishes every request
+ *          ERROR and returns -1, http_stop flushes, comm_abort;
+ *        - SIGTERM while a node-local peer is dead (mpirun's reaction): the signal thread.
  */
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +47,7 @@ typedef struct {
     const char *model, *host, *api_key, *model_name, *chat_template, *backend;
     int kv_type;
     long port, tp, pp, threads, n_ctx, max_batch_tokens, max_seqs, max_connections, timeout;
-    long block_size;
+    long block_size, request_timeout, max_per_client, drain_seconds;
     size_t kv_mem, max_body;
 } serve_opts;
 
@@ -54,9 +67,20 @@ static void serve_usage(void) {
           "  --block-size N         tokens per KV block (default 16)\n"
           "  --kv-type T            KV cache elements: f32, f16 or bf16 (default f16)\n"
           "  --backend B            cpu, cuda or auto (default cpu)\n"
-          "  --max-body BYTES       largest request body (default 1M)\n"
-          "  --max-connections N    concurrent connections (default 64)\n"
+          "  --max-body BYTES       largest request body (default 1M; larger: 413, sent before\n"
+          "                         the body is read)\n"
+          "  --max-connections N    connections served at once (default 64); a new connection\n"
+          "                         always gets in: the oldest one still sending its request is\n"
+          "                         closed, or, when all are busy answering, the new one gets 503\n"
+          "  --max-conns-per-client N  connections from one address; more get 503 with\n"
+          "                         Retry-After (default: half of --max-connections, at\n"
+          "                         least 8; 0 = no cap, e.g. behind a proxy)\n"
           "  --timeout SEC          close a connection idle this long (default 60; 0 = never)\n"
+          "  --request-timeout SEC  time a connection has to send a whole request, headers and\n"
+          "                         body, however slowly it trickles (default 10; 0 = no limit)\n"
+          "  --drain-seconds SEC    on SIGTERM/SIGINT: stop accepting, let running requests\n"
+          "                         finish this long, then end the rest (default 30; a second\n"
+          "                         signal ends them at once)\n"
           "  -t N                   threads (default: the CPUs this process may run on)\n"
           "  --tp N --pp N          tensor x pipeline parallel ranks (under mpirun/srun)\n",
           stdout);
@@ -93,6 +117,9 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
     o->max_seqs = 64;
     o->max_connections = 64;
     o->timeout = 60;
+    o->request_timeout = 10;
+    o->max_per_client = -1;
+    o->drain_seconds = 30;
     o->block_size = 16;
     o->max_body = 1 << 20;
     o->kv_type = QT_F16;
@@ -120,6 +147,9 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
         else if (!strcmp(a, "--block-size")) { if (cli_int(a, v, 1, 1 << 12, &o->block_size)) return -1; }
         else if (!strcmp(a, "--max-connections")) { if (cli_int(a, v, 1, 1 << 16, &o->max_connections)) return -1; }
         else if (!strcmp(a, "--timeout")) { if (cli_int(a, v, 0, 1 << 20, &o->timeout)) return -1; }
+        else if (!strcmp(a, "--request-timeout")) { if (cli_int(a, v, 0, 1 << 20, &o->request_timeout)) return -1; }
+        else if (!strcmp(a, "--max-conns-per-client")) { if (cli_int(a, v, 0, 1 << 16, &o->max_per_client)) return -1; }
+        else if (!strcmp(a, "--drain-seconds")) { if (cli_int(a, v, 0, 1 << 20, &o->drain_seconds)) return -1; }
         else if (!strcmp(a, "--kv-mem")) { if (serve_bytes(a, v, &o->kv_mem)) return -1; }
         else if (!strcmp(a, "--max-body")) { if (serve_bytes(a, v, &o->max_body)) return -1; }
         else if (!strcmp(a, "--kv-type")) { if (cli_kv_type(a, v, &o->kv_type)) return -1; }
@@ -132,6 +162,10 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
     if (!o->model) {
         cli_error("serve: -m MODEL is required");
         return -1;
+    }
+    if (o->max_per_client < 0) {   /* half, but at least 8 (all of them when fewer) */
+        o->max_per_client = o->max_connections / 2;
+        if (o->max_per_client < 8) o->max_per_client = o->max_connections < 8 ? o->max_connections : 8;
     }
     chat_family f;
     if (o->chat_template && chat_family_parse(o->chat_template, &f)) {
@@ -162,13 +196,45 @@ static void serve_chat_tmpl(const model *m, const serve_opts *o, chat_tmpl *t) {
     }
 }
 
-/* The signal thread: SIGINT/SIGTERM stop the scheduler on the leader; SIGUSR1 (sent by the
- * main thread) ends the thread. */
+/* The signal thread (every rank has one; only the leader's acts): SIGINT/SIGTERM drain and
+ * stop the scheduler (step 4 of the header); SIGUSR1 (sent by the main thread) ends it. */
 typedef struct {
     sched *s;
-    int leader;
+    http_server *h;
+    comm *world;
+    int leader, multi;
+    long drain_seconds;
     sigset_t set;
 } serve_sig;
+
+static double serve_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* the leader's clients hear of a failure before the job ends (step 5): once, whoever calls
+ * first (http_fail makes a second caller wait until the first is done) */
+static void serve_fail(void *arg, const char *msg) {
+    serve_sig *g = arg;
+    http_fail(g->h, msg);
+}
+
+/* a signal while a node-local peer is dead: the launcher is ending the job */
+static void serve_peer_dead(serve_sig *g) {
+    char msg[320];
+    if (!g->multi || !comm_peer_dead(msg, sizeof msg)) return;
+    fprintf(stderr, "sampan: %s\n", msg);
+    serve_fail(g, msg);
+    comm_abort(g->world, 1);
+}
+
+/* 1 once every request the scheduler holds has finished */
+static int serve_idle(sched *s) {
+    sched_stats st;
+    sched_stats_get(s, &st);
+    return st.requests_running == 0 && st.requests_waiting == 0;
+}
 
 static void *serve_sig_main(void *arg) {
     serve_sig *g = arg;
@@ -176,10 +242,26 @@ static void *serve_sig_main(void *arg) {
         int sig = 0;
         if (sigwait(&g->set, &sig)) continue;
         if (sig == SIGUSR1) return NULL;
-        if (g->leader) {
-            fprintf(stderr, "sampan: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-            sched_stop(g->s);
+        if (!g->leader) continue;
+        const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+        serve_peer_dead(g);
+        fprintf(stderr, "sampan: %s received: draining (running requests get up to %ld s; a "
+                "second signal ends them now)\n", name, g->drain_seconds);
+        http_drain(g->h);
+        const double end = serve_now() + (double)g->drain_seconds;
+        const struct timespec tick = { 0, 100000000L };
+        while (serve_now() < end && !serve_idle(g->s)) {
+            siginfo_t si;
+            int got = sigtimedwait(&g->set, &si, &tick);
+            if (got == SIGUSR1) return NULL;
+            if (got == SIGINT || got == SIGTERM) {
+                serve_peer_dead(g);
+                fprintf(stderr, "sampan: %s received again: ending the running requests now\n",
+                        got == SIGINT ? "SIGINT" : "SIGTERM");
+                break;
+            }
         }
+        sched_stop(g->s);
     }
 }
 
@@ -216,8 +298,10 @@ int cmd_serve(int argc, char **argv) {
         serve_default_name(o.model, name, sizeof name);
         http_opts ho = { .host = o.host, .port = (int)o.port, .api_key = o.api_key,
                          .model_name = o.model_name ? o.model_name : name, .max_body = o.max_body,
-                         .max_connections = (int)o.max_connections, .timeout_s = (int)o.timeout,
-                         .n_ctx = n_ctx, .n_vocab = m->cfg.n_vocab };
+                         .max_connections = (int)o.max_connections,
+                         .max_conns_per_client = (int)o.max_per_client, .timeout_s = (int)o.timeout,
+                         .request_timeout_s = (int)o.request_timeout, .n_ctx = n_ctx,
+                         .n_vocab = m->cfg.n_vocab };
         serve_chat_tmpl(m, &o, &ho.chat);
         if (http_start(&ho, s, m->tok, &h, err, sizeof err)) cli_error("serve: %s", err);
         else
@@ -227,7 +311,12 @@ int cmd_serve(int argc, char **argv) {
     if (!rank_agree(&rk, s && (!rk.leader || h))) goto out;
 
     sg.s = s;
+    sg.h = h;
+    sg.world = rk.world;
     sg.leader = rk.leader;
+    sg.multi = rk.size > 1;
+    sg.drain_seconds = o.drain_seconds;
+    if (rk.leader && rk.size > 1) comm_set_fail_hook(serve_fail, &sg);
     pthread_t sig_thread;
     int have_sig = pthread_create(&sig_thread, NULL, serve_sig_main, &sg) == 0;
     if (!have_sig) {
@@ -237,9 +326,10 @@ int cmd_serve(int argc, char **argv) {
     if (rk.leader) {
         fprintf(stderr, "sampan: listening on %s\n", http_url(h));
         fflush(stderr);
-        sched_run(s);
-        http_stop(h);
-        rc = 0;
+        rc = sched_run(s) ? 1 : 0;
+        if (rc) fprintf(stderr, "sampan: serve: a step failed for good (see above): ending the "
+                        "job\n");
+        http_stop(h);   /* the last events of the streams go out first */
     } else {
         rc = sched_follow(s) ? 1 : 0;
     }
@@ -249,6 +339,8 @@ int cmd_serve(int argc, char **argv) {
     }
 out:
     http_stop(h);   /* no connection thread may reach the scheduler once it is freed */
+    if (rk.leader && rk.size > 1) comm_set_fail_hook(NULL, NULL);   /* sg.h goes next */
+    if (rc && rk.size > 1) comm_abort(rk.world, rc);   /* the comm is broken: no teardown */
     sched_free(s);
     http_free(h);
     model_free(m);

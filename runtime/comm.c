@@ -5,7 +5,10 @@
  *
  *   (process) --comm_world_init--> WORLD --comm_split--> WORLD + children
  *       |                            |  collectives, each under the watchdog
- *       | launched alone:            |  (deadline, dead-peer check) --stuck--> comm_abort --> (gone)
+ *       | launched alone:            |  (deadline, dead-peer check) --stuck-->
+ *       |                            |    blocking call: fail hook, comm_abort --> (gone)
+ *       |                            |    polled wait (comm__wait): returns COMM_ERR_*, and
+ *       |                            |      comm_abort COMM__FAIL_GRACE s later at the latest
  *       v                            v
  *     self comm               comm_free (children first) --comm_world_finalize--> (MPI ended)
  *
@@ -13,12 +16,17 @@
  *   1. MPI is initialised only when a launcher set up a job (or force_mpi): a plain `./sampan`
  *      never touches MPI, so it runs where no MPI runtime is installed or allowed.
  *   2. Every blocking wait has a deadline unless the caller asked for an idle wait; a rank stuck
- *      past it ends the whole job, because its peers cannot make progress either.
+ *      past it ends the whole job, because its peers cannot make progress either. A wait the
+ *      watchdog can interrupt (comm__wait polls) returns the error first, so the caller can
+ *      tell its own clients (a server ends its streams); the job still ends within
+ *      COMM__FAIL_GRACE seconds, whatever the caller does. Once failed, every later polled
+ *      wait fails at once (the comm is unusable).
  *   3. Error lines start with comm_where(): "host:rank N", N being the rank in the world comm.
  */
 #include "comm_impl.h"
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -126,17 +134,6 @@ void comm__set_world(int world_rank, int n, const int *ranks, const int *pids,
     }
 }
 
-static void comm__die(comm *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void comm__die(comm *c, const char *fmt, ...) {
-    char msg[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "sampan: %s: %s\n", comm__g.where, msg);
-    comm_abort(c, 1);
-}
-
 static double comm__now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -156,11 +153,22 @@ static int comm__dead_peer(void) {
     return -1;
 }
 
+int comm_peer_dead(char *msg, size_t len) {
+    int k = comm__dead_peer();
+    if (k < 0) return 0;
+    if (msg && len)
+        snprintf(msg, len, "%s: rank %d (pid %d) on this node has exited (a peer is dead)",
+                 comm__g.where, comm__g.peers[k].rank, comm__g.peers[k].pid);
+    return 1;
+}
+
 /* ---- the watchdog ------------------------------------------------------------------------
  * The blocking MPI collectives of Open MPI 4.1 are several times faster for small messages than
  * its non-blocking ones polled with MPI_Test (libnbc), so operations block in MPI and a second
  * thread keeps the deadline. It calls into MPI only to abort (MPI_Abort from another thread is
- * why MPI runs at MPI_THREAD_MULTIPLE). */
+ * why MPI runs at MPI_THREAD_MULTIPLE). A blocking call cannot be made to return, so when one
+ * is stuck the fail hook is the process's last word before the abort; a polled wait
+ * (comm__wait) is told to return the error instead. */
 
 static struct {
     pthread_mutex_t mu;
@@ -171,8 +179,58 @@ static struct {
     comm *c;
     const char *op;
     int idle;
+    int polled;           /* the outermost call is comm__wait's: it can return the error */
     double since, limit, next_check;
+    double abort_at;      /* > 0: a polled wait failed; the job ends then at the latest */
+    comm_fail_fn hook;
+    void *hook_arg;
+    int hook_called, hook_running;
+    atomic_int failed;    /* 0, or the COMM_ERR_* every polled wait now returns */
+    char msg[256];        /* why (the line printed), for comm_error() of those waits */
 } comm__wd = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+void comm_set_fail_hook(comm_fail_fn fn, void *arg) {
+    pthread_mutex_lock(&comm__wd.mu);
+    while (comm__wd.hook_running) {   /* the old hook's argument must outlive its call */
+        pthread_mutex_unlock(&comm__wd.mu);
+        struct timespec ts = { 0, 10000000L };
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&comm__wd.mu);
+    }
+    comm__wd.hook = fn;
+    comm__wd.hook_arg = arg;
+    pthread_mutex_unlock(&comm__wd.mu);
+}
+
+/* The watchdog found the blocked call dead or stuck (mu held on entry, released): the line;
+ * then, for a blocking call, the hook (once) and the abort; for a polled wait, the error it
+ * returns (its caller tells its clients on its own path: the hook is not called). */
+static void comm__fail_now(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void comm__fail_now(int code, const char *fmt, ...) {
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    comm *c = comm__wd.c;
+    int polled = comm__wd.polled && !atomic_load(&comm__wd.failed);
+    comm_fail_fn hook = comm__wd.hook_called || polled ? NULL : comm__wd.hook;
+    void *arg = comm__wd.hook_arg;
+    comm__wd.hook_called |= hook != NULL;
+    comm__wd.hook_running = hook != NULL;
+    pthread_mutex_unlock(&comm__wd.mu);
+    char line[400];
+    snprintf(line, sizeof line, "%s: %s", comm__g.where, msg);
+    fprintf(stderr, "sampan: %s\n", line);
+    fflush(stderr);
+    if (hook) hook(arg, line);
+    if (!polled) comm_abort(c, 1);   /* the hook stays "running": nothing may free its arg */
+    pthread_mutex_lock(&comm__wd.mu);
+    comm__wd.hook_running = 0;
+    snprintf(comm__wd.msg, sizeof comm__wd.msg, "%s", msg);
+    comm__wd.abort_at = comm__now() + COMM__FAIL_GRACE;
+    atomic_store(&comm__wd.failed, code);
+}
 
 static void *comm__watchdog(void *arg) {
     pthread_mutex_lock(&comm__wd.mu);
@@ -185,23 +243,28 @@ static void *comm__watchdog(void *arg) {
             ts.tv_nsec -= 1000000000L;
         }
         pthread_cond_timedwait(&comm__wd.cv, &comm__wd.mu, &ts);
-        if (comm__wd.stop || comm__wd.depth == 0) continue;
-        double t = comm__now(), waited = t - comm__wd.since;
-        comm *c = comm__wd.c;
+        if (comm__wd.stop) continue;
+        double t = comm__now();
+        if (comm__wd.abort_at > 0 && t > comm__wd.abort_at) {
+            pthread_mutex_unlock(&comm__wd.mu);
+            fprintf(stderr, "sampan: %s: still running %g s after a failed collective; ending "
+                    "the job\n", comm__g.where, COMM__FAIL_GRACE);
+            comm_abort(NULL, 1);   /* the world comm: the one that failed may be freed by now */
+        }
+        if (comm__wd.depth == 0 || atomic_load(&comm__wd.failed)) continue;
+        double waited = t - comm__wd.since;
         const char *op = comm__wd.op;
         if (comm__wd.limit > 0 && waited > comm__wd.limit) {
-            double limit = comm__wd.limit;
-            pthread_mutex_unlock(&comm__wd.mu);
-            comm__die(c, "%s timed out after %.3g s (a peer is dead or stuck)", op, limit);
+            comm__fail_now(COMM_ERR_TIMEOUT, "%s timed out after %.3g s (a peer is dead or stuck)",
+                           op, comm__wd.limit);
+            continue;
         }
-        if (waited >= 1.0 && t >= comm__wd.next_check) {
-            comm__wd.next_check = t + 1.0;
+        if (waited >= COMM__PEER_CHECK && t >= comm__wd.next_check) {
+            comm__wd.next_check = t + COMM__PEER_CHECK;
             int k = comm__dead_peer();
-            if (k >= 0) {
-                pthread_mutex_unlock(&comm__wd.mu);
-                comm__die(c, "%s: rank %d (pid %d) on this node has exited (a peer is dead)",
-                          op, comm__g.peers[k].rank, comm__g.peers[k].pid);
-            }
+            if (k >= 0)
+                comm__fail_now(COMM_ERR_PEER, "%s: rank %d (pid %d) on this node has exited (a "
+                               "peer is dead)", op, comm__g.peers[k].rank, comm__g.peers[k].pid);
         }
     }
     pthread_mutex_unlock(&comm__wd.mu);
@@ -241,17 +304,22 @@ void comm__watchdog_stop(void) {
     comm__wd.running = 0;
 }
 
-void comm__watch_begin(comm *c, const char *op, int idle, size_t bytes) {
+static void comm__watch_enter(comm *c, const char *op, int idle, size_t bytes, int polled) {
     pthread_mutex_lock(&comm__wd.mu);
     if (comm__wd.depth++ == 0) {
         comm__wd.c = c;
         comm__wd.op = op;
         comm__wd.idle = idle;
+        comm__wd.polled = polled;
         comm__wd.since = comm__now();
         comm__wd.limit = idle || comm__g.timeout <= 0 ? 0.0 : comm__g.timeout + (double)bytes / 100e6;
-        comm__wd.next_check = comm__wd.since + 1.0;
+        comm__wd.next_check = comm__wd.since + COMM__PEER_CHECK;
     }
     pthread_mutex_unlock(&comm__wd.mu);
+}
+
+void comm__watch_begin(comm *c, const char *op, int idle, size_t bytes) {
+    comm__watch_enter(c, op, idle, bytes, 0);
 }
 
 void comm__watch_end(void) {
@@ -260,17 +328,32 @@ void comm__watch_end(void) {
     pthread_mutex_unlock(&comm__wd.mu);
 }
 
+/* the error of a polled wait after the watchdog gave up on it (or on an earlier one) */
+static int comm__wait_failed(comm *c, const char *op) {
+    int code = atomic_load(&comm__wd.failed);
+    if (!code) return 0;
+    pthread_mutex_lock(&comm__wd.mu);
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", comm__wd.msg);
+    pthread_mutex_unlock(&comm__wd.mu);
+    (void)op;
+    return comm__fail(c, code, "%s", msg);
+}
+
 int comm__wait(comm *c, const char *op, int idle, size_t bytes, comm__test_fn test, void *arg) {
     int done = 0;
-    int rc = test(c, arg, &done);
+    int rc = comm__wait_failed(c, op);
+    if (rc) return rc;
+    rc = test(c, arg, &done);
     if (rc || done) return rc;
 
-    comm__watch_begin(c, op, idle, bytes);
+    comm__watch_enter(c, op, idle, bytes, 1);
     const double t0 = comm__now();
     long nap_ns = 20000;
     for (;;) {
         rc = test(c, arg, &done);
         if (rc || done) break;
+        if ((rc = comm__wait_failed(c, op))) break;
         double waited = comm__now() - t0;
         /* spinning answers fastest when the peer is a few microseconds behind; yielding lets an
          * oversubscribed peer run; sleeping stops burning a core on long waits */

@@ -23,8 +23,14 @@
  * thread with a deadline of comm_set_timeout seconds (default 30, env SAMPAN_COMM_TIMEOUT) plus
  * the call's bytes at 100 MB/s (so a huge message is not taken for a stuck peer): past it the
  * rank prints "sampan: host:rank N: <op> timed out after 30 s (a peer is dead or stuck)" and
- * aborts the job. After a second of waiting it also looks, once a second, at the node-local
- * peers (pid and start time in /proc) and aborts at once when one has exited.
+ * aborts the job. After a quarter of a second of waiting it also looks, that often, at the
+ * node-local peers (pid and start time in /proc) and aborts at once when one has exited.
+ * Before the abort it calls the fail hook (comm_set_fail_hook): the process's chance to tell
+ * its own clients (the serving leader ends every open stream with an error). A wait the
+ * watchdog can interrupt (comm_bcast_idle, NCCL's stream waits) returns COMM_ERR_TIMEOUT or
+ * COMM_ERR_PEER instead (no hook: the caller learns of it as an error), and so does every
+ * such wait after it; the caller ends the job (comm_abort), and the watchdog does 10 s later
+ * should it not.
  * mpirun (Open MPI 4.1) and srun (with PMIx) end the job by themselves about 1 s after a rank
  * is killed; the watchdog covers launchers that do not, a peer that is alive but stuck, and
  * ranks on other nodes (through the deadline).
@@ -54,7 +60,8 @@ typedef enum { COMM_F32 = 0, COMM_BF16 = 1, COMM_I32 = 2, COMM_U8 = 3 } comm_dty
     X(COMM_ERR_NCCL, -3, "NCCL or CUDA error")                         \
     X(COMM_ERR_TIMEOUT, -4, "timed out")                               \
     X(COMM_ERR_NOMEM, -5, "out of memory")                             \
-    X(COMM_ERR_UNSUPPORTED, -6, "not supported by this build or machine")
+    X(COMM_ERR_UNSUPPORTED, -6, "not supported by this build or machine")    \
+    X(COMM_ERR_PEER, -7, "a peer rank has exited")
 
 #define COMM__ENUM(name, value, text) name = value,
 enum { COMM_ERRORS(COMM__ENUM) };
@@ -111,6 +118,19 @@ int comm_world_init(int *argc, char ***argv, int force_mpi, comm **world, char *
 void comm_world_finalize(void);
 /* ends every rank of the job with this exit code (MPI_Abort; exit() for self) */
 void comm_abort(comm *c, int code);
+/* Called once per process, on the watchdog's thread, when a blocking call (one that cannot be
+ * made to return) is found stuck or a node-local peer dead, before the job is ended; msg is
+ * the line printed ("host:rank N: ...").
+ * It should tell the process's clients and return within about a second: mpirun kills every
+ * rank about 2 s after one dies. NULL: none (the default). Setting another (or NULL) waits
+ * for a call in progress to return, so the old arg may be freed afterwards. */
+typedef void (*comm_fail_fn)(void *arg, const char *msg);
+void comm_set_fail_hook(comm_fail_fn fn, void *arg);
+/* 1, with "host:rank N: rank P (pid Q) on this node has exited (a peer is dead)" in msg, when
+ * a node-local peer of the world has exited (the watchdog's check, on demand: e.g. when a
+ * launcher's SIGTERM may mean a peer died); 0 otherwise, and always for peers on other nodes
+ * (only the collective timeout finds those). */
+int comm_peer_dead(char *msg, size_t len);
 /* host name and rank, for error lines: "host:rank 3" (the rank in the world comm) */
 const char *comm_where(const comm *c);
 /* seconds a collective may block (plus its bytes at 100 MB/s) before the job is aborted with

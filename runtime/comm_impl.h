@@ -17,9 +17,16 @@ int comm__fail(comm *c, int code, const char *fmt, ...)
  * `op` on c (a literal string), moving `bytes`. A thread checks every 100 ms: past the deadline
  * set at watch_begin (the timeout plus bytes at 100 MB/s, so a huge message on a slow link is
  * not taken for a stuck peer; none when idle) it prints "sampan: host:rank N: <op> timed out after T s (a peer
- * is dead or stuck)" and ends the job through comm_abort(c, 1); after a second of waiting it
- * also checks, once a second, that the node-local peers are alive, and ends the job when one
- * has exited. Calls nest (the outermost counts); one thread at a time may be inside. */
+ * is dead or stuck)"; after COMM__PEER_CHECK s of waiting it also checks, that often, that the
+ * node-local peers are alive ("... has exited (a peer is dead)"). Either way it then calls the
+ * fail hook (comm_set_fail_hook, once per process) and ends the job through comm_abort(c, 1) —
+ * unless the blocked call is comm__wait's, which then returns COMM_ERR_TIMEOUT / COMM_ERR_PEER
+ * (and so does every later comm__wait) without the hook: its caller learns of the failure and
+ * tells its clients itself; the watchdog ends the job COMM__FAIL_GRACE s later should the
+ * process still be there. Calls nest (the outermost counts); one thread at a time
+ * may be inside. */
+#define COMM__PEER_CHECK 0.25   /* s: a dead node-local peer is seen within about twice this */
+#define COMM__FAIL_GRACE 10.0   /* s a process may live on after a polled wait failed */
 int comm__watchdog_start(char *err, size_t errlen);
 void comm__watchdog_stop(void);
 void comm__watch_begin(comm *c, const char *op, int idle, size_t bytes);

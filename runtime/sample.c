@@ -1,5 +1,7 @@
-/* runtime/sample.c — the sampler: penalties, truncation (top-k, top-p, min-p), temperature,
- * and a seeded draw (splitmix64 -> uniform double). Owns a scratch array of V candidates. */
+/* runtime/sample.c — the sampler: penalties (repetition; presence and frequency), truncation
+ * (top-k, top-p, min-p), temperature, and a seeded draw (splitmix64 -> uniform double). Owns a
+ * scratch array of V candidates and, when presence / frequency penalties are on, a count per
+ * token of the generated ones (V ints, allocated once) with the list of those counted. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -11,11 +13,18 @@ struct sampler {
     sample_params p;
     int n_vocab;
     uint64_t rng;
-    cand *c;
+    cand *c;                  /* (V) */
+    /* presence / frequency penalties only (NULL otherwise) */
+    int32_t *count;           /* (V) times each token appears in history[n_prompt, counted_to) */
+    int32_t *seen;            /* (V) the tokens with count > 0, in first-seen order: n_seen */
+    int n_seen;
+    int64_t counted_to, counted_prompt;
 };
 
 sample_params sample_defaults(void) {
-    sample_params p = { 0.8f, 40, 0.95f, 0.05f, 1.0f, 64, 0 };
+    sample_params p = { .temp = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
+                        .rep_penalty = 1.0f, .rep_last_n = 64, .seed = 0,
+                        .presence_penalty = 0.0f, .frequency_penalty = 0.0f };
     return p;
 }
 
@@ -26,8 +35,16 @@ sampler *sample_new(const sample_params *p, int n_vocab) {
     s->n_vocab = n_vocab;
     s->rng = p->seed ^ 0x9e3779b97f4a7c15ull;
     s->c = malloc((size_t)n_vocab * sizeof *s->c);
+    if (p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f) {
+        s->count = calloc((size_t)n_vocab, sizeof *s->count);
+        s->seen = malloc((size_t)n_vocab * sizeof *s->seen);
+        if (!s->count || !s->seen) {
+            sample_free(s);
+            return NULL;
+        }
+    }
     if (!s->c) {
-        free(s);
+        sample_free(s);
         return NULL;
     }
     return s;
@@ -36,6 +53,8 @@ sampler *sample_new(const sample_params *p, int n_vocab) {
 void sample_free(sampler *s) {
     if (!s) return;
     free(s->c);
+    free(s->count);
+    free(s->seen);
     free(s);
 }
 
@@ -91,7 +110,23 @@ static int top_k_select(cand *c, const float *logits, int V, int k) {
     return k;
 }
 
-int32_t sample_next(sampler *s, float *logits, const int32_t *history, int64_t n) {
+/* brings s->count up to history[n_prompt, n): only the tokens added since the last call */
+static void sample__count(sampler *s, const int32_t *history, int64_t n, int64_t n_prompt) {
+    if (n < s->counted_to || n_prompt != s->counted_prompt) {   /* another history: recount */
+        for (int i = 0; i < s->n_seen; i++) s->count[s->seen[i]] = 0;
+        s->n_seen = 0;
+        s->counted_to = s->counted_prompt = n_prompt;
+    }
+    for (int64_t i = s->counted_to; i < n; i++) {
+        int32_t t = history[i];
+        if (t < 0 || t >= s->n_vocab) continue;
+        if (s->count[t]++ == 0) s->seen[s->n_seen++] = t;
+    }
+    s->counted_to = n;
+}
+
+void sample_penalize(sampler *s, float *logits, const int32_t *history, int64_t n,
+                     int64_t n_prompt) {
     const sample_params *p = &s->p;
     if (p->rep_penalty != 1.0f && p->rep_penalty > 0.0f) {
         int64_t from = n > p->rep_last_n ? n - p->rep_last_n : 0;
@@ -105,6 +140,25 @@ int32_t sample_next(sampler *s, float *logits, const int32_t *history, int64_t n
             logits[t] = logits[t] > 0 ? logits[t] / p->rep_penalty : logits[t] * p->rep_penalty;
         }
     }
+    if (s->count) {
+        if (n_prompt < 0) n_prompt = 0;
+        if (n_prompt > n) n_prompt = n;
+        sample__count(s, history, n, n_prompt);
+        for (int i = 0; i < s->n_seen; i++) {
+            int32_t t = s->seen[i];
+            logits[t] -= (float)s->count[t] * p->frequency_penalty + p->presence_penalty;
+        }
+    }
+}
+
+int32_t sample_next(sampler *s, float *logits, const int32_t *history, int64_t n,
+                    int64_t n_prompt) {
+    sample_penalize(s, logits, history, n, n_prompt);
+    return sample_draw(s, logits);
+}
+
+int32_t sample_draw(sampler *s, const float *logits) {
+    const sample_params *p = &s->p;
     if (p->temp <= 0.0f) return sample_argmax(logits, s->n_vocab);
 
     int n_c = s->n_vocab;

@@ -260,9 +260,19 @@ def test_bad_requests(srv):
         ("prompt: token id out of range", C, {"prompt": [1, 99999]}, 400, "prompt", "invalid_value"),
         ("prompt: empty token array", C, {"prompt": []}, 400, "prompt", "invalid_value"),
         ("prompt longer than the context", C, {"prompt": long_prompt}, 400, "prompt", "context_length_exceeded"),
-        ("n = 2", C, {"prompt": "x", "n": 2}, 400, "n", "unsupported_parameter"),
-        ("logprobs requested", C, {"prompt": "x", "logprobs": 3}, 400, "logprobs", "unsupported_parameter"),
-        ("echo requested", C, {"prompt": "x", "echo": True}, 400, "echo", "unsupported_parameter"),
+        ("n = 17", C, {"prompt": "x", "n": 17}, 400, "n", "invalid_value"),
+        ("logprobs 21", C, {"prompt": "x", "logprobs": 21}, 400, "logprobs", "invalid_value"),
+        ("echo on chat", CH, {"messages": [{"role": "user", "content": "x"}], "echo": True}, 400, "echo",
+         "unknown_parameter"),
+        ("unknown field", C, {"prompt": "x", "bogus": 1}, 400, "bogus", "unknown_parameter"),
+        ("top_logprobs without logprobs", CH, {"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2},
+         400, "top_logprobs", "invalid_value"),
+        ("logit_bias: a key that is not a token id", C, {"prompt": "x", "logit_bias": {"abc": 1}}, 400,
+         "logit_bias", "invalid_value"),
+        ("logit_bias: bias 200", C, {"prompt": "x", "logit_bias": {"5": 200}}, 400, "logit_bias", "invalid_value"),
+        ("tool_choice auto", CH, {"messages": [{"role": "user", "content": "x"}], "tool_choice": "auto"}, 400,
+         "tool_choice", "unsupported_parameter"),
+        ("suffix", C, {"prompt": "x", "suffix": "y"}, 400, "suffix", "unsupported_parameter"),
         ("unknown model", C, {"prompt": "x", "model": "gpt-4"}, 404, "model", "model_not_found"),
         ("model a number", C, {"prompt": "x", "model": 3}, 400, "model", "invalid_type"),
         ("messages a string", CH, {"messages": "hi"}, 400, "messages", "invalid_type"),
@@ -325,6 +335,32 @@ def test_bad_requests(srv):
     st, ct, ev, raw = srv.stream("/v1/completions", greedy_body(stream=True))
     check("".join(c["choices"][0]["text"] for c in ev if isinstance(c, dict) and c.get("choices")) == GREEDY[0],
           "after the bad requests: streamed text still exact")
+
+
+# ---- NUL characters (launch/oai.h: refused with 400 naming the field) -----------------------
+def test_nul(srv):
+    C, CH = "/v1/completions", "/v1/chat/completions"
+    cases = [
+        ("raw NUL byte in prompt", C, b'{"prompt": "Once upon\x00 a time", "max_tokens": 4}', "prompt", "prompt contains"),
+        ("escaped \\u0000 in prompt", C, b'{"prompt": "Once upon\\u0000 a time", "max_tokens": 4}', "prompt",
+         "prompt contains"),
+        ("raw NUL byte in chat content", CH,
+         b'{"messages": [{"role": "system", "content": "hi"}, {"role": "user", "content": "a\x00b"}]}',
+         "messages", "messages[1].content contains"),
+        ("escaped \\u0000 in chat content", CH,
+         b'{"messages": [{"role": "system", "content": "hi"}, {"role": "user", "content": "a\\u0000b"}]}',
+         "messages", "messages[1].content contains"),
+        ("escaped \\u0000 in a stop string", C, b'{"prompt": "x", "stop": ["a", "b\\u0000"]}', "stop",
+         "stop[1] contains"),
+    ]
+    for what, path, body, param, msg in cases:
+        st, h, j = srv.json("POST", path, body, {"Content-Type": "application/json"})
+        ok = is_error(j, 400, st, param, "invalid_value") and msg in j["error"]["message"] and "NUL" in j["error"]["message"]
+        check(ok, f"{what}: 400 param={param}, message names {msg!r} ({st} {json.dumps(j)[:200]})")
+    # the same text without the NUL is served, and its prompt is counted whole
+    st, h, j = srv.json("POST", C, {"prompt": "Once upon a time", "max_tokens": 4, "temperature": 0})
+    check(st == 200 and j["usage"]["prompt_tokens"] == len(REFS[0]["prompt_tokens"]),
+          f"after the NUL requests: the prompt without NUL is served ({st})")
 
 
 def test_metrics(srv, min_requests):
@@ -439,13 +475,15 @@ def test_api_key():
 
 
 def test_limits():
-    """--max-connections 3, --timeout 2: a fourth connection is refused, idle ones are closed"""
+    """--max-connections 3, --timeout 2: /health answers even with every slot taken by silent
+    connections (the reserved path), idle ones are closed"""
     srv = Server(args=["--max-connections", "3", "--timeout", "2"])
     try:
         idle = [socket.create_connection((srv.host, srv.port), timeout=10) for _ in range(3)]
         time.sleep(0.3)
         resp = raw_exchange(srv.host, srv.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", read_timeout=5)
-        check(not resp.startswith(b"HTTP/1.1 200"), f"connection limit: a 4th connection gets no answer ({resp[:40]!r})")
+        check(resp.startswith(b"HTTP/1.1 200"), f"connection limit: /health on a 4th connection is answered "
+                                                 f"({resp[:40]!r})")
         t0 = time.time()
         closed = 0
         for s in idle:
@@ -510,7 +548,7 @@ def test_small_model_disconnect_and_shutdown():
     if not os.path.exists(SMALL):
         print(f"note: {SMALL} not found, long-stream tests skipped")
         return
-    srv = Server(model=SMALL, args=["-c", "1024", "--kv-mem", "32M"])
+    srv = Server(model=SMALL, args=["-c", "1024", "--kv-mem", "32M", "--drain-seconds", "0"])
     try:
         disconnect_tests(srv, 1000, True)
         body = json.dumps({"prompt": "Once upon a time", "max_tokens": 1000, "ignore_eos": True,
@@ -533,7 +571,11 @@ def test_small_model_disconnect_and_shutdown():
     except (ConnectionResetError, socket.timeout):
         pass
     s.close()
-    check(b"data: [DONE]" not in rest, "shutdown: the cut stream does not claim to be complete")
+    ev = sse_events((got + rest).decode("utf-8", "replace"))
+    fin = [e for e in ev if isinstance(e, dict) and e.get("choices") and e["choices"][0].get("finish_reason")]
+    check(ev[-1:] == ["[DONE]"] and fin and fin[-1]["choices"][0]["finish_reason"] == "error",
+          f"shutdown (--drain-seconds 0): the stream still running ends with finish_reason error and [DONE] "
+          f"({len(ev)} events, last {ev[-2:]!r:.300})")
 
 
 def test_utf8():
@@ -652,6 +694,278 @@ def test_tp2():
         srv.check_clean_exit("--tp 2 under mpirun")
 
 
+# ---- slow and many clients, clean endings (issue 10, points 3 and 4) -----------------------
+# Each starts its own server with short limits so the whole group stays within ~30 s.
+
+def _trickler(host, port, src, stop, lives, limit):
+    """one slot of a slow client: sends a request at 1 byte/s until the server closes the
+    connection, records (seconds it lived, closed by the server, stopped, when) and reconnects
+    after a pause, until `stop`"""
+    import select
+    req = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: 40\r\n\r\n{\"prompt\": \"Once upon a time\", \"max\": 1}")
+    while not stop.is_set():
+        s = socket.socket()
+        try:
+            s.bind((src, 0))
+            s.connect((host, port))
+        except OSError:
+            s.close()
+            time.sleep(0.2)
+            continue
+        t0, closed, i = time.time(), False, 0
+        while not stop.is_set() and time.time() - t0 < limit:
+            try:
+                s.send(req[i:i + 1])
+                i += 1
+                r, _, _ = select.select([s], [], [], 1.0)
+                if r and s.recv(4096) == b"":
+                    closed = True
+                    break
+            except OSError:
+                closed = True
+                break
+        lives.append((time.time() - t0, closed, stop.is_set(), time.time()))
+        s.close()
+        time.sleep(0.3)
+
+
+def test_slow_clients():
+    """--max-connections 100 --request-timeout 3. Phase 1: 80 connections trickle a request at
+    1 byte/s from 20 other addresses (127.0.0.2-21, 4 each: under the per-client cap),
+    reconnecting when closed, while 20 ordinary requests are sent: >= 18 of the 20 complete,
+    and each trickling connection is closed by the time limit (3 s, not before). Phase 2: 40
+    more tricklers, 120 in all, more than may wait (88): the oldest are shed for the newest.
+    /health is probed 4 times a second throughout and must answer within 1 s every time."""
+    srv = Server(args=["--request-timeout", "3", "--max-connections", "100", "--kv-mem", "16M"])
+    stop, stop2, lives, lives2, health, done = (threading.Event(), threading.Event(), [], [], [], [])
+    try:
+        def start(n, ev, out, first):
+            ts = [threading.Thread(target=_trickler, args=(srv.host, srv.port, f"127.0.0.{first + k % 20}", ev, out, 8.0),
+                                   daemon=True) for k in range(n)]
+            for t in ts:
+                t.start()
+            return ts
+        tr = start(80, stop, lives, 2)
+        time.sleep(1.0)
+
+        def prober():
+            while not stop2.is_set():
+                t0 = time.time()
+                try:
+                    st = srv.json("GET", "/health", headers={"Connection": "close"})[0]
+                except OSError as e:
+                    st = repr(e)
+                health.append((st, time.time() - t0))
+                time.sleep(0.25)
+        pr = threading.Thread(target=prober, daemon=True)
+        pr.start()
+
+        def worker(w):
+            for i in range(5):
+                try:
+                    st, h, j = srv.json("POST", "/v1/completions", greedy_body(w % 3, max_tokens=16))
+                    done.append(st == 200 and j["choices"][0]["text"] == "".join(REFS[w % 3]["greedy_pieces"][:16]))
+                except Exception:   # noqa: BLE001 - counted as not completed
+                    done.append(False)
+                time.sleep(0.3)
+        ws = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+        t0 = time.time()
+        for t in ws:
+            t.start()
+        for t in ws:
+            t.join(60)
+        time.sleep(max(0.0, 4.0 - (time.time() - t0)))   # every trickler has met the limit
+        n1, t2 = len(health), time.time()
+        tr2 = start(40, stop2, lives2, 30)
+        time.sleep(3.0)
+        stop.set()
+        stop2.set()
+        pr.join(10)
+        for t in tr + tr2:
+            t.join(10)
+        slow = [dt for st, dt in health if st != 200 or dt >= 1.0]
+        check(n1 >= 10 and len(health) - n1 >= 8 and not slow,
+              f"slow clients: {len(health)} /health probes ({len(health) - n1} with 120 tricklers), all 200 "
+              f"within 1 s (worst {max((dt for _, dt in health), default=0):.2f} s; slow or failed: {len(slow)})")
+        check(sum(done) >= 18, f"slow clients: {sum(done)} of 20 ordinary requests completed with the right text")
+        phase1 = [(dt, c) for dt, c, stopped, t in lives if not stopped and t < t2]
+        ended = [dt for dt, c in phase1 if c]
+        bad = [round(dt, 1) for dt, c in phase1 if not c or not 2.8 <= dt <= 4.5]
+        check(len(ended) >= 80 and not bad,
+              f"slow clients: {len(ended)} trickling connections closed by --request-timeout 3 after "
+              f"{min(ended, default=0):.1f}-{max(ended, default=0):.1f} s (outside 2.8-4.5 s: {bad[:8]})")
+        shed = [dt for dt, c, stopped, t in lives + lives2 if c and dt < 2.5 and t > t2]
+        check(len(shed) >= 20, f"slow clients: with 120 tricklers the oldest are shed for the newest ({len(shed)} "
+                               f"closed before the limit)")
+        st, h, j = srv.json("POST", "/v1/completions", greedy_body())
+        check(st == 200 and j["choices"][0]["text"] == GREEDY[0], "after the slow clients: greedy text exact")
+    finally:
+        stop.set()
+        stop2.set()
+        srv.check_clean_exit("slow-clients server")
+
+
+def test_client_cap_and_bodies():
+    """--max-conns-per-client 3: a 4th connection from one address gets 503 + Retry-After and
+    an error object, /health still answers there, other addresses are served; a 50 MB body
+    gets a 413 the client can read; text/plain and form bodies get 415"""
+    srv = Server(args=["--max-conns-per-client", "3", "--max-body", "65536", "--kv-mem", "16M"])
+    try:
+        mine = []
+        for _ in range(3):
+            s = socket.socket()
+            s.bind(("127.0.0.3", 0))
+            s.connect((srv.host, srv.port))
+            mine.append(s)
+        time.sleep(0.2)
+
+        def from3(data):
+            s = socket.socket()
+            s.bind(("127.0.0.3", 0))
+            s.settimeout(10)
+            s.connect((srv.host, srv.port))
+            s.sendall(data)
+            out = b""
+            while True:
+                try:
+                    c = s.recv(65536)
+                except (socket.timeout, ConnectionResetError):
+                    break
+                if not c:
+                    break
+                out += c
+            s.close()
+            return out
+        body = json.dumps(greedy_body(max_tokens=4)).encode()
+        resp = from3(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        head, _, rest = resp.partition(b"\r\n\r\n")
+        try:
+            j = json.loads(rest)
+        except ValueError:
+            j = None
+        check(head.startswith(b"HTTP/1.1 503") and b"\r\nRetry-After: " in head
+              and is_error(j, 503, 503, code="too_many_connections"),
+              f"per-client cap 3: a 4th connection gets 503 with Retry-After and an error object ({resp[:200]!r})")
+        resp = from3(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        check(resp.startswith(b"HTTP/1.1 200"), f"per-client cap: /health is still answered over the cap ({resp[:40]!r})")
+        st, h, j = srv.json("POST", "/v1/completions", greedy_body(max_tokens=4))
+        check(st == 200, f"per-client cap: another address is served ({st})")
+        for s in mine:
+            s.close()
+        time.sleep(0.3)
+        resp = from3(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        check(resp.startswith(b"HTTP/1.1 200"), f"per-client cap: served again once its connections closed ({resp[:40]!r})")
+
+        # a real 50 MB upload: the client sends it all, then reads the answer
+        import http.client
+        c = http.client.HTTPConnection(srv.host, srv.port, timeout=60)
+        t0 = time.time()
+        try:
+            c.request("POST", "/v1/completions", body=b'{"prompt": "' + b"x" * (50 << 20) + b'"}',
+                      headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            st, data = r.status, r.read()
+        except OSError as e:
+            st, data = repr(e), b""
+        c.close()
+        check(st == 413 and b'"request_too_large"' in data,
+              f"50 MB body: the client reads the 413 ({st}, {time.time() - t0:.2f} s)")
+        for ct in ("text/plain", "application/x-www-form-urlencoded", "application/jsonx"):
+            st, h, j = srv.json("POST", "/v1/completions", json.dumps(greedy_body(max_tokens=2)), {"Content-Type": ct})
+            check(is_error(j, 415, st, code="unsupported_media_type"), f"Content-Type {ct}: 415 ({st})")
+        for ct in ("application/json; charset=utf-8", "Application/JSON", None):
+            st, h, j = srv.json("POST", "/v1/completions", json.dumps(greedy_body(max_tokens=2)),
+                                {"Content-Type": ct} if ct else {})
+            check(st == 200, f"Content-Type {ct or '(none)'}: accepted as JSON ({st})")
+    finally:
+        srv.check_clean_exit("per-client-cap server")
+
+
+def test_sigterm_streams():
+    """--max-connections 8 --drain-seconds 2, 8 long streams on a slow model: a 9th request
+    gets 503 server_busy (/health still 200); on SIGTERM new connections are refused, a request
+    on an open keep-alive connection gets 503, each stream ends with a final event and
+    `data: [DONE]`, and the server exits 0 within 2 + 5 s"""
+    if not os.path.exists(SMALL):
+        print(f"note: {SMALL} not found, SIGTERM with open streams not tested")
+        return
+    import http.client, signal
+    srv = Server(model=SMALL, args=["-c", "2048", "--kv-mem", "64M", "--max-connections", "8",
+                                    "--max-conns-per-client", "0", "--drain-seconds", "2"])
+    socks = []
+    try:   # 8 x 2000 tokens: several times what this model makes in 2 s
+        body = json.dumps({"prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True,
+                           "stream": True, "temperature": 0}).encode()
+        for _ in range(8):
+            s = socket.create_connection((srv.host, srv.port), timeout=30)
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            socks.append([s, b""])
+        for k in socks:   # each has streamed a few tokens: all 8 are running
+            while k[1].count(b"data: ") < 3:
+                c = k[0].recv(65536)
+                if not c:
+                    break
+                k[1] += c
+        check(all(k[1].startswith(b"HTTP/1.1 200") for k in socks),
+              f"SIGTERM: 8 streams are running ({[k[1][:12] for k in socks if not k[1].startswith(b'HTTP/1.1 200')]})")
+        resp = raw_exchange(srv.host, srv.port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        check(resp.startswith(b"HTTP/1.1 503") and b"Retry-After" in resp and b'"server_busy"' in resp,
+              f"all 8 connections busy: a 9th request gets 503 server_busy with Retry-After ({resp[:60]!r})")
+        keep = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
+        keep.request("GET", "/health")
+        r = keep.getresponse()
+        check(r.status == 200, f"all connections busy: /health still answers ({r.status})")
+        r.read()
+        t0 = time.time()
+        srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        keep.request("POST", "/v1/completions", body=json.dumps({"prompt": "x"}),
+                     headers={"Content-Type": "application/json"})
+        r = keep.getresponse()
+        data = r.read()
+        check(r.status == 503 and r.getheader("Retry-After") and b'"server_shutting_down"' in data,
+              f"draining: a request on an open keep-alive connection gets 503 + Retry-After ({r.status})")
+        keep.close()
+        try:
+            socket.create_connection((srv.host, srv.port), timeout=2).close()
+            refused = False
+        except OSError:
+            refused = True
+        check(refused, "draining: new connections are refused")
+        for k in socks:
+            k[0].settimeout(15)
+            while True:
+                try:
+                    c = k[0].recv(65536)
+                except (socket.timeout, ConnectionResetError):
+                    break
+                if not c:
+                    break
+                k[1] += c
+        try:
+            rc = srv.proc.wait(10)
+        except Exception:   # noqa: BLE001
+            rc = None
+        dt = time.time() - t0
+        ends = []
+        for k in socks:
+            ev = sse_events(k[1].decode("utf-8", "replace"))
+            fin = [e for e in ev if isinstance(e, dict) and e.get("choices") and e["choices"][0].get("finish_reason")]
+            ends.append(ev[-1:] == ["[DONE]"] and len(fin) == 1 and fin[0]["choices"][0]["finish_reason"] == "error")
+        check(all(ends), f"SIGTERM: each of the 8 streams ends with a final chunk (finish_reason error) and "
+                         f"data: [DONE] ({sum(ends)} of 8)")
+        check(rc == 0 and dt < 2 + 5, f"SIGTERM with 8 open streams: exit {rc} after {dt:.1f} s (limit 7 s)")
+    finally:
+        for k in socks:
+            k[0].close()
+        srv.check_clean_exit("SIGTERM server")
+
+
 def guard(fn, *args):
     """runs one group of checks; an exception (a reset connection, a missing field) is one
     failure, and the other groups still run"""
@@ -667,13 +981,14 @@ def main():
     srv = Server(args=["--max-body", "65536"])
     try:
         for fn in (test_basic, test_completions, test_stream, test_chat, test_concurrent,
-                   test_bad_requests, test_disconnect_stories):
+                   test_bad_requests, test_nul, test_disconnect_stories):
             guard(fn, srv)
         guard(test_metrics, srv, 20)
     finally:
         srv.check_clean_exit("main server")
     for fn in (test_api_key, test_limits, test_ipv6, test_utf8, test_small_model_disconnect_and_shutdown,
-               test_queued_under_timeout, test_tp2):
+               test_queued_under_timeout, test_tp2,
+               test_slow_clients, test_client_cap_and_bodies, test_sigterm_streams):
         guard(fn)
     finish()
 

@@ -1,13 +1,15 @@
 /* tests/http/test_chat.c — chat templates rendered against exact strings written by hand from
  * each family's published prompt format (Meta's Llama 2 and Llama 3 model cards, ChatML as
  * used by Qwen, Mistral's instruction format), family recognition from template sources, and
- * two helpers of the HTTP front end (UTF-8 hold-back, bearer-token check). */
+ * the UTF-8 hold-back every text stream uses (runtime/utf8.h) and the HTTP front end's
+ * bearer-token check. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "chat.h"
 #include "server.h"
+#include "utf8.h"
 
 static int n_pass, n_fail;
 
@@ -170,15 +172,15 @@ static void test_detect(void) {
 }
 
 static void test_utf8(void) {
-    check(http_utf8_complete("abc", 3) == 3, "utf8: ascii");
-    check(http_utf8_complete("a\xE2\x82", 3) == 1, "utf8: 2 of 3 bytes held");
-    check(http_utf8_complete("a\xE2\x82\xAC", 4) == 4, "utf8: euro sign complete");
-    check(http_utf8_complete("\xF0\x9F\x98", 3) == 0, "utf8: 3 of 4 bytes held");
-    check(http_utf8_complete("\xF0\x9F\x98\x80", 4) == 4, "utf8: emoji complete");
-    check(http_utf8_complete("x\xC3", 2) == 1, "utf8: lone lead byte held");
-    check(http_utf8_complete("a\x80", 2) == 2, "utf8: stray continuation not held");
-    check(http_utf8_complete("\xFF", 1) == 1, "utf8: invalid byte not held");
-    check(http_utf8_complete("", 0) == 0, "utf8: empty");
+    check(3 - utf8_incomplete_tail("abc", 3) == 3, "utf8: ascii");
+    check(3 - utf8_incomplete_tail("a\xE2\x82", 3) == 1, "utf8: 2 of 3 bytes held");
+    check(4 - utf8_incomplete_tail("a\xE2\x82\xAC", 4) == 4, "utf8: euro sign complete");
+    check(3 - utf8_incomplete_tail("\xF0\x9F\x98", 3) == 0, "utf8: 3 of 4 bytes held");
+    check(4 - utf8_incomplete_tail("\xF0\x9F\x98\x80", 4) == 4, "utf8: emoji complete");
+    check(2 - utf8_incomplete_tail("x\xC3", 2) == 1, "utf8: lone lead byte held");
+    check(2 - utf8_incomplete_tail("a\x80", 2) == 2, "utf8: stray continuation not held");
+    check(1 - utf8_incomplete_tail("\xFF", 1) == 1, "utf8: invalid byte not held");
+    check(0 - utf8_incomplete_tail("", 0) == 0, "utf8: empty");
 }
 
 static void test_auth(void) {

@@ -2,7 +2,7 @@
  *   1. a table lacking any one required slot is refused, the message naming that op;
  *      a table of another interface version is refused;
  *   2. the CPU backend passes; an unknown name is refused with the names that exist;
- *   3. "cuda" on a machine without a device (or a build without CUDA) is one line naming
+ *   3. "cuda" on a machine without a device (or a build without the CUDA module) is one line naming
  *      the missing device, and "auto" then falls back to the CPU.
  */
 #include <stdio.h>
@@ -66,7 +66,8 @@ int main(void) {
         b->i->free(b);
     } else {
         check(strchr(err, '\n') == NULL && strstr(err, "cuda") != NULL &&
-              (strstr(err, "no CUDA device") || strstr(err, "no CUDA support")),
+              (strstr(err, "no CUDA device") || strstr(err, "no CUDA support") ||
+               strstr(err, "no CUDA backend module")),
               "cuda without a device: one line naming it", err);
         o.name = "auto";
         b = backend_new(&o, err, sizeof err);

@@ -1,7 +1,7 @@
 /* tests/model/test_sample.c — the sampler against independently computed expectations:
- * greedy ties, top-k / top-p / min-p truncation sets, repetition penalty, the temperature
- * distribution (frequencies over many seeded draws vs softmax(logits / T)), and determinism
- * for a fixed seed. */
+ * greedy ties, top-k / top-p / min-p truncation sets, repetition and presence / frequency
+ * penalties, the temperature distribution (frequencies over many seeded draws vs
+ * softmax(logits / T)), and determinism for a fixed seed. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,7 +30,7 @@ static void draw(const sample_params *p, int n, int counts[V]) {
     for (int i = 0; i < n; i++) {
         float l[V];
         memcpy(l, base, sizeof l);
-        counts[sample_next(s, l, NULL, 0)]++;
+        counts[sample_next(s, l, NULL, 0, 0)]++;
     }
     sample_free(s);
 }
@@ -44,7 +44,7 @@ int main(void) {
     /* greedy: the highest logit, ties to the lowest id (ids 1 and 3 tie at 3.0) */
     memcpy(l, base, sizeof l);
     sampler *s = sample_new(&p, V);
-    CHECK(sample_next(s, l, NULL, 0) == 1, "greedy picks id 1");
+    CHECK(sample_next(s, l, NULL, 0, 0) == 1, "greedy picks id 1");
     sample_free(s);
 
     /* repetition penalty 2 on ids 1 and 0: logit 3 -> 1.5 (positive divided), so id 3 wins */
@@ -53,17 +53,39 @@ int main(void) {
     int32_t hist[3] = { 1, 0, 1 };
     memcpy(l, base, sizeof l);
     s = sample_new(&p, V);
-    CHECK(sample_next(s, l, hist, 3) == 3, "penalty moves greedy to id 3");
+    CHECK(sample_next(s, l, hist, 3, 3) == 3, "penalty moves greedy to id 3");
     CHECK(fabsf(l[1] - 1.5f) < 1e-6f && fabsf(l[0] - 0.5f) < 1e-6f, "penalised logits %g %g", l[1], l[0]);
     sample_free(s);
     /* negative logits are multiplied */
     int32_t hist2[1] = { 4 };
     memcpy(l, base, sizeof l);
     s = sample_new(&p, V);
-    sample_next(s, l, hist2, 1);
+    sample_next(s, l, hist2, 1, 1);
     CHECK(fabsf(l[4] + 2.0f) < 1e-6f, "negative logit -1 penalised to -2, got %g", l[4]);
     sample_free(s);
     p.rep_penalty = 1.0f;
+
+    /* presence 0.5 / frequency 1 (OpenAI's formula) over the generated tokens only: the prompt
+     * {1, 1} is not counted; generated {2, 2, 3}: logit 2 -= 2 * 1 + 0.5, logit 3 -= 1 + 0.5.
+     * Then one more generated 3, counted incrementally: logit 3 -= 2 + 0.5. */
+    {
+        sample_params pf = p;
+        pf.presence_penalty = 0.5f;
+        pf.frequency_penalty = 1.0f;
+        int32_t h[6] = { 1, 1, 2, 2, 3, 3 };
+        s = sample_new(&pf, V);
+        memcpy(l, base, sizeof l);
+        int32_t t = sample_next(s, l, h, 5, 2);
+        CHECK(t == 1 && l[1] == 3.0f && l[2] == 2.0f - 2.5f && l[3] == 3.0f - 1.5f && l[0] == 1.0f,
+              "presence/frequency: token %d, logits %g %g %g %g", t, l[0], l[1], l[2], l[3]);
+        memcpy(l, base, sizeof l);
+        sample_penalize(s, l, h, 6, 2);
+        CHECK(l[2] == 2.0f - 2.5f && l[3] == 3.0f - 2.5f, "incremental count: %g %g", l[2], l[3]);
+        memcpy(l, base, sizeof l);
+        sample_penalize(s, l, h, 3, 1);   /* another history: prompt {1}, generated {1, 2} */
+        CHECK(l[1] == 3.0f - 1.5f && l[2] == 2.0f - 1.5f && l[3] == 3.0f, "recount: %g %g %g", l[1], l[2], l[3]);
+        sample_free(s);
+    }
 
     /* temperature 1, no truncation: frequencies follow softmax within 4 sigma */
     p.temp = 1.0f;
@@ -134,7 +156,7 @@ int main(void) {
         int got[V2] = { 0 }, outside = 0, hit = 0;
         for (int i = 0; i < 20000; i++) {
             memcpy(lb, big, sizeof lb);
-            int t = sample_next(sk, lb, NULL, 0);
+            int t = sample_next(sk, lb, NULL, 0, 0);
             got[t]++;
             outside += !want[t];
         }
@@ -151,7 +173,7 @@ int main(void) {
         s = sample_new(&p, V);
         for (int i = 0; i < 64; i++) {
             memcpy(l, base, sizeof l);
-            (r == 0 ? a : r == 1 ? b : c)[i] = sample_next(s, l, NULL, 0);
+            (r == 0 ? a : r == 1 ? b : c)[i] = sample_next(s, l, NULL, 0, 0);
         }
         sample_free(s);
     }
