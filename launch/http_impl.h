@@ -251,6 +251,10 @@ void http__req_release(http__req *r);
 /* the scheduler's emit callback (user: an http__choice). A choice finishes once: events
  * after its first finish are dropped (a finish still drops its caller's reference). */
 void http__emit(void *user, const sched_event *ev);
+/* Ends every submitted, unfinished choice of every live request with SCHED_FINISH_ERROR and
+ * msg, as the scheduler would (a rank died and the scheduler cannot say so itself); the
+ * scheduler's own later emit for such a choice only drops its reference. Returns how many. */
+size_t http__req_fail_all(http_server *h, const char *msg);
 /* its prompt_logits callback (user: choice 0, with echo and logprobs) */
 void http__prompt_logits(void *user, int pos, const float *logits, int n_vocab);
 /* 1 if the client hung up (or its socket failed) */

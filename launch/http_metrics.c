@@ -126,6 +126,21 @@ enum MHD_Result http__metrics_get(http_server *h, struct MHD_Connection *c) {
                  "Running sequences preempted because the KV pool ran out.", (double)st.preemptions);
     http__metric(&t, "sampan_steps_total", "counter", "Forward steps run by the scheduler.",
                  (double)st.steps);
+    pthread_mutex_lock(&h->conn_mu);
+    double conns[] = { (double)h->n_socks, (double)h->n_waiting, (double)h->n_timed_out,
+                       (double)(h->n_shed - h->n_timed_out), (double)h->n_refused };
+    pthread_mutex_unlock(&h->conn_mu);
+    http__metric(&t, "sampan_http_connections", "gauge", "Open client connections.", conns[0]);
+    http__metric(&t, "sampan_http_connections_waiting", "gauge",
+                 "Connections still sending their request.", conns[1]);
+    http__metric(&t, "sampan_http_request_timeouts_total", "counter",
+                 "Connections closed because their request took longer than --request-timeout.",
+                 conns[2]);
+    http__metric(&t, "sampan_http_connections_shed_total", "counter",
+                 "Connections still sending their request closed to make room for a new one.",
+                 conns[3]);
+    http__metric(&t, "sampan_http_refused_total", "counter",
+                 "Requests answered 503 for capacity (server or per-client cap).", conns[4]);
     pthread_mutex_lock(&h->mu);
     http__hist_print(&t, &h->met.ttft);
     http__hist_print(&t, &h->met.itl);

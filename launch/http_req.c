@@ -240,3 +240,27 @@ void http__req_wait(http__req *r) {
     }
     pthread_cond_timedwait(&r->cv, &r->mu, &ts);
 }
+
+size_t http__req_fail_all(http_server *h, const char *msg) {
+    /* end each running choice as the scheduler would (ERROR), under an extra reference that
+     * the emit drops: the scheduler's own (and any emit it still makes) stays valid */
+    http__choice **todo = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&h->mu);
+    for (http__req *r = h->live; r; r = r->next) {
+        pthread_mutex_lock(&r->mu);
+        for (int i = 0; i < r->n; i++)
+            if (r->ch[i].submitted && !r->ch[i].finished &&
+                !http__grow((void **)&todo, &cap, n + 1, sizeof *todo)) {
+                r->refs++;
+                todo[n++] = &r->ch[i];
+            }
+        pthread_mutex_unlock(&r->mu);
+    }
+    pthread_mutex_unlock(&h->mu);
+    sched_event ev = { .token = -1, .text = msg ? msg : "a rank failed", .finish = SCHED_FINISH_ERROR };
+    ev.len = (int)strlen(ev.text);
+    for (size_t i = 0; i < n; i++) http__emit(todo[i], &ev);
+    free(todo);
+    return n;
+}

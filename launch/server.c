@@ -419,26 +419,7 @@ void http_fail(http_server *h, const char *msg) {
     pthread_mutex_lock(&h->fail_mu);
     if (h->failed) goto out;
     http_drain(h);
-    /* end each running choice as the scheduler would (ERROR), under an extra reference that
-     * the emit drops: the scheduler's own (and any emit it still makes) stays valid */
-    http__choice **todo = NULL;
-    size_t n = 0, cap = 0;
-    pthread_mutex_lock(&h->mu);
-    for (http__req *r = h->live; r; r = r->next) {
-        pthread_mutex_lock(&r->mu);
-        for (int i = 0; i < r->n; i++)
-            if (r->ch[i].submitted && !r->ch[i].finished &&
-                !http__grow((void **)&todo, &cap, n + 1, sizeof *todo)) {
-                r->refs++;
-                todo[n++] = &r->ch[i];
-            }
-        pthread_mutex_unlock(&r->mu);
-    }
-    pthread_mutex_unlock(&h->mu);
-    sched_event ev = { .token = -1, .text = msg ? msg : "a rank failed", .finish = SCHED_FINISH_ERROR };
-    ev.len = (int)strlen(ev.text);
-    for (size_t i = 0; i < n; i++) http__emit(todo[i], &ev);
-    free(todo);
+    size_t n = http__req_fail_all(h, msg);
     int left = http__conns_flush(h, HTTP__FAIL_FLUSH_S);
     fprintf(stderr, "sampan: http: ended %zu running choice(s) with an error%s\n", n,
             left ? " (some answers were still being sent)" : "");

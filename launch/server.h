@@ -56,7 +56,10 @@
  * scheduler's step loop runs elsewhere and only ever calls http__emit, which appends to the
  * request's queue under the request's mutex and signals its condition variable. Connection
  * threads wait on that condition with a timeout, so a slow or vanished client holds only its
- * own thread.
+ * own thread. Connections (http_conn.c): each has request_timeout_s to send its whole request,
+ * at most max_conns_per_client come from one address, the one waiting longest for its request
+ * is shed when a new one needs the slot, and over capacity a request gets 503 + Retry-After
+ * (/health and /metrics are answered all the same). The files are listed in http_impl.h.
  *
  * Life cycle of a request (http__req, n choices, each its own scheduler request):
  *   1. created by the connection thread with refs = 1 (the connection);

@@ -10,6 +10,9 @@
  * Special/added tokens (token_type CONTROL or USER_DEFINED) found literally in the text are
  * emitted as single ids when parse_special is set, before pre-tokenization of the rest.
  * BOS/EOS ids and add_bos/add_eos come from tokenizer.ggml.* keys.
+ * A byte that no token can stand for (some byte-level vocabularies lack a few: falcon's has no
+ * token for 28 control bytes such as 0x0B, starcoder's none for 0xF1) is left out of the ids,
+ * as llama.cpp does; an SPM vocabulary without <0xXX> tokens gives <unk> when it has one.
  * Detokenization (tok_piece) returns each token's exact bytes: for "llama" U+2581 becomes a
  * space and <0xXX> its byte; for "gpt2" the byte->unicode map is inverted. Control tokens give
  * empty pieces unless asked for.

@@ -798,6 +798,12 @@ def test_slow_clients():
         shed = [dt for dt, c, stopped, t in lives + lives2 if c and dt < 2.5 and t > t2]
         check(len(shed) >= 20, f"slow clients: with 120 tricklers the oldest are shed for the newest ({len(shed)} "
                                f"closed before the limit)")
+        st, h, m = srv.metrics()
+        check(m.get("sampan_http_request_timeouts_total", 0) >= 80 - len(shed)
+              and m.get("sampan_http_connections_shed_total", 0) >= 1
+              and m.get("#TYPE sampan_http_connections") == "gauge",
+              f"slow clients: /metrics counts {m.get('sampan_http_request_timeouts_total')} timed out, "
+              f"{m.get('sampan_http_connections_shed_total')} shed")
         st, h, j = srv.json("POST", "/v1/completions", greedy_body())
         check(st == 200 and j["choices"][0]["text"] == GREEDY[0], "after the slow clients: greedy text exact")
     finally:
@@ -885,15 +891,16 @@ def test_client_cap_and_bodies():
 
 
 def test_sigterm_streams():
-    """--max-connections 8 --drain-seconds 2, 8 long streams on a slow model: a 9th request
-    gets 503 server_busy (/health still 200); on SIGTERM new connections are refused, a request
-    on an open keep-alive connection gets 503, each stream ends with a final event and
-    `data: [DONE]`, and the server exits 0 within 2 + 5 s"""
+    """--max-connections 9 --drain-seconds 2, 8 long streams and one long request not streamed
+    on a slow model: a 10th request gets 503 server_busy (/health still 200); on SIGTERM new
+    connections are refused, a request on an open keep-alive connection gets 503, each stream
+    ends with a final event and `data: [DONE]`, the request not streamed gets a 503 error
+    object, and the server exits 0 within 2 + 5 s"""
     if not os.path.exists(SMALL):
         print(f"note: {SMALL} not found, SIGTERM with open streams not tested")
         return
     import http.client, signal
-    srv = Server(model=SMALL, args=["-c", "2048", "--kv-mem", "64M", "--max-connections", "8",
+    srv = Server(model=SMALL, args=["-c", "2048", "--kv-mem", "64M", "--max-connections", "9",
                                     "--max-conns-per-client", "0", "--drain-seconds", "2"])
     socks = []
     try:   # 8 x 2000 tokens: several times what this model makes in 2 s
@@ -904,6 +911,11 @@ def test_sigterm_streams():
             s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                       b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
             socks.append([s, b""])
+        plain = socket.create_connection((srv.host, srv.port), timeout=30)
+        pbody = json.dumps({"prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True,
+                            "temperature": 0}).encode()
+        plain.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(pbody), pbody))
         for k in socks:   # each has streamed a few tokens: all 8 are running
             while k[1].count(b"data: ") < 3:
                 c = k[0].recv(65536)
@@ -915,7 +927,7 @@ def test_sigterm_streams():
         resp = raw_exchange(srv.host, srv.port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
                             b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
         check(resp.startswith(b"HTTP/1.1 503") and b"Retry-After" in resp and b'"server_busy"' in resp,
-              f"all 8 connections busy: a 9th request gets 503 server_busy with Retry-After ({resp[:60]!r})")
+              f"all 9 connections busy: a 10th request gets 503 server_busy with Retry-After ({resp[:60]!r})")
         keep = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
         keep.request("GET", "/health")
         r = keep.getresponse()
@@ -947,6 +959,20 @@ def test_sigterm_streams():
                 if not c:
                     break
                 k[1] += c
+        plain.settimeout(15)
+        presp = b""
+        while True:
+            try:
+                c = plain.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not c:
+                break
+            presp += c
+        plain.close()
+        pj = presp.split(b"\r\n\r\n", 1)[-1]
+        check(presp.startswith(b"HTTP/1.1 503") and b'"server_shutting_down"' in pj and b'"error"' in pj,
+              f"SIGTERM: the request not streamed gets a 503 error object at the deadline ({presp[:40]!r})")
         try:
             rc = srv.proc.wait(10)
         except Exception:   # noqa: BLE001
