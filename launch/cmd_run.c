@@ -19,6 +19,7 @@
 #include "sample.h"
 #include "scheduler/sched.h"
 #include "tok.h"
+#include "utf8.h"
 
 typedef struct {
     const char *model, *prompt, *backend;
@@ -137,7 +138,13 @@ static void run_emit(void *user, const sched_event *ev) {
     }
     if (len <= 0) return;
     if (!o->json) {
-        fwrite(text, 1, (size_t)len, stdout);
+        /* never an invalid sequence on the terminal: the scheduler holds back a character
+         * split between tokens, and what is not UTF-8 at all is shown as U+FFFD (the raw
+         * bytes stay available as token ids with --json); a NUL byte is shown as U+FFFD too */
+        char *v = utf8_sanitize(text, (size_t)len);
+        if (v) fputs(v, stdout);
+        else o->oom = 1;
+        free(v);
         fflush(stdout);
         return;
     }

@@ -216,11 +216,7 @@ int oai_row_logprobs(const float *logits, int n_vocab, int32_t token, int k, flo
 }
 
 char *oai_text(const char *s, size_t n, size_t *out_len) {
-    char *c = malloc(n ? n : 1);
-    if (!c) return NULL;
-    for (size_t i = 0; i < n; i++) c[i] = s[i] ? s[i] : (char)0xFF;   /* never valid UTF-8 */
-    char *v = utf8_sanitize(c, n);
-    free(c);
+    char *v = utf8_sanitize(s, n);   /* a 0 byte becomes U+FFFD there too */
     if (v) *out_len = strlen(v);
     return v;
 }

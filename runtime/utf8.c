@@ -40,7 +40,7 @@ char *utf8_sanitize(const char *s, size_t n) {
     if (!out) return NULL;
     size_t o = 0;
     for (size_t i = 0; i < n;) {
-        size_t l = utf8__seq((const unsigned char *)s + i, n - i);
+        size_t l = s[i] ? utf8__seq((const unsigned char *)s + i, n - i) : 0;   /* NUL: bad */
         if (l) {
             memcpy(out + o, s + i, l);
             o += l;

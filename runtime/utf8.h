@@ -17,7 +17,8 @@
 size_t utf8_incomplete_tail(const char *s, size_t n);
 
 /* A malloc'd, NUL-terminated copy of s[0..n) with each byte that is not part of a valid
- * sequence replaced by U+FFFD (EF BF BD); NULL when out of memory. The caller frees it. */
+ * sequence, and each NUL byte (so the copy is a whole C string, for JSON and terminals),
+ * replaced by U+FFFD (EF BF BD); NULL when out of memory. The caller frees it. */
 char *utf8_sanitize(const char *s, size_t n);
 
 #endif

@@ -183,6 +183,25 @@ for ty in ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K"):
     rc4, dec, _ = run(["run", "-m", p, "-p", "Any text: 香港 <tag> 123", "-n", "1", "--json", "-t", "1"])
     check(rc4 == 0, "synth vocabulary tokenizes any text")
 
+# ---- run's text is valid UTF-8: a random-weight model emits arbitrary bytes; stdout shows
+# them with U+FFFD for what is not UTF-8 (no invalid sequence reaches a terminal) and equals
+# the --json text of the same run; --json keeps the raw bytes as token ids
+p = os.path.join(tmp, "cli-synth-small-Q8_0.gguf")
+args = ["run", "-m", p, "-p", "Hello", "-n", "64", "--temp", "1.5", "--seed", "7", "-t", "1",
+        "--ignore-eos"]
+r1 = subprocess.run([sampan] + args, capture_output=True, timeout=300)
+r2 = subprocess.run([sampan] + args + ["--json"], capture_output=True, timeout=300)
+try:
+    streamed = r1.stdout.decode("utf-8")   # strict: raises on an invalid sequence
+    ok = True
+except UnicodeDecodeError as e:
+    streamed, ok = "", False
+    print(f"  invalid UTF-8 on stdout: {e}")
+js = json.loads(r2.stdout) if r2.returncode == 0 else {}
+check(r1.returncode == 0 and ok and js and streamed.rstrip("\n") == js.get("text") and len(js.get("tokens", [])) == 64,
+      f"run: stdout is valid UTF-8 and equals --json's text ({len(streamed)} chars, "
+      f"{streamed.count(chr(0xFFFD))} U+FFFD)")
+
 # ---- quantize: our Q8_0 of small-llama-f16 meets llama.cpp's Q8_0 references; for the other
 # types, our quantization's error against the F16 model's references is no worse than 1.3x that
 # of llama.cpp's quantization of the same weights (its files in ../shared/models).
