@@ -43,6 +43,17 @@ static inline QT_HD float qt_dq_q4_0(const void *row, int64_t e) {
     return om_mul_rn(qt_f16_to_f32(b->d), (float)(q - 8));
 }
 
+/* x = d*(q-16): the nibble as in Q4_0, its fifth bit bit j of the little-endian word qh */
+static inline QT_HD float qt_dq_q5_0(const void *row, int64_t e) {
+    const block_q5_0 *b = (const block_q5_0 *)row + e / QK4_0;
+    const int j = (int)(e % QK4_0);
+    const uint32_t qh = (uint32_t)b->qh[0] | (uint32_t)b->qh[1] << 8 | (uint32_t)b->qh[2] << 16 |
+                        (uint32_t)b->qh[3] << 24;
+    const int lo = j < QK4_0 / 2 ? (b->qs[j] & 0xF) : (b->qs[j - QK4_0 / 2] >> 4);
+    const int q = lo | (int)((qh >> j) & 1u) << 4;
+    return om_mul_rn(qt_f16_to_f32(b->d), (float)(q - 16));
+}
+
 /* 8 sub-blocks of 32: x = (d*sc[j])*q - dmin*m[j]; qs byte l of chunk c (64 elements) holds
  * element 64c+l in its low nibble and 64c+32+l in its high nibble */
 static inline QT_HD float qt_dq_q4_K(const void *row, int64_t e) {
@@ -86,6 +97,7 @@ static inline QT_HD float qt_dq(int type, const void *row, int64_t e) {
     case QT_BF16: return qt_dq_bf16(row, e);
     case QT_Q8_0: return qt_dq_q8_0(row, e);
     case QT_Q4_0: return qt_dq_q4_0(row, e);
+    case QT_Q5_0: return qt_dq_q5_0(row, e);
     case QT_Q4_K: return qt_dq_q4_K(row, e);
     case QT_Q6_K: return qt_dq_q6_K(row, e);
     case QT_Q8_K: return qt_dq_q8_K(row, e);

@@ -117,6 +117,8 @@ typedef struct {
     int block_size;
     size_t block_stride, slot_stride;   /* in elements */
     int type;                    /* QT_F32, QT_F16 or QT_BF16 */
+    int first;                   /* position of row 0: a sliding window's view starts there, so
+                                    table entries of blocks wholly before it are never read */
 } kern_kv_view;
 
 /* One query head's causal attention: out (D) = sum_p softmax_p(scale * q . k_p) v_p over
@@ -131,5 +133,8 @@ void kern_attn_group(float *out, const float *q, int G, int D, float scale, int 
                      const kern_kv_view *kv, float *att);
 /* out = silu(gate) * up, n elements */
 void kern_swiglu(float *out, const float *gate, const float *up, int n);
+/* out = gelu(gate) * up, n elements, GELU's tanh approximation as llama.cpp's CPU backend
+ * evaluates it (om_gelu_f16: through half precision) */
+void kern_geglu(float *out, const float *gate, const float *up, int n);
 
 #endif

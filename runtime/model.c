@@ -2,10 +2,13 @@
  * as calls to the backend's slots (runtime/backend.h) and the communicator; it touches no
  * activation itself, so the same code runs on the CPU and on a GPU.
  *
- * Per layer, in llama2.c's order: RMSNorm -> Q,K,V projections (+bias) -> RoPE -> write K,V to
- * the cache -> causal attention over the cache of each position's own sequence -> output
- * projection + residual -> RMSNorm -> SwiGLU FFN + residual. Then the final norm and the output
- * head, only for positions that asked for logits.
+ * Per layer, in llama2.c's order: RMSNorm -> Q,K,V projections (+bias) [-> per-head RMSNorm of
+ * q and k] -> RoPE (the layer's base) -> write K,V to the cache -> causal attention over the
+ * cache of each position's own sequence (the last W positions on a sliding-window layer) ->
+ * output projection [-> post-norm] + residual -> RMSNorm -> SwiGLU or GeGLU FFN [-> post-norm]
+ * + residual. Then the final norm and the output head, only for positions that asked for
+ * logits. The bracketed steps and the choices are the layer's variants (model_layer, filled
+ * from the architecture's data by model_load.c): this loop does not know architectures.
  *
  * Sharded (model_shard): a rank runs the layers of its pipeline stage with its heads and FFN
  * columns; one all-reduce (or two all-gathers, model_mix) per block half combines the tensor
@@ -81,6 +84,7 @@ static int embed(const model *m, model_state *s, int T, char *err, size_t errlen
     }
     BE(embed(be, s->x, &m->tok_embd, sh->vocab0, C));
     if (sh->tp > 1) COMM(sh->tp_dev, comm_allreduce_sum(sh->tp_dev, s->x, (size_t)T * C, COMM_F32));
+    if (m->cfg.emb_scale != 0.0f) BE(scale(be, s->x, m->cfg.emb_scale, (size_t)T * C));
     return 0;
 }
 
@@ -91,25 +95,28 @@ static int attn_half(const model *m, model_state *s, int l, int T, char *err, si
     const model_shard *sh = &m->shard;
     const model_layer *L = &m->layers[l];
     const int C = c->dim, D = c->head_dim, H = sh->n_heads, Hkv = sh->n_kv_heads;
-    const backend_rope rope = { c->n_rot, c->rope_base, c->rope_neox, m->rope_freqs };
+    const backend_rope rope = { c->n_rot, L->rope_base, c->rope_neox, m->rope_freqs };
     const backend_attn at = { H, sh->head0, c->n_heads / c->n_kv_heads, sh->kv_head0,
-                              1.0f / sqrtf((float)D) };
+                              c->attn_scale, L->window };
     BE(rmsnorm(be, s->xb, s->x, L->attn_norm, T, C, c->norm_eps));
     BE(matmul_n(be, 3, (float *const[]){ s->q, s->k, s->v },
                 (const kern_weight *const[]){ &L->wq, &L->wk, &L->wv }, s->xb, T));
     if (L->bq) BE(add_bias(be, s->q, L->bq, T, H * D));
     if (L->bk) BE(add_bias(be, s->k, L->bk, T, Hkv * D));
     if (L->bv) BE(add_bias(be, s->v, L->bv, T, Hkv * D));
+    if (L->q_norm) BE(rmsnorm(be, s->q, s->q, L->q_norm, T * H, D, c->norm_eps));
+    if (L->k_norm) BE(rmsnorm(be, s->k, s->k, L->k_norm, T * Hkv, D, c->norm_eps));
     BE(rope(be, s->q, T, H, D, &rope));
     BE(rope(be, s->k, T, Hkv, D, &rope));
     BE(kv_write(be, &s->kv, l - sh->layer0, s->k, s->v, T));
     BE(attention(be, &s->kv, l - sh->layer0, s->xb, s->q, T, &at));   /* xb (T, H*D) */
     if (mix_matmul(m, s, L->wo_mix, &L->wo, s->xb, H * D, T, s->q, err, errlen)) return -1;
+    if (L->post_attn_norm) BE(rmsnorm(be, s->q, s->q, L->post_attn_norm, T, C, c->norm_eps));
     BE(add(be, s->x, s->q, (size_t)T * C));
     return 0;
 }
 
-/* x += SwiGLU FFN(rmsnorm(x)) for layer l */
+/* x += FFN(rmsnorm(x)) for layer l: SwiGLU or GeGLU, with Gemma's post-norm */
 static int ffn_half(const model *m, model_state *s, int l, int T, char *err, size_t errlen) {
     backend *be = m->be;
     const model_cfg *c = &m->cfg;
@@ -118,8 +125,10 @@ static int ffn_half(const model *m, model_state *s, int l, int T, char *err, siz
     BE(rmsnorm(be, s->xb, s->x, L->ffn_norm, T, C, c->norm_eps));
     BE(matmul_n(be, 2, (float *const[]){ s->hb, s->hb2 },
                 (const kern_weight *const[]){ &L->w_gate, &L->w_up }, s->xb, T));
-    BE(swiglu(be, s->hb, s->hb2, (size_t)T * F));
+    if (c->ffn == FFN_GEGLU) BE(geglu(be, s->hb, s->hb2, (size_t)T * F));
+    else BE(swiglu(be, s->hb, s->hb2, (size_t)T * F));
     if (mix_matmul(m, s, L->down_mix, &L->w_down, s->hb, F, T, s->xb, err, errlen)) return -1;
+    if (L->post_ffn_norm) BE(rmsnorm(be, s->xb, s->xb, L->post_ffn_norm, T, C, c->norm_eps));
     BE(add(be, s->x, s->xb, (size_t)T * C));
     return 0;
 }

@@ -3,7 +3,8 @@
  * Architectures are data: model_load reads `general.architecture`, looks it up in a table of
  * architecture descriptions (runtime/model_load.c: which tensors, which options — QKV bias,
  * NeoX RoPE, tied output) and fills a model_cfg plus per-layer weight views into the mapping.
- * Supported now: llama (Llama 2/3, TinyLlama, Mistral without sliding window) and qwen2.
+ * Supported now: llama (Llama 2/3, TinyLlama, Mistral without sliding window), qwen2 and gemma3
+ * (q/k norms, pre+post norms, GeGLU, interleaved sliding-window layers).
  *
  * Legend: V = vocab, C = embedding dim, L = layers, H = query heads, Hkv = KV heads, D = head dim,
  * F = FFN hidden dim, T = tokens in a batch, P = context length.
@@ -27,7 +28,10 @@ struct pool;
 struct backend;
 struct comm;
 
-typedef enum { ARCH_LLAMA = 1, ARCH_QWEN2 = 2 } model_arch;
+typedef enum { ARCH_LLAMA = 1, ARCH_QWEN2 = 2, ARCH_GEMMA3 = 3 } model_arch;
+
+/* the FFN variant of a block */
+typedef enum { FFN_SWIGLU = 0, FFN_GEGLU = 1 } model_ffn;
 
 typedef struct {
     model_arch arch;
@@ -37,7 +41,7 @@ typedef struct {
     int n_layers;    /* L */
     int n_heads;     /* H */
     int n_kv_heads;  /* Hkv */
-    int head_dim;    /* D = C / H */
+    int head_dim;    /* D: attention.key_length, else C / H */
     int ffn_dim;     /* F */
     int n_ctx_train; /* P from metadata */
     int n_rot;       /* rotary dims (<= D) */
@@ -46,6 +50,15 @@ typedef struct {
     float norm_eps;
     int qkv_bias;
     int tied_output; /* output head is token_embd */
+    model_ffn ffn;   /* SwiGLU or GeGLU */
+    int qk_norm;     /* per-head RMSNorm of q and k (attn_q_norm, attn_k_norm) */
+    int post_norms;  /* RMSNorm of each block half's output (Gemma) */
+    float emb_scale; /* x = embedding * emb_scale (Gemma: sqrt(C)); 0: none */
+    float attn_scale;/* applied to q . k: 1/sqrt(query_pre_attn_scalar or D) */
+    int window;      /* attention.sliding_window W of the local layers; 0: none */
+    int swa_period;  /* layer l is local iff l % swa_period < swa_period - 1 (Gemma 3: 6);
+                        0 with a window: every layer local */
+    float rope_base_local; /* RoPE base of the local layers (Gemma 3: 10000) */
 } model_cfg;
 
 /* How a rank's slice of a second matrix of a block half (attention output, FFN down) is
@@ -73,6 +86,12 @@ typedef struct {
     model_mix wo_mix, down_mix;
     const float *attn_norm, *ffn_norm;   /* (C) */
     const float *bq, *bk, *bv;           /* (Hl*D), (Hkvl*D), (Hkvl*D) or NULL */
+    /* the block's variants (architectures are data): a NULL norm is not applied */
+    const float *q_norm, *k_norm;        /* (D) per-head RMSNorm of q and k before RoPE */
+    const float *post_attn_norm, *post_ffn_norm; /* (C) on the block half's output, before the
+                                                    residual add (Gemma) */
+    int window;                          /* W: attends to the last W positions; 0: all */
+    float rope_base;                     /* this layer's RoPE base */
 } model_layer;
 
 /* This rank's share of the model: tensor-parallel rank within its stage, pipeline stage,
@@ -152,6 +171,10 @@ model_state *model_state_new_paged(const model *m, int n_blocks, int block_size,
                                    int max_batch, char *err, size_t errlen);
 /* bytes one KV block takes on this rank */
 size_t model_kv_block_bytes(const model *m, int block_size);
+/* The sliding window the scheduler may rely on: W when every layer of the model reads only the
+ * last W positions (position p reads p-W+1..p and never a block-table entry of a block wholly
+ * before p-W+1), 0 when some layer reads them all. */
+int model_kv_window(const model *m);
 void model_state_free(model_state *s);
 size_t model_state_kv_bytes(const model_state *s);
 int model_state_n_ctx(const model_state *s);

@@ -6,6 +6,7 @@
  * view into the mapping, checking type and shape. A new architecture of the same family is a new
  * row, not a new loop.
  */
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,18 +25,26 @@ typedef struct {
     int qkv_bias;
     int rope_neox;
     float default_eps;
+    model_ffn ffn;
+    int emb_scale;      /* embedding scaled by sqrt(C) */
+    int swa_period;     /* with attention.sliding_window: local layers l % p < p - 1 */
+    int qk_norm;        /* attn_q_norm / attn_k_norm required */
+    int post_norms;     /* post_attention_norm / post_ffw_norm required */
 } arch_desc;
 
 static const arch_desc archs[] = {
-    { "llama", ARCH_LLAMA, 0, 0, 1e-5f },
-    { "qwen2", ARCH_QWEN2, 1, 1, 1e-6f },
+    { "llama", ARCH_LLAMA, 0, 0, 1e-5f, FFN_SWIGLU, 0, 0, 0, 0 },
+    { "qwen2", ARCH_QWEN2, 1, 1, 1e-6f, FFN_SWIGLU, 0, 0, 0, 0 },
+    { "gemma3", ARCH_GEMMA3, 0, 1, 1e-6f, FFN_GEGLU, 1, 6, 1, 1 },
 };
 
 /* model dimensions a tensor shape is written in */
-enum { D_1 = 0, D_C, D_Q, D_KV, D_F, D_V };
+enum { D_1 = 0, D_C, D_Q, D_KV, D_F, D_V, D_HD };
 
 enum { T_MATRIX = 0, T_VECTOR = 1 };
-enum { F_REQ = 0, F_OPT = 1, F_BIAS = 2 /* required iff the arch has QKV bias */ };
+enum { F_REQ = 0, F_OPT = 1, F_BIAS = 2, /* required iff the arch has QKV bias */
+       F_QKN = 3,   /* required iff the arch has q/k norms, else absent */
+       F_POST = 4 }; /* required iff the arch has post norms, else absent */
 
 /* how a tensor is cut for tensor parallelism */
 enum { S_NONE = 0,  /* replicated (norms) */
@@ -68,6 +77,10 @@ static const tensor_spec layer_tensors[] = {
     { "ffn_gate.weight",    T_MATRIX, LF(w_gate),    D_F,  D_C,  F_REQ,  S_FFN },
     { "ffn_up.weight",      T_MATRIX, LF(w_up),      D_F,  D_C,  F_REQ,  S_FFN },
     { "ffn_down.weight",    T_MATRIX, LF(w_down),    D_C,  D_F,  F_REQ,  S_MIX_FFN },
+    { "attn_q_norm.weight", T_VECTOR, LF(q_norm),    D_1,  D_HD, F_QKN,  S_NONE },
+    { "attn_k_norm.weight", T_VECTOR, LF(k_norm),    D_1,  D_HD, F_QKN,  S_NONE },
+    { "post_attention_norm.weight", T_VECTOR, LF(post_attn_norm), D_1, D_C, F_POST, S_NONE },
+    { "post_ffw_norm.weight", T_VECTOR, LF(post_ffn_norm), D_1, D_C, F_POST, S_NONE },
 };
 #undef LF
 
@@ -78,6 +91,7 @@ static int64_t dim_of(const model_cfg *c, int d) {
     case D_KV: return (int64_t)c->n_kv_heads * c->head_dim;
     case D_F: return c->ffn_dim;
     case D_V: return c->n_vocab;
+    case D_HD: return c->head_dim;
     default: return 1;
     }
 }
@@ -166,7 +180,8 @@ static int read_cfg(const gguf_ctx *g, model_cfg *c, char *err, size_t errlen) {
     for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
         if (gguf_str_eq(an, archs[i].name)) ad = &archs[i];
     if (!ad) {
-        snprintf(err, errlen, "model: unsupported architecture '%.*s' (supported: llama, qwen2)",
+        snprintf(err, errlen,
+                 "model: unsupported architecture '%.*s' (supported: llama, qwen2, gemma3)",
                  (int)(an.len > 64 ? 64 : an.len), an.ptr);
         return -1;
     }
@@ -186,18 +201,34 @@ static int read_cfg(const gguf_ctx *g, model_cfg *c, char *err, size_t errlen) {
     if (get_u32(g, a, "attention.head_count_kv", &kv, 0, err, errlen)) return -1;
     if (dim == 0 || layers == 0 || heads == 0 || kv == 0 || ffn == 0 || ctx == 0 ||
         dim > (1u << 20) || layers > 4096 || heads > 4096 || ffn > (1u << 24) ||
-        dim % heads || heads % kv) {
+        heads % kv) {
         snprintf(err, errlen,
                  "model: bad hyper-parameters: dim %u, layers %u, heads %u, kv heads %u, ffn %u, "
-                 "context %u (dim must divide by heads, heads by kv heads)",
+                 "context %u (heads must divide by kv heads)",
                  dim, layers, heads, kv, ffn, ctx);
+        return -1;
+    }
+    /* head dim: attention.key_length (Gemma 3: 256, not C/H), else C/H */
+    uint32_t hd = 0, vl = 0;
+    if (get_u32(g, a, "attention.key_length", &hd, 0, err, errlen) ||
+        get_u32(g, a, "attention.value_length", &vl, 0, err, errlen))
+        return -1;
+    if (hd == 0 && dim % heads) {
+        snprintf(err, errlen, "model: embedding_length %u does not divide by %u heads and "
+                 "attention.key_length is absent", dim, heads);
+        return -1;
+    }
+    if (hd == 0) hd = dim / heads;
+    if (hd > 4096 || hd % 2 || (vl && vl != hd)) {
+        snprintf(err, errlen, "model: attention.key_length %u / value_length %u unsupported "
+                 "(even, <= 4096, equal)", hd, vl);
         return -1;
     }
     c->dim = (int)dim;
     c->n_layers = (int)layers;
     c->n_heads = (int)heads;
     c->n_kv_heads = (int)kv;
-    c->head_dim = (int)(dim / heads);
+    c->head_dim = (int)hd;
     c->ffn_dim = (int)ffn;
     c->n_ctx_train = (int)(ctx > (1u << 24) ? (1u << 24) : ctx);
     rot = (uint32_t)c->head_dim;
@@ -213,6 +244,34 @@ static int read_cfg(const gguf_ctx *g, model_cfg *c, char *err, size_t errlen) {
     if (get_f32(g, a, "rope.freq_base", &c->rope_base, err, errlen) ||
         get_f32(g, a, "attention.layer_norm_rms_epsilon", &c->norm_eps, err, errlen))
         return -1;
+    /* the block's variants, from the architecture's row and its metadata */
+    c->ffn = ad->ffn;
+    c->qk_norm = ad->qk_norm;
+    c->post_norms = ad->post_norms;
+    c->emb_scale = ad->emb_scale ? sqrtf((float)c->dim) : 0.0f;
+    float qpa = 0.0f;   /* query_pre_attn_scalar: Gemma's q scale is its inverse square root */
+    if (get_f32(g, a, "attention.query_pre_attn_scalar", &qpa, err, errlen)) return -1;
+    c->attn_scale = 1.0f / sqrtf(qpa > 0.0f ? qpa : (float)c->head_dim);
+    uint32_t win = 0, period = (uint32_t)ad->swa_period;
+    if (get_u32(g, a, "attention.sliding_window", &win, 0, err, errlen) ||
+        get_u32(g, a, "attention.sliding_window_pattern", &period, 0, err, errlen))
+        return -1;
+    if (!ad->swa_period) win = 0;   /* read only where the architecture defines the layers */
+    c->window = (int)(win > (1u << 24) ? (1u << 24) : win);
+    c->swa_period = (int)period;
+    c->rope_base_local = 10000.0f;
+    if (get_f32(g, a, "rope.freq_base_swa", &c->rope_base_local, err, errlen)) return -1;
+    /* RoPE scaling: not implemented yet; refused rather than run with the wrong positions */
+    char full[96];
+    gguf_str rst;
+    snprintf(full, sizeof full, "%s.rope.scaling.type", a);
+    int rc = gguf_get_str(g, full, &rst, err, errlen);
+    if (rc != GGUF_OK && rc != GGUF_ERR_NOTFOUND) return -1;
+    if (rc == GGUF_OK && !gguf_str_eq(rst, "none")) {
+        snprintf(err, errlen, "model: %s '%.*s' is not supported yet (only none)", full,
+                 (int)(rst.len > 32 ? 32 : rst.len), rst.ptr);
+        return -1;
+    }
     return 0;
 }
 
@@ -371,11 +430,18 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
     }
     for (int l = sh->layer0; l < sh->layer1; l++) {
         model_layer *L = &m->layers[l];
+        /* sliding window: with a period p, layers l % p < p - 1 are local (Gemma 3: five of
+         * every six), the others global; local layers have their own RoPE base */
+        int local = c->window > 0 && (c->swa_period <= 0 || l % c->swa_period < c->swa_period - 1);
+        L->window = local ? c->window : 0;
+        L->rope_base = local && c->swa_period > 0 ? c->rope_base_local : c->rope_base;
         for (size_t i = 0; i < sizeof layer_tensors / sizeof layer_tensors[0]; i++) {
             const tensor_spec *ts = &layer_tensors[i];
             char name[96];
             snprintf(name, sizeof name, "blk.%d.%s", l, ts->suffix);
-            int required = ts->flags == F_REQ || (ts->flags == F_BIAS && c->qkv_bias);
+            int required = ts->flags == F_REQ || (ts->flags == F_BIAS && c->qkv_bias) ||
+                           (ts->flags == F_QKN && c->qk_norm) ||
+                           (ts->flags == F_POST && c->post_norms);
             const gguf_tensor *t = find(g, name, required, err, errlen);
             if (!t) {
                 if (required) return -1;
@@ -590,10 +656,11 @@ static int each_vector(model *m, const float ***ptrs, size_t *lens, int cap) {
     if (m->rope_freqs) ptrs[n] = &m->rope_freqs, lens[n++] = (size_t)m->cfg.n_rot / 2;
     for (int l = sh->layer0; l < sh->layer1; l++) {
         model_layer *L = &m->layers[l];
-        const float **f[] = { &L->attn_norm, &L->ffn_norm, &L->bq, &L->bk, &L->bv };
+        const float **f[] = { &L->attn_norm, &L->ffn_norm, &L->bq, &L->bk, &L->bv, &L->q_norm,
+                              &L->k_norm, &L->post_attn_norm, &L->post_ffn_norm };
         size_t len[] = { (size_t)C, (size_t)C, (size_t)sh->n_heads * D, (size_t)sh->n_kv_heads * D,
-                         (size_t)sh->n_kv_heads * D };
-        for (int i = 0; i < 5; i++)
+                         (size_t)sh->n_kv_heads * D, (size_t)D, (size_t)D, (size_t)C, (size_t)C };
+        for (int i = 0; i < 9; i++)
             if (*f[i] && n < cap) ptrs[n] = f[i], lens[n++] = len[i];
     }
     return n;
@@ -603,6 +670,13 @@ static int each_vector(model *m, const float ***ptrs, size_t *lens, int cap) {
  * its own and uploads every norm/bias vector into one buffer. */
 static int to_backend(model *m, char *err, size_t errlen) {
     backend *be = m->be;
+    const char *op = m->cfg.ffn == FFN_GEGLU && !be->i->geglu ? "geglu"
+                     : m->cfg.emb_scale != 0.0f && !be->i->scale ? "scale" : NULL;
+    if (op) {
+        snprintf(err, errlen, "model: backend %s has no %s op, which %s needs", be->i->name, op,
+                 m->cfg.arch_name);
+        return -1;
+    }
     weight_walk ww = { m, NULL, 0, 0 };
     each_matrix(m, weight_check, &ww);
     if (!ww.bad && m->shard.stage == 0 && !be->i->supports(be, m->tok_embd.type))
@@ -630,7 +704,7 @@ static int to_backend(model *m, char *err, size_t errlen) {
             m->output = m->tok_embd;
         }
     }
-    int cap = 2 + 5 * m->cfg.n_layers;
+    int cap = 2 + 9 * m->cfg.n_layers;
     const float ***ptrs = malloc((size_t)cap * sizeof *ptrs);
     size_t *lens = malloc((size_t)cap * sizeof *lens), total = 0;
     if (!ptrs || !lens) {

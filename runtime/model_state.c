@@ -83,3 +83,12 @@ void model_state_free(model_state *s) {
 size_t model_state_kv_bytes(const model_state *s) { return s->kv_bytes; }
 
 int model_state_n_ctx(const model_state *s) { return s->n_ctx; }
+
+int model_kv_window(const model *m) {
+    int w = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        if (m->layers[l].window <= 0) return 0;   /* a global layer reads every position */
+        if (m->layers[l].window > w) w = m->layers[l].window;
+    }
+    return w;
+}

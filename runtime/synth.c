@@ -39,14 +39,22 @@ static const char corpus[] =
     "the next word, one token at a time, until the answer is complete. Numbers like 12345 and "
     "2048 appear in tables; code uses symbols such as <tag>, & and \"quotes\".";
 
+/* the weight types of the traits table (kernels/cpu/traits.c), by their names */
 int synth_type_from_name(const char *name) {
-    static const struct { const char *n; int t; } names[] = {
-        { "F32", QT_F32 }, { "F16", QT_F16 }, { "BF16", QT_BF16 }, { "Q8_0", QT_Q8_0 },
-        { "Q4_0", QT_Q4_0 }, { "Q4_K", QT_Q4_K }, { "Q6_K", QT_Q6_K },
-    };
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (!strcasecmp(name, names[i].n)) return names[i].t;
+    for (int t = 0; t < QT_COUNT; t++)
+        if (qt_supported(t) && !strcasecmp(name, qt_get(t)->name)) return t;
     return -1;
+}
+
+void synth_type_names(char *buf, size_t n) {
+    size_t used = 0;
+    if (n) buf[0] = 0;
+    for (int t = 0; t < QT_COUNT && used < n; t++)
+        if (qt_supported(t)) {
+            int w = snprintf(buf + used, n - used, "%s%s", used ? ", " : "", qt_get(t)->name);
+            if (w < 0) break;
+            used += (size_t)w;
+        }
 }
 
 /* ---- vocabulary ------------------------------------------------------------------------ */

@@ -14,7 +14,9 @@
 /* type: a qt_type for the matrices (norms stay F32). layers <= 0: the shape's own count. */
 int synth_model(const char *path, const char *shape, int type, int layers, uint64_t seed,
                 char *err, size_t errlen);
-/* "F32" -> 0 ...; -1 if unknown */
+/* a supported weight type by name ("F32" -> 0, "q4_k" -> 12, case-insensitive); -1 if unknown */
 int synth_type_from_name(const char *name);
+/* "F32, F16, ..." : every supported weight type's name, into buf (truncated to n) */
+void synth_type_names(char *buf, size_t n);
 
 #endif

@@ -4,7 +4,9 @@
  *
  * Invariants:
  *  1. A request's positions [0, n_computed) have their K/V in the blocks of its table; table
- *     entry i holds positions [i*bs, (i+1)*bs).
+ *     entry i holds positions [i*bs, (i+1)*bs). Exception, sliding window (every layer local,
+ *     window W): entries [0, n_dropped) are -1, blocks wholly before position n_computed-W+1
+ *     that no later step reads (drop_out_of_window); n_dropped <= n_hashed.
  *  2. toks holds the prompt and every sampled token; the last sampled token is not computed
  *     yet (n_computed < n_toks while running).
  *  3. Only the step-loop thread touches running/waiting requests; front-end threads only append
@@ -46,8 +48,9 @@ typedef struct req {
     int max_tokens;           /* >= 0 */
     sched_logits_fn prompt_logits;
     int n_scored;             /* prompt positions whose logits prompt_logits has had */
-    int32_t *table;           /* (cap / bs + 1) */
+    int32_t *table;           /* (cap / bs + 1); -1 for a block dropped out of the window */
     int n_table;
+    int n_dropped;            /* leading table entries dropped (sliding window), all -1 */
     uint64_t *hashes;         /* prefix hash of each full block, as far as published */
     int n_hashed;
     sampler *smp;
@@ -94,6 +97,8 @@ struct sched {
     float *slices, *logits;   /* (n_rows, vocab_pad*tp) and (n_rows, V) */
     int n_rows;               /* max_seqs, or more once a prompt_logits step needed them */
     size_t block_bytes;       /* of one KV block on the leader */
+    int window;               /* model_kv_window: W when every layer reads only the last W
+                                 positions, 0 when a layer reads them all */
     int32_t *plan;            /* serialized plan for the other ranks */
     size_t plan_cap;
 };
@@ -123,6 +128,7 @@ sched *sched_new(model *m, comm *world, int leader_rank, const sched_opts *o, ch
     s->leader_rank = leader_rank;
     s->is_leader = !s->world || world->rank == leader_rank;
     s->o = *o;
+    s->window = model_kv_window(m);
     if (s->o.block_size <= 0) s->o.block_size = 16;
     if (s->o.max_seqs <= 0) s->o.max_seqs = 64;
     if (s->o.max_batch_tokens <= 0) s->o.max_batch_tokens = 512;
@@ -136,6 +142,9 @@ sched *sched_new(model *m, comm *world, int leader_rank, const sched_opts *o, ch
         size_t mem = s->o.kv_mem ? s->o.kv_mem : free_memory() / 4;
         n_blocks = (int32_t)(mem / (bb ? bb : 1));
         int min_blocks = (s->o.n_ctx + s->o.block_size - 1) / s->o.block_size;
+        /* a sliding-window sequence holds at most its window plus one step's chunk */
+        int win_blocks = (s->window - 1 + s->o.max_batch_tokens) / s->o.block_size + 2;
+        if (s->window > 0 && win_blocks < min_blocks) min_blocks = win_blocks;
         if (n_blocks < min_blocks) {
             snprintf(err, errlen,
                      "sched: KV memory of %zu bytes holds %d blocks of %d tokens; one sequence of "
@@ -389,8 +398,9 @@ void sched_stop(sched *s) {
 /* ---- step loop helpers ----------------------------------------------------------------- */
 
 static void release_blocks(sched *s, req *r) {
-    for (int i = 0; i < r->n_table; i++) kv_unref(s->kv, r->table[i]);
+    for (int i = r->n_dropped; i < r->n_table; i++) kv_unref(s->kv, r->table[i]);
     r->n_table = 0;
+    r->n_dropped = 0;
     r->n_computed = 0;
     r->n_hashed = 0;
 }
@@ -478,6 +488,24 @@ static void publish_blocks(sched *s, req *r) {
         uint64_t h = kv_hash(parent, r->toks + (size_t)r->n_hashed * bs, bs);
         kv_publish(s->kv, r->table[r->n_hashed], h);
         r->hashes[r->n_hashed++] = h;
+    }
+}
+
+/* Sliding window (every layer local, model_kv_window W > 0): a position p reads only positions
+ * p-W+1..p, so once r has computed n positions no later step reads a block wholly before
+ * position n-W+1. Those blocks are unreferenced (a published one stays in the prefix cache for
+ * other sequences, invariant 2 still holds: its contents do not change) and their table entries
+ * become -1, which the forward pass never reads. With a global layer (W = 0) every block stays.
+ * Runs after publish_blocks, so every dropped block has been offered to the prefix cache. */
+static void drop_out_of_window(sched *s, req *r) {
+    const int W = s->window, bs = s->o.block_size;
+    if (W <= 0) return;
+    const int first_read = r->n_computed - W + 1;   /* the lowest position a later step reads */
+    int nb = first_read > 0 ? first_read / bs : 0;  /* blocks wholly before it */
+    if (nb > r->n_table) nb = r->n_table;
+    for (; r->n_dropped < nb; r->n_dropped++) {
+        kv_unref(s->kv, r->table[r->n_dropped]);
+        r->table[r->n_dropped] = -1;
     }
 }
 
@@ -835,6 +863,7 @@ int sched_step(sched *s) {
             continue;
         }
         reuse_prefix(s, r);
+        drop_out_of_window(s, r);   /* cached blocks before the window are not needed */
         int take = r->n_toks - r->n_computed;
         if (take > budget) take = budget;
         if (grow_table(s, r, r->n_computed + take)) {
@@ -876,6 +905,7 @@ int sched_step(sched *s) {
         for (int t = 0; t < n_pos; t++) took += s->b_req[t] == r;
         r->n_computed += took;
         publish_blocks(s, r);
+        drop_out_of_window(s, r);
     }
     int row = 0;
     for (int t = 0; t < n_pos; t++) {

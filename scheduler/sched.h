@@ -27,6 +27,11 @@
  * several ranks, the plan of each step is broadcast to all ranks (sched_follow on
  * non-leaders), which run the same forward in lockstep.
  *
+ * Sliding-window models (model_kv_window W > 0: every layer reads only the last W positions)
+ * hold at most W + one chunk of positions per sequence: blocks that fall out of the window are
+ * released as the sequence advances (published ones stay in the prefix cache). A model with a
+ * global layer (Gemma 3: every sixth) keeps every block, since that layer reads them all.
+ *
  * This is the one generation driver: `sampan serve` submits many requests from HTTP threads,
  * `sampan run`, `score` and `bench` submit one and call sched_step until it finishes. Text
  * leaves only through the emit callback, after the two hold-backs every front end needs: bytes

@@ -34,6 +34,7 @@ AT_INLINE __m256 at__load(const char *row, int d, int type) {
 
 AT_INLINE const char *at__row(const void *base, const kern_kv_view *kv, int p, int type) {
     size_t es = type == QT_F32 ? 4 : 2;
+    p += kv->first;
     return (const char *)base + ((size_t)kv->table[p / kv->block_size] * kv->block_stride +
                                  (size_t)(p % kv->block_size) * kv->slot_stride) * es;
 }

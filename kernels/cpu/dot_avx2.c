@@ -141,6 +141,34 @@ float qt_dot_q4_0_avx2(int64_t n, const void *w, const void *x) {
     return qt__hsum_ps(acc);
 }
 
+/* Q5_0 against Q8_0: the 5-bit values 0..31 stay unsigned (vpmaddubsw pairs <= 2*31*127):
+ * sum((q-16)*y) = sum(q*y) - sum(16*y). The fifth bits of qh are spread to bytes by a shuffle
+ * that repeats each qh byte 8 times and a mask picking one bit per byte. */
+float qt_dot_q5_0_avx2(int64_t n, const void *w, const void *x) {
+    const block_q5_0 *a = w;
+    const block_q8_0 *b = x;
+    const int64_t nb = n / QK4_0;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16), ones = _mm256_set1_epi16(1);
+    const __m256i rep = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                         2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        qt__prefetch(a + i, 2 * (int)sizeof(block_q5_0));
+        uint32_t qh;
+        memcpy(&qh, a[i].qh, 4);
+        const __m256i hb = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), rep);
+        const __m256i h = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit), sixteen);
+        const __m128i t = _mm_loadu_si128((const __m128i *)a[i].qs);
+        const __m256i q = _mm256_or_si256(
+            _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4), h);
+        const __m256i y = _mm256_loadu_si256((const __m256i *)b[i].qs);
+        const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, y), _mm256_maddubs_epi16(sixteen, y));
+        acc = _mm256_fmadd_ps(qt__scale(a[i].d, b[i].d), _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc);
+    }
+    return qt__hsum_ps(acc);
+}
+
 /* ---- Q4_K against Q8_K ---------------------------------------------------------------- */
 
 /* Per block: nibbles (0..15) x activations with vpmaddubsw (pairs <= 2*15*128), times the

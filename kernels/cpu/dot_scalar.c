@@ -7,6 +7,8 @@
  * Each function: w is one weight row of n elements, x the activation row in the weight type's
  * vec_dot_type (see quant_impl.h), n a multiple of the block size.
  */
+#include <string.h>
+
 #include "kern.h"
 #include "quant_impl.h"
 
@@ -51,6 +53,25 @@ float qt_dot_q4_0_scalar(int64_t n, const void *w, const void *x) {
         for (int j = 0; j < QK4_0 / 2; j++) {
             isum += ((a[i].qs[j] & 0xF) - 8) * b[i].qs[j];
             isum += ((a[i].qs[j] >> 4) - 8) * b[i].qs[j + QK4_0 / 2];
+        }
+        s += (float)isum * (qt_f16_to_f32(a[i].d) * qt_f16_to_f32(b[i].d));
+    }
+    return s;
+}
+
+/* per block: d*yd*sum((q-16)*y), q the 5-bit value of qt_dq_q5_0 */
+float qt_dot_q5_0_scalar(int64_t n, const void *w, const void *x) {
+    const block_q5_0 *a = w;
+    const block_q8_0 *b = x;
+    float s = 0.0f;
+    for (int64_t i = 0; i < n / QK4_0; i++) {
+        uint32_t qh;
+        memcpy(&qh, a[i].qh, 4);   /* little-endian, as the layout */
+        int32_t isum = 0;
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            const int lo = (a[i].qs[j] & 0xF) | (int)((qh >> j) & 1u) << 4;
+            const int hi = (a[i].qs[j] >> 4) | (int)((qh >> (j + 16)) & 1u) << 4;
+            isum += (lo - 16) * b[i].qs[j] + (hi - 16) * b[i].qs[j + QK4_0 / 2];
         }
         s += (float)isum * (qt_f16_to_f32(a[i].d) * qt_f16_to_f32(b[i].d));
     }

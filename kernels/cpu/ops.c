@@ -57,6 +57,10 @@ void kern_swiglu(float *out, const float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) out[i] = om_silu(gate[i]) * up[i];
 }
 
+void kern_geglu(float *out, const float *gate, const float *up, int n) {
+    for (int i = 0; i < n; i++) out[i] = om_gelu_f16(gate[i]) * up[i];
+}
+
 /* element i of a cache row as f32 */
 static inline float ops__kv_at(const void *row, int i, int type) {
     if (type == QT_F16) return qt_f16_to_f32(((const qt_f16 *)row)[i]);
@@ -66,6 +70,7 @@ static inline float ops__kv_at(const void *row, int i, int type) {
 
 static inline const void *ops__kv_row(const void *base, const kern_kv_view *kv, int p) {
     size_t es = kv->type == QT_F32 ? 4 : 2;
+    p += kv->first;
     return (const char *)base + ((size_t)kv->table[p / kv->block_size] * kv->block_stride +
                                  (size_t)(p % kv->block_size) * kv->slot_stride) * es;
 }

@@ -35,6 +35,7 @@ QT__DEQUANT(qt_dequant_f16, qt_dq_f16)
 QT__DEQUANT(qt_dequant_bf16, qt_dq_bf16)
 QT__DEQUANT(qt_dequant_q8_0, qt_dq_q8_0)
 QT__DEQUANT(qt_dequant_q4_0, qt_dq_q4_0)
+QT__DEQUANT(qt_dequant_q5_0, qt_dq_q5_0)
 QT__DEQUANT(qt_dequant_q4_K, qt_dq_q4_K)
 QT__DEQUANT(qt_dequant_q6_K, qt_dq_q6_K)
 QT__DEQUANT(qt_dequant_q8_K, qt_dq_q8_K)
@@ -232,6 +233,34 @@ void qt_quant_q4_0(const float *src, void *dst, int64_t n) {
             q[j] = (uint8_t)(v < 0 ? 0 : v > 15 ? 15 : v);
         }
         for (int j = 0; j < QK4_0 / 2; j++) b[i].qs[j] = (uint8_t)(q[j] | (q[j + QK4_0 / 2] << 4));
+    }
+}
+
+/* Q5_0 as llama.cpp's reference quantizer: the element of largest magnitude maps to -16;
+ * |x - d*(q-16)| <= |d|/2 for every element (d = max/-16 rounded to f16, then used as stored). */
+void qt_quant_q5_0(const float *src, void *dst, int64_t n) {
+    block_q5_0 *b = dst;
+    for (int64_t i = 0; i < n / QK4_0; i++, src += QK4_0) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK4_0; j++) {
+            if (fabsf(src[j]) > amax) {
+                amax = fabsf(src[j]);
+                max = src[j];
+            }
+        }
+        b[i].d = qt_f32_to_f16(max / -16.0f);
+        const float d = qt_f16_to_f32(b[i].d);
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint32_t qh = 0;
+        uint8_t q[QK4_0];
+        for (int j = 0; j < QK4_0; j++) {
+            int v = qt__rne(src[j] * id) + 16;
+            q[j] = (uint8_t)(v < 0 ? 0 : v > 31 ? 31 : v);
+            qh |= (uint32_t)(q[j] >> 4) << j;
+        }
+        for (int j = 0; j < QK4_0 / 2; j++)
+            b[i].qs[j] = (uint8_t)((q[j] & 0xF) | ((q[j + QK4_0 / 2] & 0xF) << 4));
+        for (int k = 0; k < 4; k++) b[i].qh[k] = (uint8_t)(qh >> (8 * k));
     }
 }
 

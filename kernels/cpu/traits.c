@@ -35,6 +35,7 @@ static const qt__dot_row qt__dots[] = {
     {QT_BF16, {qt_dot_bf16_scalar, qt_dot_bf16_avx2, qt_dot_bf16_avx512}},
     {QT_Q8_0, {qt_dot_q8_0_scalar, qt_dot_q8_0_avx2, qt_dot_q8_0_avx512}},
     {QT_Q4_0, {qt_dot_q4_0_scalar, qt_dot_q4_0_avx2, qt_dot_q4_0_avx512}},
+    {QT_Q5_0, {qt_dot_q5_0_scalar, qt_dot_q5_0_avx2, qt_dot_q5_0_avx2}},
     {QT_Q4_K, {qt_dot_q4_K_scalar, qt_dot_q4_K_avx2, qt_dot_q4_K_avx512}},
     {QT_Q6_K, {qt_dot_q6_K_scalar, qt_dot_q6_K_avx2, qt_dot_q6_K_avx512}},
 };
@@ -59,6 +60,10 @@ static qt_traits qt__table[QT_COUNT] = {
                  /* .type_size = */ sizeof(block_q4_0), /* .vec_dot_type = */ QT_Q8_0,
                  /* .to_float = */ qt_dequant_q4_0, /* .from_float = */ qt_quant_q4_0,
                  /* .vec_dot = */ qt_dot_q4_0_scalar},
+    [QT_Q5_0] = {/* .name = */ "Q5_0", /* .block_size = */ QK4_0,
+                 /* .type_size = */ sizeof(block_q5_0), /* .vec_dot_type = */ QT_Q8_0,
+                 /* .to_float = */ qt_dequant_q5_0, /* .from_float = */ qt_quant_q5_0,
+                 /* .vec_dot = */ qt_dot_q5_0_scalar},
     [QT_Q4_K] = {/* .name = */ "Q4_K", /* .block_size = */ QK_K,
                  /* .type_size = */ sizeof(block_q4_K), /* .vec_dot_type = */ QT_Q8_K,
                  /* .to_float = */ qt_dequant_q4_K, /* .from_float = */ qt_quant_q4_K,

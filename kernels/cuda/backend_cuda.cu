@@ -864,6 +864,8 @@ static const backend_i cu_iface = {
     /* .logits      = */ cu__logits,
     /* .n_threads   = */ cu__n_threads,
     /* .parallel    = */ cu__parallel,
+    /* .geglu       = */ NULL,   /* not yet on the GPU: Gemma 3 is refused at load */
+    /* .scale       = */ NULL,
 };
 
 /* the visible devices, or -1 with the runtime's reason in why */

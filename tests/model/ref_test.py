@@ -19,6 +19,11 @@ ap.add_argument("--tol", type=float, required=True, help="max |ours-ref| / std")
 ap.add_argument("--top1", type=float, default=1.0, help="min fraction of positions with equal top-1")
 ap.add_argument("--greedy", action="store_true", help="free-running greedy must match exactly")
 ap.add_argument("--full-rel", type=float, default=None)
+ap.add_argument("--full-top1", type=float, default=None,
+                help="the full prompt logits' top-1 must agree at >= this fraction of positions")
+ap.add_argument("--greedy-prefix", type=int, default=0,
+                help="the first N greedy tokens must equal the reference's on >= --greedy-min prompts")
+ap.add_argument("--greedy-min", type=int, default=0)
 ap.add_argument("--threads", default="2")
 ap.add_argument("--launcher", default="", help="prefix for every sampan command, e.g. 'mpirun -np 4'")
 ap.add_argument("--sampan-args", default="", help="extra arguments for run and score, e.g. '--tp 2 --pp 2'")
@@ -54,6 +59,7 @@ def sh(cmd):
     return r.stdout
 
 prompts = sorted(f for f in os.listdir(rdir) if f.startswith("prompt-") and f.endswith(".json"))
+prefix_ok = 0
 for pf in prompts:
     ref = json.load(open(os.path.join(rdir, pf)))
     name = f"{args.model}/{pf}"
@@ -68,6 +74,11 @@ for pf in prompts:
         continue
     check(run["prompt_tokens"] == ref["prompt_tokens"],
           f"{name}: prompt tokens {run['prompt_tokens'][:8]}... vs ref {ref['prompt_tokens'][:8]}...")
+    if args.greedy_prefix:
+        k = args.greedy_prefix
+        first = next((i for i, (a, b) in enumerate(zip(run["tokens"], ref["greedy"])) if a != b), len(run["tokens"]))
+        prefix_ok += run["tokens"][:k] == ref["greedy"][:k]
+        print(f"info {name}: greedy equal for the first {first} tokens (want {k} on {args.greedy_min} prompts)")
     if args.greedy:
         same = sum(1 for a, b in zip(run["tokens"], ref["greedy"]) if a == b)
         first = next((i for i, (a, b) in enumerate(zip(run["tokens"], ref["greedy"])) if a != b), None)
@@ -112,7 +123,22 @@ for pf in prompts:
         mx = max(abs(x) for x in full)
         d = max(abs(full[j] - logits[j]) for j in range(n))
         check(d / mx <= args.full_rel, f"{name}: full prompt logits max-norm relative error {d / mx:.3g} (tol {args.full_rel:g})")
+    if args.full_top1 is not None and os.path.exists(fp):
+        full = array.array("f")
+        with open(fp, "rb") as f:
+            full.frombytes(f.read())
+        n_p = len(full) // V
+        agree = 0
+        for i in range(n_p):
+            a, b = full[i * V:(i + 1) * V], logits[i * V:(i + 1) * V]
+            ra, rb = max(range(V), key=a.__getitem__), max(range(V), key=b.__getitem__)
+            agree += ra == rb or b[ra] == b[rb]
+        check(agree >= args.full_top1 * n_p - 1e-9,
+              f"{name}: full prompt logits top-1 equal at {agree}/{n_p} positions (need {args.full_top1:.0%})")
 
+if args.greedy_prefix:
+    check(prefix_ok >= args.greedy_min,
+          f"first {args.greedy_prefix} greedy tokens equal on {prefix_ok}/{len(prompts)} prompts (need {args.greedy_min})")
 if args.report:
     json.dump({"worst": overall_worst, "top1": overall_top1}, open(args.report, "w"))
 print(f"{passed} passed, {failed} failed")

@@ -180,6 +180,15 @@ static int ds__swiglu(backend *b, float *gate, const float *up, size_t n) {
     DEV("swiglu", up, F(n));
     CPU(swiglu(in, gate, up, n));
 }
+static int ds__geglu(backend *b, float *gate, const float *up, size_t n) {
+    DEV("geglu", gate, F(n));
+    DEV("geglu", up, F(n));
+    CPU(geglu(in, gate, up, n));
+}
+static int ds__scale(backend *b, float *x, float s, size_t n) {
+    DEV("scale", x, F(n));
+    CPU(scale(in, x, s, n));
+}
 static int ds__add(backend *b, float *x, const float *y, size_t n) {
     DEV("add", x, F(n));
     DEV("add", y, F(n));
@@ -241,6 +250,8 @@ static const backend_i ds_iface = {
     /* .logits      = */ ds__logits,
     /* .n_threads   = */ NULL,
     /* .parallel    = */ NULL,
+    /* .geglu       = */ ds__geglu,
+    /* .scale       = */ ds__scale,
 };
 
 static backend *ds_new(const backend_opts *o, char *err, size_t errlen) {

@@ -4,7 +4,8 @@
  *
  * 1. Alone: each of 32 greedy requests (different prompts, shared prefixes, prompts longer
  *    than the chunk budget) runs by itself; for stories260K prompt-1 the text must equal the
- *    reference greedy text (llama.cpp's, ../shared/reference).
+ *    reference greedy text (llama.cpp's, ../shared/reference). A sliding-window model (every
+ *    layer local) holds at most its window plus one chunk of blocks per sequence.
  * 2. Together: all 32 submitted at once with a 48-token step budget: every request returns
  *    exactly its alone tokens; with --f32 every sampled step's logits are bitwise identical.
  * 3. Tight KV pool: preemption happens and every request still returns its alone tokens;
@@ -169,6 +170,8 @@ static void make_prompts(void) {
     }
 }
 
+static long long g_max_held;   /* most KV blocks held after a step of the last run_batch */
+
 /* runs requests [from, to) submitted together; returns 0 on success */
 static int run_batch(model *m, comm *world, sched_opts *o, int from, int to, result *res,
                      int record, int cancel_id) {
@@ -209,11 +212,15 @@ static int run_batch(model *m, comm *world, sched_opts *o, int from, int to, res
         }
         if (i == cancel_id) sched_cancel(s, id);
     }
+    g_max_held = 0;
     for (int steps = 0; steps < 100000; steps++) {
         int all = 1;
         for (int i = from; i < to; i++) all &= res[i].done;
         if (all) break;
         if (sched_step(s) < 0) break;
+        sched_stats sw;
+        sched_stats_get(s, &sw);
+        if (sw.kv_blocks_used > g_max_held) g_max_held = sw.kv_blocks_used;
     }
     sched_stats st;
     sched_stats_get(s, &st);
@@ -763,8 +770,27 @@ int main(int argc, char **argv) {
         o.on_logits = on_logits;
     }
     int leader = world->rank == 0;
-    /* 1. alone */
-    for (int i = 0; i < NREQ; i++) run_batch(m, w, &o, i, i + 1, alone, f32, -1);
+    /* 1. alone; a sliding-window model (every layer local) holds at most its window plus one
+     *    48-token chunk per sequence, however long the sequence grows */
+    const int W = model_kv_window(m);
+    int win_ok = 0, win_long = 0;
+    const long long win_cap = (W - 1 + 48) / 16 + 2;
+    for (int i = 0; i < NREQ; i++) {
+        run_batch(m, w, &o, i, i + 1, alone, f32, -1);
+        if (W > 0 && leader) {
+            int32_t t[512];
+            int n = (int)tok_encode(m->tok, prompts[i], strlen(prompts[i]), 1, 1, t, 512) + NGEN;
+            win_ok += g_max_held <= win_cap;
+            win_long += (n + 15) / 16 > win_cap;   /* would have needed more without dropping */
+        }
+    }
+    if (W > 0 && leader) {
+        printf("sliding window %d: sequences held at most %lld blocks each\n", W, win_cap);
+        CHECK(win_ok == NREQ, "window %d: each sequence alone held <= %lld blocks: %d/%d", W,
+              win_cap, win_ok, NREQ);
+        CHECK(win_long > 0, "window %d: %d sequences outgrew the window (blocks were dropped)",
+              W, win_long);
+    }
     if (leader && strstr(path, "stories260K")) {
         /* llama.cpp's greedy text for this prompt (../shared/reference/stories260K/prompt-1.json) */
         const char *ref = ", there was a little girl named Lily. She loved to play outside in the park. One day";
