@@ -54,6 +54,38 @@ static inline QT_HD float qt_dq_q5_0(const void *row, int64_t e) {
     return om_mul_rn(qt_f16_to_f32(b->d), (float)(q - 16));
 }
 
+/* the 4-bit value of element j of a 32-block's nibbles (low nibbles 0..15, high 16..31) */
+static inline QT_HD int qt_nib32(const uint8_t *qs, int j) {
+    return j < 16 ? (qs[j] & 0xF) : (qs[j - 16] >> 4);
+}
+
+/* bit j of a little-endian 32-bit word stored as 4 bytes */
+static inline QT_HD int qt_bit32(const uint8_t *qh, int j) {
+    return (qh[j >> 3] >> (j & 7)) & 1;
+}
+
+/* x = d*q + m (q 0..15) */
+static inline QT_HD float qt_dq_q4_1(const void *row, int64_t e) {
+    const block_q4_1 *b = (const block_q4_1 *)row + e / QK4_0;
+    const int q = qt_nib32(b->qs, (int)(e % QK4_0));
+    return om_mul_rn(qt_f16_to_f32(b->d), (float)q) + qt_f16_to_f32(b->m);
+}
+
+/* x = d*q + m (q 0..31: the nibble, its fifth bit from qh) */
+static inline QT_HD float qt_dq_q5_1(const void *row, int64_t e) {
+    const block_q5_1 *b = (const block_q5_1 *)row + e / QK4_0;
+    const int j = (int)(e % QK4_0);
+    const int q = qt_nib32(b->qs, j) | qt_bit32(b->qh, j) << 4;
+    return om_mul_rn(qt_f16_to_f32(b->d), (float)q) + qt_f16_to_f32(b->m);
+}
+
+/* x = d*levels[q] */
+static inline QT_HD float qt_dq_iq4_nl(const void *row, int64_t e) {
+    const int8_t levels[16] = QT_IQ4NL_VALUES;
+    const block_iq4_nl *b = (const block_iq4_nl *)row + e / QK4_0;
+    return om_mul_rn(qt_f16_to_f32(b->d), (float)levels[qt_nib32(b->qs, (int)(e % QK4_0))]);
+}
+
 /* 8 sub-blocks of 32: x = (d*sc[j])*q - dmin*m[j]; qs byte l of chunk c (64 elements) holds
  * element 64c+l in its low nibble and 64c+32+l in its high nibble */
 static inline QT_HD float qt_dq_q4_K(const void *row, int64_t e) {
@@ -98,6 +130,9 @@ static inline QT_HD float qt_dq(int type, const void *row, int64_t e) {
     case QT_Q8_0: return qt_dq_q8_0(row, e);
     case QT_Q4_0: return qt_dq_q4_0(row, e);
     case QT_Q5_0: return qt_dq_q5_0(row, e);
+    case QT_Q4_1: return qt_dq_q4_1(row, e);
+    case QT_Q5_1: return qt_dq_q5_1(row, e);
+    case QT_IQ4_NL: return qt_dq_iq4_nl(row, e);
     case QT_Q4_K: return qt_dq_q4_K(row, e);
     case QT_Q6_K: return qt_dq_q6_K(row, e);
     case QT_Q8_K: return qt_dq_q8_K(row, e);

@@ -14,6 +14,9 @@
  *                                                              elements 0..15, high 16..31
  *   Q5_0   32      22 B   d (f16), qh[4] (bit j = 5th bit of   x = d*(q-16), q = nibble as in
  *                         element j, little-endian), qs[16]    Q4_0 | (bit j of qh) << 4
+ *   Q4_1   32      20 B   d, m (f16), qs[16] nibbles           x = d*q + m (nibbles as Q4_0)
+ *   Q5_1   32      24 B   d, m (f16), qh[4], qs[16]            x = d*q + m (q as Q5_0)
+ *   IQ4_NL 32      18 B   d (f16), qs[16] nibbles              x = d*qt_iq4nl_values[q]
  *   Q4_K   256    144 B   d, dmin (f16), scales[12] (8 x 6-bit scale + 8 x 6-bit min), qs[128]
  *   Q6_K   256    210 B   ql[128], qh[64], scales[16] int8, d (f16)
  *   Q8_K   256    292 B   d (f32), qs[256] int8, bsums[16] int16 (activations only, never on disk)
@@ -30,7 +33,10 @@ typedef enum {
     QT_F32 = 0,
     QT_F16 = 1,
     QT_Q4_0 = 2,
+    QT_Q4_1 = 3,
     QT_Q5_0 = 6,
+    QT_Q5_1 = 7,
+    QT_IQ4_NL = 20,
     QT_Q8_0 = 8,
     QT_Q4_K = 12,
     QT_Q6_K = 14,
@@ -50,6 +56,12 @@ typedef uint16_t qt_bf16;
 typedef struct { qt_f16 d; int8_t qs[QK8_0]; } block_q8_0;                     /* 34 B */
 typedef struct { qt_f16 d; uint8_t qs[QK4_0 / 2]; } block_q4_0;                /* 18 B */
 typedef struct { qt_f16 d; uint8_t qh[4]; uint8_t qs[QK4_0 / 2]; } block_q5_0;  /* 22 B */
+typedef struct { qt_f16 d, m; uint8_t qs[QK4_0 / 2]; } block_q4_1;             /* 20 B */
+typedef struct { qt_f16 d, m; uint8_t qh[4]; uint8_t qs[QK4_0 / 2]; } block_q5_1; /* 24 B */
+typedef struct { qt_f16 d; uint8_t qs[QK4_0 / 2]; } block_iq4_nl;              /* 18 B */
+
+/* IQ4_NL's 16 non-linear levels (GGUF's kvalues_iq4nl) */
+#define QT_IQ4NL_VALUES { -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113 }
 typedef struct { qt_f16 d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K / 2]; } block_q4_K; /* 144 B */
 typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; qt_f16 d; } block_q6_K; /* 210 B */
 typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K; /* 292 B */
@@ -64,6 +76,9 @@ typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_
 QT_STATIC_ASSERT(sizeof(block_q8_0) == 34, "q8_0 layout");
 QT_STATIC_ASSERT(sizeof(block_q4_0) == 18, "q4_0 layout");
 QT_STATIC_ASSERT(sizeof(block_q5_0) == 22, "q5_0 layout");
+QT_STATIC_ASSERT(sizeof(block_q4_1) == 20, "q4_1 layout");
+QT_STATIC_ASSERT(sizeof(block_q5_1) == 24, "q5_1 layout");
+QT_STATIC_ASSERT(sizeof(block_iq4_nl) == 18, "iq4_nl layout");
 QT_STATIC_ASSERT(sizeof(block_q4_K) == 144, "q4_K layout");
 QT_STATIC_ASSERT(sizeof(block_q6_K) == 210, "q6_K layout");
 QT_STATIC_ASSERT(sizeof(block_q8_K) == 292, "q8_K layout");

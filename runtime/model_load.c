@@ -434,7 +434,7 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
          * every six), the others global; local layers have their own RoPE base */
         int local = c->window > 0 && (c->swa_period <= 0 || l % c->swa_period < c->swa_period - 1);
         L->window = local ? c->window : 0;
-        L->rope_base = local && c->swa_period > 0 ? c->rope_base_local : c->rope_base;
+        L->rope_base = local ? c->rope_base_local : c->rope_base;
         for (size_t i = 0; i < sizeof layer_tensors / sizeof layer_tensors[0]; i++) {
             const tensor_spec *ts = &layer_tensors[i];
             char name[96];

@@ -20,13 +20,20 @@
 typedef struct {
     const char *name;
     int dim, layers, heads, kv_heads, ffn, vocab, ctx;
+    const char *arch;   /* NULL: llama */
+    int head_dim;       /* gemma3: attention.key_length (not dim/heads) */
+    int window, period; /* gemma3: attention.sliding_window and _pattern (0: every layer local) */
 } synth_shape;
 
 static const synth_shape shapes[] = {
-    { "tiny", 64, 2, 4, 2, 128, 512, 256 },
-    { "small", 256, 4, 8, 2, 768, 4096, 1024 },
-    { "tinyllama-1.1b", 2048, 22, 32, 4, 5632, 32000, 2048 },
-    { "llama-7b", 4096, 32, 32, 32, 11008, 32000, 4096 },
+    { "tiny", 64, 2, 4, 2, 128, 512, 256, NULL, 0, 0, 0 },
+    { "small", 256, 4, 8, 2, 768, 4096, 1024, NULL, 0, 0, 0 },
+    { "tinyllama-1.1b", 2048, 22, 32, 4, 5632, 32000, 2048, NULL, 0, 0, 0 },
+    { "llama-7b", 4096, 32, 32, 32, 11008, 32000, 4096, NULL, 0, 0, 0 },
+    /* Gemma 3 in miniature: head dim 32 != 64/4, window 16, layers 1 and 3 global */
+    { "tiny-gemma3", 64, 4, 4, 2, 128, 512, 256, "gemma3", 32, 16, 2 },
+    /* every layer local (window 16): the scheduler drops blocks that leave the window */
+    { "tiny-gemma3-swa", 64, 3, 4, 2, 128, 512, 256, "gemma3", 32, 16, 0 },
 };
 
 static const char corpus[] =
@@ -314,14 +321,27 @@ static int add_ones(synth_ctx *c, const char *name, int64_t n) {
     return 0;
 }
 
+/* a norm weight vector of n F32 values in [0.5, 1.5): not all ones, so a test sees it applied */
+static int add_vec(synth_ctx *c, const char *name, int64_t n) {
+    float *v = keep(c, malloc((size_t)n * sizeof *v));
+    if (!v) {
+        snprintf(c->err, c->errlen, "synth: out of memory");
+        return -1;
+    }
+    for (int64_t i = 0; i < n; i++)
+        v[i] = 0.5f + (float)(rng_next(&c->rng) >> 40) * (1.0f / 16777216.0f);
+    gguf_writer_add_tensor(c->w, name, QT_F32, 1, &n, v, (uint64_t)n * sizeof *v);
+    return 0;
+}
+
 int synth_model(const char *path, const char *shape, int type, int layers, uint64_t seed,
                 char *err, size_t errlen) {
     const synth_shape *sh = NULL;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         if (!strcmp(shape, shapes[i].name)) sh = &shapes[i];
     if (!sh) {
-        snprintf(err, errlen, "synth: unknown shape '%s' (tiny, small, tinyllama-1.1b, llama-7b)",
-                 shape);
+        snprintf(err, errlen, "synth: unknown shape '%s' (tiny, small, tinyllama-1.1b, llama-7b, "
+                 "tiny-gemma3, tiny-gemma3-swa)", shape);
         return -1;
     }
     const qt_traits *tt = qt_get(type);
@@ -345,18 +365,31 @@ int synth_model(const char *path, const char *shape, int type, int layers, uint6
     }
     char name[64];
     snprintf(name, sizeof name, "sampan-synth-%s", sh->name);
-    gguf_writer_set_str(c.w, "general.architecture", "llama");
+    const char *ar = sh->arch ? sh->arch : "llama";
+    const int D = sh->head_dim ? sh->head_dim : sh->dim / sh->heads;
+    char key[96];
+#define K(s) (snprintf(key, sizeof key, "%s.%s", ar, s), key)
+    gguf_writer_set_str(c.w, "general.architecture", ar);
     gguf_writer_set_str(c.w, "general.name", name);
     gguf_writer_set_u32(c.w, "general.alignment", 32);
-    gguf_writer_set_u32(c.w, "llama.context_length", (uint32_t)sh->ctx);
-    gguf_writer_set_u32(c.w, "llama.embedding_length", (uint32_t)sh->dim);
-    gguf_writer_set_u32(c.w, "llama.block_count", (uint32_t)L);
-    gguf_writer_set_u32(c.w, "llama.feed_forward_length", (uint32_t)sh->ffn);
-    gguf_writer_set_u32(c.w, "llama.attention.head_count", (uint32_t)sh->heads);
-    gguf_writer_set_u32(c.w, "llama.attention.head_count_kv", (uint32_t)sh->kv_heads);
-    gguf_writer_set_u32(c.w, "llama.rope.dimension_count", (uint32_t)(sh->dim / sh->heads));
-    gguf_writer_set_f32(c.w, "llama.rope.freq_base", 10000.0f);
-    gguf_writer_set_f32(c.w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    gguf_writer_set_u32(c.w, K("context_length"), (uint32_t)sh->ctx);
+    gguf_writer_set_u32(c.w, K("embedding_length"), (uint32_t)sh->dim);
+    gguf_writer_set_u32(c.w, K("block_count"), (uint32_t)L);
+    gguf_writer_set_u32(c.w, K("feed_forward_length"), (uint32_t)sh->ffn);
+    gguf_writer_set_u32(c.w, K("attention.head_count"), (uint32_t)sh->heads);
+    gguf_writer_set_u32(c.w, K("attention.head_count_kv"), (uint32_t)sh->kv_heads);
+    gguf_writer_set_u32(c.w, K("rope.dimension_count"), (uint32_t)D);
+    gguf_writer_set_f32(c.w, K("rope.freq_base"), sh->arch ? 1000000.0f : 10000.0f);
+    gguf_writer_set_f32(c.w, K("attention.layer_norm_rms_epsilon"), sh->arch ? 1e-6f : 1e-5f);
+    if (sh->head_dim) {
+        gguf_writer_set_u32(c.w, K("attention.key_length"), (uint32_t)D);
+        gguf_writer_set_u32(c.w, K("attention.value_length"), (uint32_t)D);
+    }
+    if (sh->window) {
+        gguf_writer_set_u32(c.w, K("attention.sliding_window"), (uint32_t)sh->window);
+        gguf_writer_set_u32(c.w, K("attention.sliding_window_pattern"), (uint32_t)sh->period);
+    }
+#undef K
     gguf_writer_set_str(c.w, "tokenizer.ggml.model", "gpt2");
     gguf_writer_set_str(c.w, "tokenizer.ggml.pre", "gpt-2");
     gguf_writer_set_arr_str(c.w, "tokenizer.ggml.tokens", (const char *const *)v.tok, (uint64_t)v.n);
@@ -373,11 +406,12 @@ int synth_model(const char *path, const char *shape, int type, int layers, uint6
     gguf_writer_set_u32(c.w, "tokenizer.ggml.eos_token_id", 257);
     gguf_writer_set_bool(c.w, "tokenizer.ggml.add_bos_token", 1);
 
-    const int C = sh->dim, D = sh->dim / sh->heads, F = sh->ffn;
+    const int C = sh->dim, F = sh->ffn;
+    const int gemma = sh->arch != NULL;   /* q/k norms, post norms, tied output */
     const float sc = 1.0f / sqrtf((float)C), sf = 1.0f / sqrtf((float)F);
     if (add_matrix(&c, "token_embd.weight", sh->vocab, C, 1.0f) ||
         add_ones(&c, "output_norm.weight", C) ||
-        add_matrix(&c, "output.weight", sh->vocab, C, sc))
+        (!gemma && add_matrix(&c, "output.weight", sh->vocab, C, sc)))
         goto out;
     for (int l = 0; l < L; l++) {
         char tn[64];
@@ -391,6 +425,10 @@ int synth_model(const char *path, const char *shape, int type, int layers, uint6
             add_matrix(&c, T("ffn_gate.weight"), F, C, sc) ||
             add_matrix(&c, T("ffn_up.weight"), F, C, sc) ||
             add_matrix(&c, T("ffn_down.weight"), C, F, sf))
+            goto out;
+        if (gemma && (add_vec(&c, T("attn_q_norm.weight"), D) || add_vec(&c, T("attn_k_norm.weight"), D) ||
+                      add_vec(&c, T("post_attention_norm.weight"), C) ||
+                      add_vec(&c, T("post_ffw_norm.weight"), C)))
             goto out;
 #undef T
     }

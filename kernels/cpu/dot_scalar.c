@@ -78,6 +78,51 @@ float qt_dot_q5_0_scalar(int64_t n, const void *w, const void *x) {
     return s;
 }
 
+/* Q4_1 / Q5_1 against Q8_0: per block d*yd*sum(q*y) + m*(yd*sum(y)) (llama.cpp's Q8_1 sum
+ * term, here from the Q8_0 block itself) */
+static float qt__dot_min32(int64_t n, const uint8_t *w, size_t bsize, int five, const block_q8_0 *b) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n / QK4_0; i++, w += bsize) {
+        qt_f16 d, m;
+        memcpy(&d, w, 2);
+        memcpy(&m, w + 2, 2);
+        const uint8_t *qh = w + 4, *qs = five ? w + 8 : w + 4;
+        int32_t isum = 0, ysum = 0;
+        for (int j = 0; j < QK4_0; j++) {
+            int q = j < 16 ? (qs[j] & 0xF) : (qs[j - 16] >> 4);
+            if (five) q |= ((qh[j >> 3] >> (j & 7)) & 1) << 4;
+            isum += q * b[i].qs[j];
+            ysum += b[i].qs[j];
+        }
+        const float yd = qt_f16_to_f32(b[i].d);
+        s += (float)isum * (qt_f16_to_f32(d) * yd) + qt_f16_to_f32(m) * (yd * (float)ysum);
+    }
+    return s;
+}
+
+float qt_dot_q4_1_scalar(int64_t n, const void *w, const void *x) {
+    return qt__dot_min32(n, w, sizeof(block_q4_1), 0, x);
+}
+
+float qt_dot_q5_1_scalar(int64_t n, const void *w, const void *x) {
+    return qt__dot_min32(n, w, sizeof(block_q5_1), 1, x);
+}
+
+/* IQ4_NL against Q8_0: per block d*yd*sum(levels[q]*y) */
+float qt_dot_iq4_nl_scalar(int64_t n, const void *w, const void *x) {
+    static const int8_t levels[16] = QT_IQ4NL_VALUES;
+    const block_iq4_nl *a = w;
+    const block_q8_0 *b = x;
+    float s = 0.0f;
+    for (int64_t i = 0; i < n / QK4_0; i++) {
+        int32_t isum = 0;
+        for (int j = 0; j < QK4_0 / 2; j++)
+            isum += levels[a[i].qs[j] & 0xF] * b[i].qs[j] + levels[a[i].qs[j] >> 4] * b[i].qs[j + 16];
+        s += (float)isum * (qt_f16_to_f32(a[i].d) * qt_f16_to_f32(b[i].d));
+    }
+    return s;
+}
+
 /* per block: d*yd*sum_j sc[j]*(q4·y8 over sub-block j) - dmin*yd*sum_j m[j]*(sum of y8 over j),
  * the second sum read from the activation's bsums (two per sub-block of 32) */
 float qt_dot_q4_K_scalar(int64_t n, const void *w, const void *x) {

@@ -36,6 +36,9 @@ QT__DEQUANT(qt_dequant_bf16, qt_dq_bf16)
 QT__DEQUANT(qt_dequant_q8_0, qt_dq_q8_0)
 QT__DEQUANT(qt_dequant_q4_0, qt_dq_q4_0)
 QT__DEQUANT(qt_dequant_q5_0, qt_dq_q5_0)
+QT__DEQUANT(qt_dequant_q4_1, qt_dq_q4_1)
+QT__DEQUANT(qt_dequant_q5_1, qt_dq_q5_1)
+QT__DEQUANT(qt_dequant_iq4_nl, qt_dq_iq4_nl)
 QT__DEQUANT(qt_dequant_q4_K, qt_dq_q4_K)
 QT__DEQUANT(qt_dequant_q6_K, qt_dq_q6_K)
 QT__DEQUANT(qt_dequant_q8_K, qt_dq_q8_K)
@@ -261,6 +264,67 @@ void qt_quant_q5_0(const float *src, void *dst, int64_t n) {
         for (int j = 0; j < QK4_0 / 2; j++)
             b[i].qs[j] = (uint8_t)((q[j] & 0xF) | ((q[j + QK4_0 / 2] & 0xF) << 4));
         for (int k = 0; k < 4; k++) b[i].qh[k] = (uint8_t)(qh >> (8 * k));
+    }
+}
+
+/* Q4_1 / Q5_1 (nmax 15 / 31) as llama.cpp's reference quantizers: m = min, d = (max-min)/nmax,
+ * q = round((x-m)/d); |x - (d*q + m)| <= |d|/2 plus the f16 rounding of d and m. */
+static void qt__quant_min(const float *src, uint8_t *qs, uint8_t *qh, qt_f16 *dd, qt_f16 *mm,
+                          int nmax) {
+    float mn = src[0], mx = src[0];
+    for (int j = 1; j < QK4_0; j++) {
+        mn = src[j] < mn ? src[j] : mn;
+        mx = src[j] > mx ? src[j] : mx;
+    }
+    *dd = qt_f32_to_f16((mx - mn) / (float)nmax);
+    *mm = qt_f32_to_f16(mn);
+    const float d = qt_f16_to_f32(*dd), m = qt_f16_to_f32(*mm);
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint8_t q[QK4_0];
+    uint32_t h = 0;
+    for (int j = 0; j < QK4_0; j++) {
+        int v = qt__rne((src[j] - m) * id);
+        q[j] = (uint8_t)(v < 0 ? 0 : v > nmax ? nmax : v);
+        h |= (uint32_t)(q[j] >> 4) << j;
+    }
+    for (int j = 0; j < QK4_0 / 2; j++) qs[j] = (uint8_t)((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
+    if (qh)
+        for (int k = 0; k < 4; k++) qh[k] = (uint8_t)(h >> (8 * k));
+}
+
+void qt_quant_q4_1(const float *src, void *dst, int64_t n) {
+    block_q4_1 *b = dst;
+    for (int64_t i = 0; i < n / QK4_0; i++, src += QK4_0)
+        qt__quant_min(src, b[i].qs, NULL, &b[i].d, &b[i].m, 15);
+}
+
+void qt_quant_q5_1(const float *src, void *dst, int64_t n) {
+    block_q5_1 *b = dst;
+    for (int64_t i = 0; i < n / QK4_0; i++, src += QK4_0)
+        qt__quant_min(src, b[i].qs, b[i].qh, &b[i].d, &b[i].m, 31);
+}
+
+/* IQ4_NL: the element of largest magnitude maps to the level -127 (d = max/-127), every element
+ * to its nearest level; |x - d*level| <= |d|*12 (half the widest gap, 24) plus d's rounding. */
+void qt_quant_iq4_nl(const float *src, void *dst, int64_t n) {
+    static const int8_t levels[16] = QT_IQ4NL_VALUES;
+    block_iq4_nl *b = dst;
+    for (int64_t i = 0; i < n / QK4_0; i++, src += QK4_0) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK4_0; j++)
+            if (fabsf(src[j]) > amax) amax = fabsf(src[j]), max = src[j];
+        b[i].d = qt_f32_to_f16(max / -127.0f);
+        const float d = qt_f16_to_f32(b[i].d);
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint8_t q[QK4_0];
+        for (int j = 0; j < QK4_0; j++) {
+            const float v = src[j] * id;
+            int best = 0;
+            for (int k = 1; k < 16; k++)
+                if (fabsf(v - levels[k]) < fabsf(v - levels[best])) best = k;
+            q[j] = (uint8_t)best;
+        }
+        for (int j = 0; j < QK4_0 / 2; j++) b[i].qs[j] = (uint8_t)(q[j] | (q[j + 16] << 4));
     }
 }
 

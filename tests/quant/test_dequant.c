@@ -16,7 +16,7 @@
 
 #include "kern.h"
 
-static int g_pass, g_fail;
+static int g_pass, g_fail, g_skip;
 
 static char *read_all(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -177,6 +177,12 @@ static void check_entry(const char *shared, const cJSON *e) {
     }
     const qt_traits *t = qt_get((int)type);
     const int64_t n = (int64_t)(ne[0] * ne[1] * ne[2] * ne[3]);
+    if (!t && getenv("SAMPAN_DEQUANT_SKIP_UNSUPPORTED")) {   /* ../shared/new-types: the types
+                                                               not implemented yet are listed */
+        printf("skip %s: type %s is not supported yet\n", id, jty->valuestring);
+        g_skip++;
+        return;
+    }
     if (!t || strcmp(t->name, jty->valuestring) != 0 || n != (int64_t)jn->valuedouble) {
         printf("FAIL %s: file says type %u (%s) with %lld elements, index says %s with %lld\n", id, type,
                t ? t->name : "unsupported", (long long)n, jty->valuestring, (long long)jn->valuedouble);
@@ -282,6 +288,10 @@ int main(void) {
     }
     for (const cJSON *e = root->child; e; e = e->next) check_entry(shared, e);
     cJSON_Delete(root);
-    printf("%d passed, %d failed\n", g_pass, g_fail);
+    printf("%d passed, %d failed, %d skipped\n", g_pass, g_fail, g_skip);
+    if (g_pass == 0) {
+        printf("FAIL: no entry ran\n");
+        return 1;
+    }
     return g_fail ? 1 : 0;
 }
