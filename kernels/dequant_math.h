@@ -100,6 +100,19 @@ static inline QT_HD float qt_dq_q4_K(const void *row, int64_t e) {
     return om_sub_rn(om_mul_rn(d1, (float)q), m1);
 }
 
+/* Q5_K: Q4_K's element with a fifth bit, bit 2c+hi of qh[l] */
+static inline QT_HD float qt_dq_q5_K(const void *row, int64_t e) {
+    const block_q5_K *b = (const block_q5_K *)row + e / QK_K;
+    const int r = (int)(e % QK_K), c = r / 64, hi = (r % 64) >= 32, l = r % 32;
+    uint8_t sc, m;
+    qt_q4k_scale_min(2 * c + hi, b->scales, &sc, &m);
+    const uint8_t byte = b->qs[32 * c + l];
+    const int q = (hi ? byte >> 4 : byte & 0xF) | ((b->qh[l] >> (2 * c + hi)) & 1) << 4;
+    const float d1 = om_mul_rn(qt_f16_to_f32(b->d), (float)sc);
+    const float m1 = om_mul_rn(qt_f16_to_f32(b->dmin), (float)m);
+    return om_sub_rn(om_mul_rn(d1, (float)q), m1);
+}
+
 /* Q6_K: 16 sub-blocks of 16 with int8 scales; x = (d*scales[e/16])*(q-32). In each half of
  * 128 elements, ql byte l holds (low 4 bits) element l and element 64+l (high nibble), ql byte
  * 32+l holds elements 32+l and 96+l; qh byte l holds the 2 high bits of elements l, 32+l,
@@ -134,6 +147,7 @@ static inline QT_HD float qt_dq(int type, const void *row, int64_t e) {
     case QT_Q5_1: return qt_dq_q5_1(row, e);
     case QT_IQ4_NL: return qt_dq_iq4_nl(row, e);
     case QT_Q4_K: return qt_dq_q4_K(row, e);
+    case QT_Q5_K: return qt_dq_q5_K(row, e);
     case QT_Q6_K: return qt_dq_q6_K(row, e);
     case QT_Q8_K: return qt_dq_q8_K(row, e);
     default: return 0.0f;

@@ -18,6 +18,8 @@
  *   Q5_1   32      24 B   d, m (f16), qh[4], qs[16]            x = d*q + m (q as Q5_0)
  *   IQ4_NL 32      18 B   d (f16), qs[16] nibbles              x = d*qt_iq4nl_values[q]
  *   Q4_K   256    144 B   d, dmin (f16), scales[12] (8 x 6-bit scale + 8 x 6-bit min), qs[128]
+ *   Q5_K   256    176 B   d, dmin (f16), scales[12] as Q4_K, qh[32] (bit 2c+h of qh[l] = 5th bit
+ *                         of element 64c+32h+l), qs[128] as Q4_K   x = (d*sc)*q - dmin*m
  *   Q6_K   256    210 B   ql[128], qh[64], scales[16] int8, d (f16)
  *   Q8_K   256    292 B   d (f32), qs[256] int8, bsums[16] int16 (activations only, never on disk)
  */
@@ -39,6 +41,7 @@ typedef enum {
     QT_IQ4_NL = 20,
     QT_Q8_0 = 8,
     QT_Q4_K = 12,
+    QT_Q5_K = 13,
     QT_Q6_K = 14,
     QT_Q8_K = 15,
     QT_BF16 = 30,
@@ -63,6 +66,7 @@ typedef struct { qt_f16 d; uint8_t qs[QK4_0 / 2]; } block_iq4_nl;              /
 /* IQ4_NL's 16 non-linear levels (GGUF's kvalues_iq4nl) */
 #define QT_IQ4NL_VALUES { -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113 }
 typedef struct { qt_f16 d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K / 2]; } block_q4_K; /* 144 B */
+typedef struct { qt_f16 d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qh[QK_K / 8]; uint8_t qs[QK_K / 2]; } block_q5_K; /* 176 B */
 typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; qt_f16 d; } block_q6_K; /* 210 B */
 typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K; /* 292 B */
 
@@ -81,6 +85,7 @@ QT_STATIC_ASSERT(sizeof(block_q5_1) == 24, "q5_1 layout");
 QT_STATIC_ASSERT(sizeof(block_iq4_nl) == 18, "iq4_nl layout");
 QT_STATIC_ASSERT(sizeof(block_q4_K) == 144, "q4_K layout");
 QT_STATIC_ASSERT(sizeof(block_q6_K) == 210, "q6_K layout");
+QT_STATIC_ASSERT(sizeof(block_q5_K) == 176, "q5_K layout");
 QT_STATIC_ASSERT(sizeof(block_q8_K) == 292, "q8_K layout");
 
 /* IEEE half -> float, exact for every input including subnormals, inf and nan. */

@@ -152,6 +152,34 @@ float qt_dot_q4_K_scalar(int64_t n, const void *w, const void *x) {
     return s;
 }
 
+/* Q5_K: Q4_K's sums with the fifth bit (qh[l] bit 2c for the low half, 2c+1 for the high) */
+float qt_dot_q5_K_scalar(int64_t n, const void *w, const void *x) {
+    const block_q5_K *a = w;
+    const block_q8_K *b = x;
+    float s = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int32_t isum = 0, msum = 0;
+        const uint8_t *q = a[i].qs, *qh = a[i].qh;
+        const int8_t *y = b[i].qs;
+        for (int c = 0; c < QK_K / 64; c++, q += 32, y += 64) {
+            uint8_t sc1, m1, sc2, m2;
+            qt_q4k_scale_min(2 * c, a[i].scales, &sc1, &m1);
+            qt_q4k_scale_min(2 * c + 1, a[i].scales, &sc2, &m2);
+            int32_t s1 = 0, s2 = 0;
+            for (int l = 0; l < 32; l++) {
+                s1 += ((q[l] & 0xF) | ((qh[l] >> (2 * c)) & 1) << 4) * y[l];
+                s2 += ((q[l] >> 4) | ((qh[l] >> (2 * c + 1)) & 1) << 4) * y[l + 32];
+            }
+            isum += sc1 * s1 + sc2 * s2;
+            msum += m1 * (b[i].bsums[4 * c] + b[i].bsums[4 * c + 1]) +
+                    m2 * (b[i].bsums[4 * c + 2] + b[i].bsums[4 * c + 3]);
+        }
+        s += (qt_f16_to_f32(a[i].d) * b[i].d) * (float)isum -
+             (qt_f16_to_f32(a[i].dmin) * b[i].d) * (float)msum;
+    }
+    return s;
+}
+
 /* per block: d*yd*sum_g scales[g]*((q6-32)·y8 over sub-block g of 16) */
 float qt_dot_q6_K_scalar(int64_t n, const void *w, const void *x) {
     const block_q6_K *a = w;

@@ -40,6 +40,7 @@ QT__DEQUANT(qt_dequant_q4_1, qt_dq_q4_1)
 QT__DEQUANT(qt_dequant_q5_1, qt_dq_q5_1)
 QT__DEQUANT(qt_dequant_iq4_nl, qt_dq_iq4_nl)
 QT__DEQUANT(qt_dequant_q4_K, qt_dq_q4_K)
+QT__DEQUANT(qt_dequant_q5_K, qt_dq_q5_K)
 QT__DEQUANT(qt_dequant_q6_K, qt_dq_q6_K)
 QT__DEQUANT(qt_dequant_q8_K, qt_dq_q8_K)
 
@@ -384,46 +385,66 @@ static void qt__fit_affine(const float *x, int n, int nmax, float *s_out, float 
     *o_out = best_o;
 }
 
+/* Q4_K (nmax 15) and Q5_K (nmax 31): per sub-block of 32 an affine fit, the 8 scales and mins
+ * in 6 bits against the block's d and dmin, then every element requantized with the scales as
+ * stored; q[256] receives the levels (qh: the fifth bits when nmax is 31). */
+static void qt__quant_k(const float *src, qt_f16 *dd, qt_f16 *dmn, uint8_t *scales, uint8_t *q,
+                        int nmax) {
+    float sc[8], mn[8], max_sc = 0.0f, max_mn = 0.0f;
+    for (int j = 0; j < 8; j++) {
+        float o;
+        qt__fit_affine(src + 32 * j, 32, nmax, &sc[j], &o);
+        mn[j] = -o;
+        max_sc = fmaxf(max_sc, sc[j]);
+        max_mn = fmaxf(max_mn, mn[j]);
+    }
+    *dd = qt_f32_to_f16(max_sc / 63.0f);
+    *dmn = qt_f32_to_f16(max_mn / 63.0f);
+    const float d = qt_f16_to_f32(*dd), dmin = qt_f16_to_f32(*dmn);
+    uint8_t ls[8], lm[8];
+    for (int j = 0; j < 8; j++) {
+        int l = d > 0.0f ? qt__rne(sc[j] / d) : 0;
+        ls[j] = (uint8_t)(l < 0 ? 0 : l > 63 ? 63 : l);
+        l = dmin > 0.0f ? qt__rne(mn[j] / dmin) : 0;
+        lm[j] = (uint8_t)(l < 0 ? 0 : l > 63 ? 63 : l);
+    }
+    for (int j = 0; j < 4; j++) {
+        scales[j] = (uint8_t)(ls[j] | ((ls[j + 4] >> 4) << 6));
+        scales[j + 4] = (uint8_t)(lm[j] | ((lm[j + 4] >> 4) << 6));
+        scales[j + 8] = (uint8_t)((ls[j + 4] & 0xF) | ((lm[j + 4] & 0xF) << 4));
+    }
+    for (int j = 0; j < 8; j++) {
+        const float s = d * ls[j], m = dmin * lm[j];
+        for (int l = 0; l < 32; l++) {
+            int v = s > 0.0f ? qt__rne((src[32 * j + l] + m) / s) : 0;
+            q[32 * j + l] = (uint8_t)(v < 0 ? 0 : v > nmax ? nmax : v);
+        }
+    }
+}
+
 void qt_quant_q4_K(const float *src, void *dst, int64_t n) {
     block_q4_K *b = dst;
     for (int64_t i = 0; i < n / QK_K; i++, src += QK_K) {
-        float sc[8], mn[8], max_sc = 0.0f, max_mn = 0.0f;
-        for (int j = 0; j < 8; j++) {
-            float o;
-            qt__fit_affine(src + 32 * j, 32, 15, &sc[j], &o);
-            mn[j] = -o;
-            max_sc = fmaxf(max_sc, sc[j]);
-            max_mn = fmaxf(max_mn, mn[j]);
-        }
-        b[i].d = qt_f32_to_f16(max_sc / 63.0f);
-        b[i].dmin = qt_f32_to_f16(max_mn / 63.0f);
-        const float d = qt_f16_to_f32(b[i].d), dmin = qt_f16_to_f32(b[i].dmin);
-        uint8_t ls[8], lm[8];
-        for (int j = 0; j < 8; j++) {
-            int l = d > 0.0f ? qt__rne(sc[j] / d) : 0;
-            ls[j] = (uint8_t)(l < 0 ? 0 : l > 63 ? 63 : l);
-            l = dmin > 0.0f ? qt__rne(mn[j] / dmin) : 0;
-            lm[j] = (uint8_t)(l < 0 ? 0 : l > 63 ? 63 : l);
-        }
-        for (int j = 0; j < 4; j++) {
-            b[i].scales[j] = (uint8_t)(ls[j] | ((ls[j + 4] >> 4) << 6));
-            b[i].scales[j + 4] = (uint8_t)(lm[j] | ((lm[j + 4] >> 4) << 6));
-            b[i].scales[j + 8] = (uint8_t)((ls[j + 4] & 0xF) | ((lm[j + 4] & 0xF) << 4));
-        }
-        /* requantize with the scales as stored */
         uint8_t q[QK_K];
-        for (int j = 0; j < 8; j++) {
-            const float s = d * ls[j], m = dmin * lm[j];
-            for (int l = 0; l < 32; l++) {
-                int v = s > 0.0f ? qt__rne((src[32 * j + l] + m) / s) : 0;
-                q[32 * j + l] = (uint8_t)(v < 0 ? 0 : v > 15 ? 15 : v);
-            }
-        }
-        for (int c = 0; c < 4; c++) {
-            for (int l = 0; l < 32; l++) {
+        qt__quant_k(src, &b[i].d, &b[i].dmin, b[i].scales, q, 15);
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++)
                 b[i].qs[32 * c + l] = (uint8_t)(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+    }
+}
+
+void qt_quant_q5_K(const float *src, void *dst, int64_t n) {
+    block_q5_K *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, src += QK_K) {
+        uint8_t q[QK_K];
+        qt__quant_k(src, &b[i].d, &b[i].dmin, b[i].scales, q, 31);
+        memset(b[i].qh, 0, sizeof b[i].qh);
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++) {
+                const int lo = q[64 * c + l], hi = q[64 * c + 32 + l];
+                b[i].qs[32 * c + l] = (uint8_t)((lo & 0xF) | ((hi & 0xF) << 4));
+                b[i].qh[l] |= (uint8_t)(((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1)));
             }
-        }
     }
 }
 

@@ -37,6 +37,7 @@ static const qt__dot_row qt__dots[] = {
     {QT_Q4_0, {qt_dot_q4_0_scalar, qt_dot_q4_0_avx2, qt_dot_q4_0_avx512}},
     {QT_Q5_0, {qt_dot_q5_0_scalar, qt_dot_q5_0_avx2, qt_dot_q5_0_avx2}},
     /* no SIMD versions yet: the scalar dot at every ISA */
+    {QT_Q5_K, {qt_dot_q5_K_scalar, qt_dot_q5_K_scalar, qt_dot_q5_K_scalar}},
     {QT_Q4_1, {qt_dot_q4_1_scalar, qt_dot_q4_1_scalar, qt_dot_q4_1_scalar}},
     {QT_Q5_1, {qt_dot_q5_1_scalar, qt_dot_q5_1_scalar, qt_dot_q5_1_scalar}},
     {QT_IQ4_NL, {qt_dot_iq4_nl_scalar, qt_dot_iq4_nl_scalar, qt_dot_iq4_nl_scalar}},
@@ -84,6 +85,10 @@ static qt_traits qt__table[QT_COUNT] = {
                  /* .type_size = */ sizeof(block_q4_K), /* .vec_dot_type = */ QT_Q8_K,
                  /* .to_float = */ qt_dequant_q4_K, /* .from_float = */ qt_quant_q4_K,
                  /* .vec_dot = */ qt_dot_q4_K_scalar},
+    [QT_Q5_K] = {/* .name = */ "Q5_K", /* .block_size = */ QK_K,
+                 /* .type_size = */ sizeof(block_q5_K), /* .vec_dot_type = */ QT_Q8_K,
+                 /* .to_float = */ qt_dequant_q5_K, /* .from_float = */ qt_quant_q5_K,
+                 /* .vec_dot = */ qt_dot_q5_K_scalar},
     [QT_Q6_K] = {/* .name = */ "Q6_K", /* .block_size = */ QK_K,
                  /* .type_size = */ sizeof(block_q6_K), /* .vec_dot_type = */ QT_Q8_K,
                  /* .to_float = */ qt_dequant_q6_K, /* .from_float = */ qt_quant_q6_K,

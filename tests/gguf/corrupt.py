@@ -25,7 +25,7 @@ import sys
 import tempfile
 
 U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
-T_F32, T_Q8_0, T_Q5_K = 0, 8, 13
+T_F32, T_Q8_0, T_IQ2_XXS = 0, 8, 16
 TIMEOUT = 20
 TOKENS = ['hello, a long first token', 'bb', 'ccc', '']   # long enough that a cut inside 'bb'
                                                           # passes the array count bound
@@ -226,7 +226,7 @@ def cases():
     # tensor infos
     add('tensor-type-99', tset(1, type=99))
     add('tensor-type-2^32-1', tset(1, type=2**32 - 1))
-    add('tensor-type-Q5_K', tset(1, type=T_Q5_K))
+    add('tensor-type-IQ2_XXS', tset(1, type=T_IQ2_XXS))
     add('tensor-ne0-not-block-multiple', tset(1, type=T_Q8_0, ne=[16]))
     add('tensor-n_dims-0', tset(1, n_dims=0, ne=[]))
     add('tensor-n_dims-5', tset(1, ne=[3, 1, 1, 1, 1]))

@@ -544,7 +544,7 @@ static void test_writer_errors(const char *dir) {
 
     struct { const char *what, *expect; int type, n_dims; int64_t ne0; uint64_t nbytes; } bad[] = {
         {"size mismatch", "needs 16 bytes", 0, 1, 4, 12},
-        {"unsupported type", "Q5_K", 13, 1, 256, 176},
+        {"unsupported type", "IQ2_XXS", 16, 1, 256, 66},
         {"unknown type", "unknown", 99, 1, 4, 16},
         {"block multiple", "Q8_0", 8, 1, 16, 17},
         {"n_dims 5", "n_dims 5", 0, 5, 4, 16},

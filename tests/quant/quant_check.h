@@ -64,6 +64,7 @@ static void fill_raw(int type, void *dst, int64_t n) {
         case QT_Q4_K: ((block_q4_K *)dst)[i].d = d; ((block_q4_K *)dst)[i].dmin = dmin; break;
         case QT_Q6_K: ((block_q6_K *)dst)[i].d = d; break;
         case QT_Q5_0: ((block_q5_0 *)dst)[i].d = d; break;
+        case QT_Q5_K: ((block_q5_K *)dst)[i].d = d; ((block_q5_K *)dst)[i].dmin = dmin; break;
         case QT_IQ4_NL: ((block_iq4_nl *)dst)[i].d = d; break;
         case QT_Q4_1: ((block_q4_1 *)dst)[i].d = d; ((block_q4_1 *)dst)[i].m = dmin; break;
         case QT_Q5_1: ((block_q5_1 *)dst)[i].d = d; ((block_q5_1 *)dst)[i].m = dmin; break;
