@@ -80,6 +80,7 @@ float qt_dot_bf16_avx2(int64_t n, const void *w, const void *x);
 float qt_dot_q8_0_avx2(int64_t n, const void *w, const void *x);
 float qt_dot_q4_0_avx2(int64_t n, const void *w, const void *x);
 float qt_dot_q5_0_avx2(int64_t n, const void *w, const void *x);
+float qt_dot_q5_K_avx2(int64_t n, const void *w, const void *x);
 float qt_dot_q4_K_avx2(int64_t n, const void *w, const void *x);
 float qt_dot_q6_K_avx2(int64_t n, const void *w, const void *x);
 

@@ -37,7 +37,7 @@ static const qt__dot_row qt__dots[] = {
     {QT_Q4_0, {qt_dot_q4_0_scalar, qt_dot_q4_0_avx2, qt_dot_q4_0_avx512}},
     {QT_Q5_0, {qt_dot_q5_0_scalar, qt_dot_q5_0_avx2, qt_dot_q5_0_avx2}},
     /* no SIMD versions yet: the scalar dot at every ISA */
-    {QT_Q5_K, {qt_dot_q5_K_scalar, qt_dot_q5_K_scalar, qt_dot_q5_K_scalar}},
+    {QT_Q5_K, {qt_dot_q5_K_scalar, qt_dot_q5_K_avx2, qt_dot_q5_K_avx2}},
     {QT_Q4_1, {qt_dot_q4_1_scalar, qt_dot_q4_1_scalar, qt_dot_q4_1_scalar}},
     {QT_Q5_1, {qt_dot_q5_1_scalar, qt_dot_q5_1_scalar, qt_dot_q5_1_scalar}},
     {QT_IQ4_NL, {qt_dot_iq4_nl_scalar, qt_dot_iq4_nl_scalar, qt_dot_iq4_nl_scalar}},
