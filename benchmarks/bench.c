@@ -42,6 +42,7 @@
 #include "backend.h"
 #include "backend_cuda.h"
 #include "bench.h"
+#include "gguf.h"
 #include "kern.h"
 #include "model.h"
 #include "pool.h"
@@ -77,7 +78,8 @@ typedef struct {
 typedef struct {
     const char *kind;     /* "model" or "matmul" */
     char model[256];      /* file, or the shape for matmul runs */
-    char type[16];        /* weight type of the layer matrices */
+    char type[16];        /* the file's type mix (general.file_type), else its main weight type */
+    char mix[128];        /* model runs: share of the streamed weight bytes by type */
     int threads;
     const char *test;     /* "pp" or "tg" */
     int tokens;
@@ -448,7 +450,7 @@ static void bench__progress(const bench_result *r) {
 }
 
 static void bench__print_header(void) {
-    printf("%-34s %-5s %3s %4s %6s %9s %10s %9s %6s %8s %6s %6s\n", "model", "type", "thr",
+    printf("%-34s %-7s %3s %4s %6s %9s %10s %9s %6s %8s %6s %6s\n", "model", "type", "thr",
            "test", "tokens", "time_s", "tok/s", "GFLOP/s", "%fma", "GB/s", "%read", "%adj");
 }
 
@@ -459,7 +461,7 @@ static void bench__print(const bench_log *lg, const bench_result *r) {
     char adj[16] = "-";
     if (r->n_adj > 0) snprintf(adj, sizeof adj, "%.1f", 100.0 * bench__adj_median(r));
     if (r->device[0]) {   /* GPU: %fma is of the device's FLOP peak, %read of its HBM peak */
-        printf("%-34.34s %-5s %3d %4s %6d %9.4f %10.2f %9.2f %6.1f %8.2f %6.1f %6s  %s%s\n", name,
+        printf("%-34.34s %-7s %3d %4s %6d %9.4f %10.2f %9.2f %6.1f %8.2f %6.1f %6s  %s%s\n", name,
                r->type, r->threads, r->test, r->tokens, r->seconds, r->tokens / r->seconds, gf,
                r->dev_peak_flops > 0 ? 100.0 * gf * 1e9 / r->dev_peak_flops : 0.0, gb,
                r->dev_peak_bytes_s > 0 ? 100.0 * gb * 1e9 / r->dev_peak_bytes_s : 0.0, "-",
@@ -467,7 +469,7 @@ static void bench__print(const bench_log *lg, const bench_result *r) {
         fflush(stdout);
         return;
     }
-    printf("%-34.34s %-5s %3d %4s %6d %9.4f %10.2f %9.2f %6.1f %8.2f %6.1f %6s\n", name, r->type,
+    printf("%-34.34s %-7s %3d %4s %6d %9.4f %10.2f %9.2f %6.1f %8.2f %6.1f %6s\n", name, r->type,
            r->threads, r->test, r->tokens, r->seconds, r->tokens / r->seconds, gf,
            c && c->fma_gflops > 0 ? 100.0 * gf / c->fma_gflops : 0.0, gb,
            c && c->read_gbs > 0 ? 100.0 * gb / c->read_gbs : 0.0, adj);
@@ -533,6 +535,7 @@ static int bench__write_json(const bench_opts *o, const bench_log *lg, char *err
         cJSON_AddStringToObject(e, "kind", r->kind);
         cJSON_AddStringToObject(e, "model", r->model);
         cJSON_AddStringToObject(e, "type", r->type);
+        if (r->mix[0]) cJSON_AddStringToObject(e, "weight_mix", r->mix);
         cJSON_AddNumberToObject(e, "threads", r->threads);
         cJSON_AddStringToObject(e, "test", r->test);
         cJSON_AddNumberToObject(e, "tokens", r->tokens);
@@ -889,6 +892,60 @@ static int bench__model_tg_step(void *ctx, int k) {
 }
 
 /* a run on a GPU: the device and the peaks its figures are fractions of */
+/* llama.cpp's file types (general.file_type, enum llama_ftype) by number: the mix a quantized
+ * file was made as ("Q4_K_M" is mostly Q4_K with Q6_K, and Q5_0/Q8_0 where rows are not
+ * multiples of 256). NULL: a number not named here. */
+static const char *bench__ftype_name(uint32_t ft) {
+    static const char *const names[] = {
+        [0] = "F32", [1] = "F16", [2] = "Q4_0", [3] = "Q4_1", [7] = "Q8_0", [8] = "Q5_0",
+        [9] = "Q5_1", [10] = "Q2_K", [11] = "Q3_K_S", [12] = "Q3_K_M", [13] = "Q3_K_L",
+        [14] = "Q4_K_S", [15] = "Q4_K_M", [16] = "Q5_K_S", [17] = "Q5_K_M", [18] = "Q6_K",
+        [25] = "IQ4_NL", [30] = "IQ4_XS", [32] = "BF16",
+    };
+    return ft < sizeof names / sizeof names[0] ? names[ft] : NULL;
+}
+
+/* The label of a model run: the file type when the file names one, else the weight type with
+ * the most streamed bytes ("+" when others are present); mix: every type's share of the bytes
+ * a decode step streams (layer matrices and output head), largest first. */
+static void bench__label(const model *m, char *type, size_t tn, char *mix, size_t mn) {
+    double by[QT_COUNT] = { 0 }, total = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const model_layer *ly = &m->layers[l];
+        const kern_weight *ws[7] = { &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up,
+                                     &ly->w_down };
+        for (int i = 0; i < 7; i++)
+            if (ws[i]->type >= 0 && ws[i]->type < QT_COUNT) by[ws[i]->type] += bench__weight_bytes(ws[i]);
+    }
+    if (m->output.type >= 0 && m->output.type < QT_COUNT)
+        by[m->output.type] += bench__weight_bytes(&m->output);
+    int n_types = 0, top = -1;
+    for (int t = 0; t < QT_COUNT; t++) {
+        total += by[t];
+        if (by[t] > 0) n_types++;
+        if (by[t] > 0 && (top < 0 || by[t] > by[top])) top = t;
+    }
+    uint32_t ft;
+    const char *fname = NULL;
+    if (gguf_find_key(m->gguf, "general.file_type") >= 0 &&
+        gguf_get_u32(m->gguf, "general.file_type", &ft, NULL, 0) == 0)
+        fname = bench__ftype_name(ft);
+    const qt_traits *tt = top >= 0 ? qt_get(top) : NULL;
+    if (fname) snprintf(type, tn, "%s", fname);
+    else snprintf(type, tn, "%s%s", tt ? tt->name : "?", n_types > 1 ? "+" : "");
+    size_t used = 0;
+    mix[0] = 0;
+    for (int k = 0; k < n_types && used < mn; k++) {   /* selection by falling share */
+        int best = -1;
+        for (int t = 0; t < QT_COUNT; t++)
+            if (by[t] > 0 && (best < 0 || by[t] > by[best])) best = t;
+        const qt_traits *bt = qt_get(best);
+        used += (size_t)snprintf(mix + used, mn - used, "%s%s %.0f%%", k ? ", " : "",
+                                 bt ? bt->name : "?", 100.0 * by[best] / total);
+        by[best] = 0;
+    }
+}
+
 static void bench__set_device(bench_result *r, const backend_cuda_props *p, int weight_type) {
     snprintf(r->device, sizeof r->device, "%.96s (cc %d.%d, %d SMs)", p->name, p->cc_major,
              p->cc_minor, p->n_sm);
@@ -940,9 +997,8 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
     double out_params = bench__weight_params(&m->output);
     double out_bytes = bench__weight_bytes(&m->output) + c->dim * sizeof(float);
     double att = 4.0 * c->n_heads * c->head_dim * c->n_layers;   /* flops per (query, key) pair */
-    char type[16];
-    const qt_traits *wt = qt_get(m->layers[0].wq.type);
-    snprintf(type, sizeof type, "%s", wt ? wt->name : "?");
+    char type[16], mix[128];
+    bench__label(m, type, sizeof type, mix, sizeof mix);
 
     /* warm-up: one decode step touches every weight page */
     if (bench__seq_submit(&q, 1, 1) != 0 || bench__seq_step(&q) != 0) goto done;
@@ -965,6 +1021,7 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
                                .bytes = bytes + out_bytes };
         snprintf(res->model, sizeof res->model, "%s", path);
         snprintf(res->type, sizeof res->type, "%s", type);
+        snprintf(res->mix, sizeof res->mix, "%s", mix);
         if (gpu) bench__set_device(res, &gp, m->layers[0].wq.type);
         bench__progress(res);
     }
@@ -991,6 +1048,7 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
         res->bytes = n * (bytes + out_bytes);
         snprintf(res->model, sizeof res->model, "%s", path);
         snprintf(res->type, sizeof res->type, "%s", type);
+        snprintf(res->mix, sizeof res->mix, "%s", mix);
         if (gpu) bench__set_device(res, &gp, m->layers[0].wq.type);
         bench__progress(res);
     }

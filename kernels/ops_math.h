@@ -21,12 +21,15 @@ static inline QT_HD float om_silu(float x) { return x / (1.0f + expf(-x)); }
 
 /* GELU, tanh approximation, as ggml's CPU backend evaluates it (GGML_GELU_FP16): x rounded to
  * half, its GELU (f32, tanhf) rounded to half from a table; 0 below -10 and x above 10. */
+static inline QT_HD float om_gelu_tanh(float h) {
+    return 0.5f * h * (1.0f + tanhf(0.79788456080286535588f * h * (1.0f + 0.044715f * h * h)));
+}
+
 static inline QT_HD float om_gelu_f16(float x) {
     if (x <= -10.0f) return 0.0f;
     if (x >= 10.0f) return x;
     const float h = qt_f16_to_f32(qt_f32_to_f16(x));
-    const float g = 0.5f * h * (1.0f + tanhf(0.79788456080286535588f * h * (1.0f + 0.044715f * h * h)));
-    return qt_f16_to_f32(qt_f32_to_f16(g));
+    return qt_f16_to_f32(qt_f32_to_f16(om_gelu_tanh(h)));
 }
 
 /* 1 / rms given the sum of squares over n elements */

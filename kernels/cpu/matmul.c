@@ -97,9 +97,22 @@ static void mm__barrier(mm__ctx *c, int nth) {
     }
 }
 
+#define MM_PF 4096
+
 static void mm__rows_generic(const mm__ctx *c, const kern_weight *w, float *out, int64_t n0,
                              int64_t n1) {
     qt_vec_dot_fn dot = qt_get(w->type)->vec_dot;
+    if (c->T == 1) {
+        /* decode: one row after the other is one stream; prefetching MM_PF bytes ahead carries
+         * the hardware prefetcher over 4 KiB page bounds, as the AVX2 tiles do (GA_PF) */
+        const uint8_t *xr = c->xc;
+        for (int64_t n = n0; n < n1; n++) {
+            const uint8_t *wr = (const uint8_t *)w->data + (size_t)n * w->row_stride;
+            for (size_t off = 0; off < w->row_stride; off += 64) __builtin_prefetch(wr + MM_PF + off);
+            out[n] = dot(w->n_cols, wr, xr);
+        }
+        return;
+    }
     for (int t = 0; t < c->T; t++) {
         const uint8_t *xr = c->xc + (size_t)t * c->xc_row;
         float *o = out + (int64_t)t * w->n_rows;

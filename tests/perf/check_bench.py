@@ -10,6 +10,7 @@ the sampan binary comes from $SAMPAN.
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -77,6 +78,10 @@ def main():
         tag = "%s %s %s t=%s" % (os.path.basename(str(r.get("model"))), r.get("type"),
                                  r.get("test"), r.get("threads"))
         check(r.get("kind") in ("model", "matmul"), tag + ": kind")
+        if r.get("kind") == "model":   # "Q4_K 80%, Q6_K 20%": shares of the streamed bytes
+            mix = re.findall(r"([A-Z0-9_]+) (\d+)%", str(r.get("weight_mix")))
+            check(mix and abs(sum(int(p) for _, p in mix) - 100) <= len(mix),
+                  tag + ": weight_mix shares sum to 100%% (got %r)" % (r.get("weight_mix"),))
         for k in ("tokens", "seconds", "tokens_per_s", "flops", "gflops", "weight_bytes",
                   "weight_gbs"):
             check(positive(r.get(k)), tag + ": %s > 0" % k)

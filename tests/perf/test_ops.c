@@ -13,6 +13,9 @@
  * plus +-90 (the clamps of the AVX2 exp): relative error vs float64 within 4e-7 (softmax: of
  * the largest output) and every element bit-identical to the same element computed alone (a
  * value never depends on its index or the length).
+ * GeGLU (kern_geglu's table lookup): over every finite half, each half +- one f32 ulp (the
+ * rounding boundaries) and values around the +-10 thresholds, bit-identical to om_gelu_f16
+ * (ggml's formula) and within half precision of GELU's tanh form in float64.
  */
 #include <math.h>
 #include <stdint.h>
@@ -21,6 +24,7 @@
 #include <string.h>
 
 #include "kern.h"
+#include "ops_math.h"
 
 #define BS 16        /* positions per block */
 #define NBLK 6       /* blocks in the cache */
@@ -168,6 +172,48 @@ static void run_elementwise(const char *isa) {
     }
 }
 
+static double gelu64(double x) {
+    return 0.5 * x * (1.0 + tanh(0.79788456080286535588 * x * (1.0 + 0.044715 * x * x)));
+}
+
+static void run_geglu(void) {
+    enum { N = 3 * 65536 + 64 };
+    float *g = malloc(N * sizeof *g), *u = malloc(N * sizeof *u), *o = malloc(N * sizeof *o);
+    int n = 0;
+    for (uint32_t t = 0; t < 65536; t++) {
+        float h = qt_f16_to_f32((qt_f16)t);
+        if (!isfinite(h)) continue;
+        g[n++] = h;
+        g[n++] = nextafterf(h, INFINITY);
+        g[n++] = nextafterf(h, -INFINITY);
+    }
+    for (int i = 0; i < 32; i++) {
+        g[n++] = 10.0f - 0.001f * (float)i;
+        g[n++] = -10.0f + 0.001f * (float)i;
+    }
+    for (int i = 0; i < n; i++) u[i] = i % 3 ? rnd() : 1.0f;
+    kern_geglu(o, g, u, n);
+    int same = 1;
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        float want = om_gelu_f16(g[i]) * u[i];
+        same = same && memcmp(&want, &o[i], sizeof want) == 0;
+        if (fabsf(g[i]) < 10.0f) {   /* x and GELU(x) each rounded to half: 2^-11 relative, twice */
+            double ref = gelu64(g[i]) * u[i];
+            double e = fabs(o[i] - ref) / (fabs(ref) + 6.2e-5 * fabs(u[i]));
+            worst = e > worst ? e : worst;
+        }
+    }
+    char what[128];
+    snprintf(what, sizeof what, "geglu over %d inputs: bit-identical to om_gelu_f16", n);
+    check(same, what);
+    snprintf(what, sizeof what, "geglu: max rel error vs float64 %.2g <= 2e-3", worst);
+    check(worst <= 2e-3, what);
+    free(g);
+    free(u);
+    free(o);
+}
+
 int main(void) {
     const char *isas[] = { NULL, "scalar" };
     for (int i = 0; i < 2; i++) {
@@ -178,6 +224,7 @@ int main(void) {
         for (int d = 0; d < 3; d++) run(kern_isa(), (int[]){ 64, 40, 36 }[d]);
         run_elementwise(kern_isa());
     }
+    run_geglu();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }
