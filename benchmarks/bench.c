@@ -1112,7 +1112,7 @@ static int bench__list(const char *opt, const char *s, int is_type, int *out, in
         }
         if (is_type) {
             int t = synth_type_from_name(tokn);
-            if (t < 0 || !qt_get(t)) {
+            if (t < 0 || (t < SYNTH_MIX_BASE && !qt_get(t))) {
                 fprintf(stderr, "sampan: bench: %s: unknown type '%s'\n", opt, tokn);
                 return -1;
             }
@@ -1226,6 +1226,12 @@ static int bench__parse(int argc, char **argv, bench_opts *o) {
         o->n_types = o->quick ? 1 : 4;
         memcpy(o->types, d, sizeof(int) * (size_t)o->n_types);
     }
+    for (int i = 0; o->matmul && i < o->n_types; i++)
+        if (o->types[i] >= SYNTH_MIX_BASE) {
+            fprintf(stderr, "sampan: bench: --matmul times one type at a time; %s is a mix\n",
+                    synth_type_name(o->types[i]));
+            return -1;
+        }
     if (threads) {
         if (bench__list("--threads", threads, 0, o->threads, &o->n_threads)) return -1;
     } else {
@@ -1288,11 +1294,10 @@ int bench_main(int argc, char **argv) {
         if (n_models == 0) {
             if (bench__mkdirs(o.model_dir, err, sizeof err) != 0) rc = 1;
             for (int i = 0; i < o.n_types && rc == 0; i++) {
-                const qt_traits *t = qt_get(o.types[i]);
                 char lay[32] = "";
                 if (o.layers > 0) snprintf(lay, sizeof lay, "-L%d", o.layers);
                 snprintf(paths[i], sizeof paths[i], "%s/%s%s-%s.gguf", o.model_dir, shape->name,
-                         lay, t->name);
+                         lay, synth_type_name(o.types[i]));
                 struct stat sb;
                 if (stat(paths[i], &sb) != 0) {
                     printf("# making %s\n", paths[i]);

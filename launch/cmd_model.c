@@ -17,7 +17,8 @@ static int model_synth(int argc, char **argv) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             puts("usage: sampan model synth -o FILE --shape tiny|small|tinyllama-1.1b|llama-7b|tiny-gemma3|tiny-gemma3-swa\n"
-                 "                          [--type TYPE (any quantize type)] [--layers N] [--seed S]");
+                 "                          [--type TYPE (any quantize type, or the mixes Q4_K_M, Q5_K_M)]\n"
+                 "                          [--layers N] [--seed S]");
             return 0;
         }
         if (!(v = cli_arg(argc, argv, &i))) return 2;
@@ -57,6 +58,11 @@ static int model_quantize(int argc, char **argv) {
         return 2;
     }
     int type = synth_type_from_name(argv[3]);
+    if (type >= SYNTH_MIX_BASE) {
+        cli_error("model quantize: '%s' is a mix of types: quantize takes one type (the mixes are "
+                  "for `sampan model synth`)", argv[3]);
+        return 2;
+    }
     if (type < 0) {
         char names[256];
         synth_type_names(names, sizeof names);

@@ -47,21 +47,58 @@ static const char corpus[] =
     "2048 appear in tables; code uses symbols such as <tag>, & and \"quotes\".";
 
 /* the weight types of the traits table (kernels/cpu/traits.c), by their names */
+static const struct { int id; const char *name; int base; } synth__mixes[] = {
+    { SYNTH_Q4_K_M, "Q4_K_M", QT_Q4_K },
+    { SYNTH_Q5_K_M, "Q5_K_M", QT_Q5_K },
+};
+#define SYNTH_N_MIXES ((int)(sizeof synth__mixes / sizeof synth__mixes[0]))
+
 int synth_type_from_name(const char *name) {
     for (int t = 0; t < QT_COUNT; t++)
         if (qt_supported(t) && !strcasecmp(name, qt_get(t)->name)) return t;
+    for (int i = 0; i < SYNTH_N_MIXES; i++)
+        if (!strcasecmp(name, synth__mixes[i].name)) return synth__mixes[i].id;
     return -1;
+}
+
+const char *synth_type_name(int type) {
+    for (int i = 0; i < SYNTH_N_MIXES; i++)
+        if (type == synth__mixes[i].id) return synth__mixes[i].name;
+    const qt_traits *t = type >= 0 && type < QT_COUNT ? qt_get(type) : NULL;
+    return t ? t->name : "?";
 }
 
 void synth_type_names(char *buf, size_t n) {
     size_t used = 0;
     if (n) buf[0] = 0;
-    for (int t = 0; t < QT_COUNT && used < n; t++)
-        if (qt_supported(t)) {
-            int w = snprintf(buf + used, n - used, "%s%s", used ? ", " : "", qt_get(t)->name);
-            if (w < 0) break;
-            used += (size_t)w;
-        }
+    for (int t = 0; t < QT_COUNT + SYNTH_N_MIXES && used < n; t++) {
+        const char *name = t < QT_COUNT ? (qt_supported(t) ? qt_get(t)->name : NULL)
+                                        : synth__mixes[t - QT_COUNT].name;
+        if (!name) continue;
+        int w = snprintf(buf + used, n - used, "%s%s", used ? ", " : "", name);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+}
+
+/* llama.cpp's use_more_bits(i, n): the layers a K-quant mix gives Q6_K attn_v and ffn_down */
+static int synth__more_bits(int i, int n) {
+    return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+}
+
+/* The type of matrix `name` in a model of L layers made as `type` (a qt_type or a mix) */
+static int synth__tensor_type(int type, const char *name, int L) {
+    int base = -1;
+    for (int i = 0; i < SYNTH_N_MIXES; i++)
+        if (type == synth__mixes[i].id) base = synth__mixes[i].base;
+    if (base < 0) return type;
+    if (!strcmp(name, "output.weight")) return QT_Q6_K;
+    int l;
+    char what[64];
+    if (sscanf(name, "blk.%d.%63[^.]", &l, what) == 2 &&
+        (!strcmp(what, "attn_v") || !strcmp(what, "ffn_down")) && synth__more_bits(l, L))
+        return QT_Q6_K;
+    return base;
 }
 
 /* ---- vocabulary ------------------------------------------------------------------------ */
@@ -257,7 +294,8 @@ oom:
 
 typedef struct {
     gguf_writer *w;
-    int type;
+    int type;             /* a qt_type or a mix (SYNTH_Q4_K_M ...) */
+    int n_layers;         /* L, for the mixes' per-layer rule */
     uint64_t rng;
     void **bufs;
     int n_bufs, cap_bufs;
@@ -282,7 +320,7 @@ static void *keep(synth_ctx *c, void *p) {
 
 /* a (rows, cols) matrix of uniform noise with std `sd`, stored as the context's type */
 static int add_matrix(synth_ctx *c, const char *name, int64_t rows, int64_t cols, float sd) {
-    int type = c->type;
+    int type = synth__tensor_type(c->type, name, c->n_layers);
     const qt_traits *tr = qt_get(type);
     if (!tr || !tr->from_float || cols % tr->block_size) type = QT_Q8_0;
     tr = qt_get(type);
@@ -344,8 +382,9 @@ int synth_model(const char *path, const char *shape, int type, int layers, uint6
                  "tiny-gemma3, tiny-gemma3-swa)", shape);
         return -1;
     }
-    const qt_traits *tt = qt_get(type);
-    if (!tt || (type != QT_F32 && !tt->from_float) || type == QT_Q8_K) {
+    const int base = synth__tensor_type(type, "", 1);   /* a mix's main type */
+    const qt_traits *tt = base >= 0 && base < QT_COUNT ? qt_get(base) : NULL;
+    if (!tt || (base != QT_F32 && !tt->from_float) || base == QT_Q8_K) {
         snprintf(err, errlen, "synth: unsupported weight type %d", type);
         return -1;
     }
@@ -356,7 +395,7 @@ int synth_model(const char *path, const char *shape, int type, int layers, uint6
         snprintf(err, errlen, "synth: could not build a %d-token vocabulary", sh->vocab);
         return -1;
     }
-    synth_ctx c = { gguf_writer_new(), type, seed * 0x2545F4914F6CDD1Dull + 1, NULL, 0, 0, err,
+    synth_ctx c = { gguf_writer_new(), type, L, seed * 0x2545F4914F6CDD1Dull + 1, NULL, 0, 0, err,
                     errlen };
     int rc = -1;
     if (!c.w) {
@@ -372,6 +411,7 @@ int synth_model(const char *path, const char *shape, int type, int layers, uint6
     gguf_writer_set_str(c.w, "general.architecture", ar);
     gguf_writer_set_str(c.w, "general.name", name);
     gguf_writer_set_u32(c.w, "general.alignment", 32);
+    if (type >= SYNTH_MIX_BASE) gguf_writer_set_u32(c.w, "general.file_type", (uint32_t)(type - SYNTH_MIX_BASE));
     gguf_writer_set_u32(c.w, K("context_length"), (uint32_t)sh->ctx);
     gguf_writer_set_u32(c.w, K("embedding_length"), (uint32_t)sh->dim);
     gguf_writer_set_u32(c.w, K("block_count"), (uint32_t)L);

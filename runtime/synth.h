@@ -14,9 +14,18 @@
 /* type: a qt_type for the matrices (norms stay F32). layers <= 0: the shape's own count. */
 int synth_model(const char *path, const char *shape, int type, int layers, uint64_t seed,
                 char *err, size_t errlen);
-/* a supported weight type by name ("F32" -> 0, "q4_k" -> 12, case-insensitive); -1 if unknown */
+/* llama.cpp's K-quant mixes as its quantizer makes them, as type ids of their own (above every
+ * qt_type): Q4_K_M / Q5_K_M are Q4_K / Q5_K with Q6_K for the output head and for attn_v and
+ * ffn_down of layers l < L/8, l >= 7L/8 and every third one between (llama.cpp's
+ * use_more_bits); the file's general.file_type names the mix. Only synth_model takes them. */
+enum { SYNTH_MIX_BASE = 0x100, SYNTH_Q4_K_M = SYNTH_MIX_BASE + 15, SYNTH_Q5_K_M = SYNTH_MIX_BASE + 17 };
+/* a supported weight type or mix by name ("F32" -> 0, "q4_k" -> 12, "Q5_K_M" -> SYNTH_Q5_K_M,
+ * case-insensitive); -1 if unknown */
 int synth_type_from_name(const char *name);
-/* "F32, F16, ..." : every supported weight type's name, into buf (truncated to n) */
+/* the name of a qt_type or a mix; "?" if neither */
+const char *synth_type_name(int type);
+/* "F32, F16, ..., Q4_K_M, Q5_K_M" : every supported weight type's and mix's name, into buf
+ * (truncated to n) */
 void synth_type_names(char *buf, size_t n);
 
 #endif

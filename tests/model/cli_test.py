@@ -5,7 +5,7 @@ shared model, `model synth` determinism and every synth type, `model quantize` r
 Expected values come from ../shared/reference (stories260K's greedy text) or from the
 definition of the option, never from an earlier run of ours."""
 import atexit, shutil, tempfile
-import hashlib, json, os, subprocess, sys
+import hashlib, json, os, re, subprocess, sys
 
 sampan = os.environ.get("SAMPAN", "build/sampan")
 shared = os.environ.get("SAMPAN_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
@@ -182,6 +182,22 @@ for ty in ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K"):
     check(ok and f"  {ty} " in info, f"synth small {ty}: runs, info lists {ty}")
     rc4, dec, _ = run(["run", "-m", p, "-p", "Any text: 香港 <tag> 123", "-n", "1", "--json", "-t", "1"])
     check(rc4 == 0, "synth vocabulary tokenizes any text")
+
+# the K-quant mixes as llama.cpp's quantizer makes them: over 22 layers (TinyLlama's count, whose
+# Q4_K_M file has 135 Q4_K and 21 Q6_K matrices) use_more_bits picks layers 0, 1, 4, 7, 10, 13,
+# 16, 19, 20, 21 for Q6_K attn_v and ffn_down, plus the output head; the file type names the mix
+for mix, base in (("Q4_K_M", "Q4_K"), ("Q5_K_M", "Q5_K")):
+    p = os.path.join(tmp, f"cli-synth-small-{mix}.gguf")
+    rc, out, err = run(["model", "synth", "-o", p, "--shape", "small", "--type", mix, "--layers", "22"])
+    rc3, info, _ = run(["info", p])
+    counts = dict(re.findall(r"^  (\w+)\s+(\d+) tensors", info, re.M))
+    check(rc == 0 and counts.get(base) == "135" and counts.get("Q6_K") == "21",
+          f"synth {mix}: 135 {base} + 21 Q6_K matrices over 22 layers (got {counts})")
+    rc2, out2, _ = run(["bench", "-m", p, "--threads", "1", "--pp", "0", "--tg", "2", "--json", p + ".json"])
+    label = rc2 == 0 and json.load(open(p + ".json"))["runs"][0]["type"]
+    check(label == mix, f"bench labels the synth {mix} model by its file type (got {label!r})")
+rc, out, err = run(["model", "quantize", paths[0], os.path.join(tmp, "cli-mix.gguf"), "Q4_K_M"])
+check(one_line_error(rc, err, 2) and "mix" in err, f"quantize to a mix: one-line refusal ({err.strip()!r})")
 
 # ---- run's text is valid UTF-8: a random-weight model emits arbitrary bytes; stdout shows
 # them with U+FFFD for what is not UTF-8 (no invalid sequence reaches a terminal) and equals
