@@ -273,15 +273,17 @@ static int read_cfg(const gguf_ctx *g, model_cfg *c, char *err, size_t errlen) {
         return -1;
     }
     /* head dim: attention.key_length (Gemma 3: 256, Qwen3: 128, not C/H), else C/H */
-    uint32_t hd = UINT32_MAX, vl = 0;
-    if (get_u32(g, a, "attention.key_length", &hd, 0, err, errlen) ||
+    uint32_t hd = 0, vl = 0;
+    char kl[96];
+    snprintf(kl, sizeof kl, "%s.attention.key_length", a);
+    int krc = gguf_get_u32(g, kl, &hd, err, errlen);
+    if ((krc != GGUF_OK && krc != GGUF_ERR_NOTFOUND) ||
         get_u32(g, a, "attention.value_length", &vl, 0, err, errlen))
         return -1;
-    if (hd == 0) {
-        snprintf(err, errlen, "model: %s.attention.key_length is 0 (the head dim)", a);
+    if (krc == GGUF_OK && hd == 0) {
+        snprintf(err, errlen, "model: %s is 0 (the head dim)", kl);
         return -1;
     }
-    if (hd == UINT32_MAX) hd = 0;   /* absent */
     if (hd == 0 && dim % heads) {
         snprintf(err, errlen, "model: embedding_length %u does not divide by %u heads and "
                  "attention.key_length is absent", dim, heads);

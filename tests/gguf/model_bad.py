@@ -88,6 +88,8 @@ def cases():
     return [
         ('qwen3-key-length-0', 'tiny-qwen3', {q + 'attention.key_length': n32(0)}, 'key_length'),
         ('gemma3-key-length-0', 'tiny-gemma3', {g + 'attention.key_length': n32(0)}, 'key_length'),
+        ('qwen3-key-length-2^32-1', 'tiny-qwen3', {q + 'attention.key_length': n32(2**32 - 1)},
+         'key_length 4294967295'),
         ('gemma3-key-length-odd', 'tiny-gemma3', {g + 'attention.key_length': n32(33),
                                                   g + 'attention.value_length': n32(33)},
          'key_length 33'),
