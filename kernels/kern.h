@@ -101,10 +101,22 @@ void kern_matmul_n(struct pool *pool, int n, float *const *out, const kern_weigh
 
 /* out (C) = x (C) / rms(x) * w (C) */
 void kern_rmsnorm(float *out, const float *x, const float *w, int C, float eps);
+/* RoPE scaling, as llama.cpp's ggml_rope_ext takes it; all zero is none (the angle of pair i
+ * is then pos * base^(-2i/n_rot) / freq_factor[i], unscaled). */
+typedef struct {
+    float freq_scale;       /* interpolated angle = freq_scale * angle (linear: 1/factor); 0: 1 */
+    float ext_factor;       /* YaRN: 1 mixes in the unscaled angle on the ramp; 0: none */
+    float attn_factor;      /* cos and sin are multiplied by this (YaRN: times
+                               1 + 0.1 ln(1/freq_scale)); 0: 1 */
+    float corr_lo, corr_hi; /* YaRN: pairs below corr_lo keep the unscaled angle, above
+                               corr_hi the interpolated one, linear ramp between */
+} kern_rope_scaling;
+
 /* Rotate q or k in place: x is (H, D); pairs are (2i, 2i+1) when neox == 0, (i, i + D/2) when
- * neox != 0, for i < n_rot/2. freq_factors (n_rot/2) may be NULL (Llama-3 rope_freqs). */
+ * neox != 0, for i < n_rot/2. freq_factors (n_rot/2) may be NULL (Llama-3 rope_freqs);
+ * sc may be NULL (no scaling). */
 void kern_rope(float *x, int H, int D, int n_rot, int pos, float freq_base, int neox,
-               const float *freq_factors);
+               const float *freq_factors, const kern_rope_scaling *sc);
 void kern_softmax(float *x, int n);   /* in place, max-subtracted */
 
 /* One KV head of one layer in a paged cache: position p's key is element

@@ -52,6 +52,38 @@ static inline QT_HD float om_rope_theta(int pos, float theta_scale, int i) {
     return theta;
 }
 
+/* RoPE scaling (kern_rope_scaling's fields), after ggml's rope_yarn. The magnitude of cos and
+ * sin: attn_factor (0: 1), times 1 + 0.1 ln(1/freq_scale) with YaRN. One value per call, computed
+ * on the host by both backends (so the GPU's logf never enters). */
+static inline QT_HD float om_rope_mscale(float freq_scale, float ext_factor, float attn_factor) {
+    const float fs = freq_scale > 0.0f ? freq_scale : 1.0f;
+    const float m = attn_factor > 0.0f ? attn_factor : 1.0f;
+    return ext_factor != 0.0f ? m * (1.0f + 0.1f * logf(1.0f / fs)) : m;
+}
+
+/* The angle of pair i from its unscaled angle: freq_scale times it, and with YaRN a mix towards
+ * the unscaled angle for the pairs below the ramp (ramp 1 below corr_lo, 0 above corr_hi). */
+static inline QT_HD float om_rope_scaled(float theta, int i, float freq_scale, float ext_factor,
+                                         float corr_lo, float corr_hi) {
+    const float interp = om_mul_rn(freq_scale > 0.0f ? freq_scale : 1.0f, theta);
+    if (ext_factor == 0.0f) return interp;
+    const float y = ((float)i - corr_lo) / fmaxf(0.001f, corr_hi - corr_lo);
+    const float mix = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * ext_factor;
+    return om_mul_rn(interp, 1.0f - mix) + om_mul_rn(theta, mix);
+}
+
+/* YaRN's correction range for n_rot rotary dims trained on n_ctx_orig positions: the pairs
+ * whose wavelength makes beta_fast (lo) and beta_slow (hi) turns over n_ctx_orig, i.e. the dim
+ * n_rot ln(n_ctx_orig / (2 pi beta)) / (2 ln base), floor/ceil, clamped to [0, n_rot - 1]. */
+static inline QT_HD void om_rope_yarn_corr(int n_rot, int n_ctx_orig, float base, float beta_fast,
+                                           float beta_slow, float *lo, float *hi) {
+    const float two_ln_base = 2.0f * logf(base);
+    const float a = floorf((float)n_rot * logf((float)n_ctx_orig / (beta_fast * 2.0f * 3.14159265358979f)) / two_ln_base);
+    const float b = ceilf((float)n_rot * logf((float)n_ctx_orig / (beta_slow * 2.0f * 3.14159265358979f)) / two_ln_base);
+    *lo = fmaxf(0.0f, a);
+    *hi = fminf((float)(n_rot - 1), b);
+}
+
 /* rotate one pair (a, b) by the angle whose cosine and sine are c, s; each product rounded
  * (no fma) so that both backends give the same bits */
 static inline QT_HD void om_rope_pair(float *a, float *b, float c, float s) {

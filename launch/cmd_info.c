@@ -106,9 +106,13 @@ int cmd_info(int argc, char **argv) {
                "ffn %d, context %d\n",
                c->arch_name, c->n_vocab, c->dim, c->n_layers, c->n_heads, c->n_kv_heads,
                c->head_dim, c->ffn_dim, c->n_ctx_train);
-        printf("rope: %d dims, base %g, %s pairing%s; rms eps %g; qkv bias %s; output %s\n",
-               c->n_rot, c->rope_base, c->rope_neox ? "neox" : "normal",
-               m->rope_freqs ? ", rope_freqs" : "", c->norm_eps, c->qkv_bias ? "yes" : "no",
+        static const char *const scaling[] = { "none", "linear", "yarn" };
+        printf("rope: %d dims, base %g, %s pairing%s, scaling %s", c->n_rot, c->rope_base,
+               c->rope_neox ? "neox" : "normal", m->rope_freqs ? ", rope_freqs" : "",
+               scaling[c->rope_scaling]);
+        if (c->rope_scaling != ROPE_SCALING_NONE) printf(" x%g", c->rope_factor);
+        if (c->rope_scaling == ROPE_SCALING_YARN) printf(" of %d positions", c->rope_ctx_orig);
+        printf("; rms eps %g; qkv bias %s; output %s\n", c->norm_eps, c->qkv_bias ? "yes" : "no",
                c->tied_output ? "tied to token_embd" : "separate");
         printf("weights: %.2f MiB used for inference\n", (double)m->weight_bytes / (1 << 20));
         model_free(m);

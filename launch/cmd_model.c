@@ -16,7 +16,8 @@ static int model_synth(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            puts("usage: sampan model synth -o FILE --shape tiny|small|tinyllama-1.1b|llama-7b|tiny-gemma3|tiny-gemma3-swa\n"
+            puts("usage: sampan model synth -o FILE --shape SHAPE (tiny, small, tinyllama-1.1b, llama-7b, tiny-gemma3[-swa|-linear],\n"
+                 "                              tiny-qwen3[-linear|-yarn])\n"
                  "                          [--type TYPE (any quantize type, or the mixes Q4_K_M, Q5_K_M)]\n"
                  "                          [--layers N] [--seed S]");
             return 0;

@@ -31,7 +31,7 @@
 #include "kern.h"
 #include "pool.h"
 
-#define BACKEND_VERSION 2
+#define BACKEND_VERSION 3   /* 3: backend_rope.scaling */
 
 typedef struct backend backend;
 
@@ -54,12 +54,15 @@ typedef struct {
     int n_layers, n_blocks, n_kv_heads, block_size, head_dim;
 } backend_kv;
 
-/* RoPE of one tensor: pairs (2i, 2i+1), or (i, i + n_rot/2) with neox, for i < n_rot/2 */
+/* RoPE of one tensor: pairs (2i, 2i+1), or (i, i + n_rot/2) with neox, for i < n_rot/2.
+ * Fields after freq_factors were added later: an initialiser that stops before them (zeros)
+ * means no scaling. */
 typedef struct {
     int n_rot;
     float base;
     int neox;
     const float *freq_factors;     /* (n_rot/2) device, or NULL */
+    kern_rope_scaling scaling;     /* linear / YaRN (kern.h); all zero: none */
 } backend_rope;
 
 /* Grouped-query attention of this rank's H query heads: local head h reads KV head

@@ -106,7 +106,7 @@ static int cpu__rope(backend *b, float *x, int T, int H, int D, const backend_ro
     const cpu_ctx *c = b->ctx;
     for (int t = 0; t < T; t++)
         kern_rope(x + (size_t)t * H * D, H, D, r->n_rot, c->bb.pos[t], r->base, r->neox,
-                  r->freq_factors);
+                  r->freq_factors, &r->scaling);
     return 0;
 }
 

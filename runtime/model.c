@@ -3,7 +3,7 @@
  * activation itself, so the same code runs on the CPU and on a GPU.
  *
  * Per layer, in llama2.c's order: RMSNorm -> Q,K,V projections (+bias) [-> per-head RMSNorm of
- * q and k] -> RoPE (the layer's base) -> write K,V to the cache -> causal attention over the
+ * q and k] -> RoPE (the layer's base and scaling) -> write K,V to the cache -> causal attention over the
  * cache of each position's own sequence (the last W positions on a sliding-window layer) ->
  * output projection [-> post-norm] + residual -> RMSNorm -> SwiGLU or GeGLU FFN [-> post-norm]
  * + residual. Then the final norm and the output head, only for positions that asked for
@@ -95,7 +95,8 @@ static int attn_half(const model *m, model_state *s, int l, int T, char *err, si
     const model_shard *sh = &m->shard;
     const model_layer *L = &m->layers[l];
     const int C = c->dim, D = c->head_dim, H = sh->n_heads, Hkv = sh->n_kv_heads;
-    const backend_rope rope = { c->n_rot, L->rope_base, c->rope_neox, m->rope_freqs };
+    const backend_rope rope = { c->n_rot, L->rope_base, c->rope_neox, m->rope_freqs,
+                               L->rope_scaling };
     const backend_attn at = { H, sh->head0, c->n_heads / c->n_kv_heads, sh->kv_head0,
                               c->attn_scale, L->window };
     BE(rmsnorm(be, s->xb, s->x, L->attn_norm, T, C, c->norm_eps));

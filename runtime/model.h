@@ -3,8 +3,9 @@
  * Architectures are data: model_load reads `general.architecture`, looks it up in a table of
  * architecture descriptions (runtime/model_load.c: which tensors, which options — QKV bias,
  * NeoX RoPE, tied output) and fills a model_cfg plus per-layer weight views into the mapping.
- * Supported now: llama (Llama 2/3, TinyLlama, Mistral without sliding window), qwen2 and gemma3
- * (q/k norms, pre+post norms, GeGLU, interleaved sliding-window layers).
+ * Supported now: llama (Llama 2/3, TinyLlama, Mistral without sliding window), qwen2, qwen3
+ * (dense: q/k norms, key_length head dim) and gemma3 (q/k norms, pre+post norms, GeGLU,
+ * interleaved sliding-window layers); RoPE scaling none, linear or yarn.
  *
  * Legend: V = vocab, C = embedding dim, L = layers, H = query heads, Hkv = KV heads, D = head dim,
  * F = FFN hidden dim, T = tokens in a batch, P = context length.
@@ -28,7 +29,10 @@ struct pool;
 struct backend;
 struct comm;
 
-typedef enum { ARCH_LLAMA = 1, ARCH_QWEN2 = 2, ARCH_GEMMA3 = 3 } model_arch;
+typedef enum { ARCH_LLAMA = 1, ARCH_QWEN2 = 2, ARCH_GEMMA3 = 3, ARCH_QWEN3 = 4 } model_arch;
+
+/* RoPE scaling from `{arch}.rope.scaling.type` (llama.cpp's names) */
+typedef enum { ROPE_SCALING_NONE = 0, ROPE_SCALING_LINEAR = 1, ROPE_SCALING_YARN = 2 } model_rope_scaling;
 
 /* the FFN variant of a block */
 typedef enum { FFN_SWIGLU = 0, FFN_GEGLU = 1 } model_ffn;
@@ -59,6 +63,10 @@ typedef struct {
     int swa_period;  /* layer l is local iff l % swa_period < swa_period - 1 (Gemma 3: 6);
                         0 with a window: every layer local */
     float rope_base_local; /* RoPE base of the local layers (Gemma 3: 10000) */
+    model_rope_scaling rope_scaling; /* of the global layers (local ones are never scaled) */
+    float rope_factor;     /* rope.scaling.factor: freq_scale = 1/factor */
+    int rope_ctx_orig;     /* YaRN: rope.scaling.original_context_length (else n_ctx_train) */
+    float yarn_beta_fast, yarn_beta_slow; /* YaRN ramp ends, in turns (32 and 1) */
 } model_cfg;
 
 /* How a rank's slice of a second matrix of a block half (attention output, FFN down) is
@@ -92,6 +100,7 @@ typedef struct {
                                                     residual add (Gemma) */
     int window;                          /* W: attends to the last W positions; 0: all */
     float rope_base;                     /* this layer's RoPE base */
+    kern_rope_scaling rope_scaling;      /* this layer's RoPE scaling; zeros: none */
 } model_layer;
 
 /* This rank's share of the model: tensor-parallel rank within its stage, pipeline stage,

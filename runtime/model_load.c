@@ -17,6 +17,7 @@
 #include "backend.h"
 #include "gguf.h"
 #include "model.h"
+#include "ops_math.h"
 #include "tok.h"
 
 typedef struct {
@@ -36,6 +37,12 @@ static const arch_desc archs[] = {
     { "llama", ARCH_LLAMA, 0, 0, 1e-5f, FFN_SWIGLU, 0, 0, 0, 0 },
     { "qwen2", ARCH_QWEN2, 1, 1, 1e-6f, FFN_SWIGLU, 0, 0, 0, 0 },
     { "gemma3", ARCH_GEMMA3, 0, 1, 1e-6f, FFN_GEGLU, 1, 6, 1, 1 },
+    { "qwen3", ARCH_QWEN3, 0, 1, 1e-6f, FFN_SWIGLU, 0, 0, 1, 0 },
+};
+
+/* architectures known by name and refused, with what they lack here */
+static const struct { const char *name, *why; } archs_refused[] = {
+    { "qwen3moe", "mixture-of-experts FFN" },
 };
 
 /* model dimensions a tensor shape is written in */
@@ -170,6 +177,54 @@ static int get_f32(const gguf_ctx *g, const char *arch, const char *key, float *
     return rc == GGUF_ERR_NOTFOUND ? 0 : rc;
 }
 
+/* RoPE scaling as llama.cpp reads it: rope.scaling.type (absent: linear, so a factor alone
+ * scales), the factor from rope.scale_linear or rope.scaling.factor (absent: no scaling); YaRN's
+ * original context (default the training context) and ramp ends (32, 1). Unknown types are
+ * refused rather than run with the wrong positions. */
+static int read_rope_scaling(const gguf_ctx *g, const char *a, model_cfg *c, char *err,
+                             size_t errlen) {
+    char full[96];
+    gguf_str rst;
+    snprintf(full, sizeof full, "%s.rope.scaling.type", a);
+    int rc = gguf_get_str(g, full, &rst, err, errlen);
+    if (rc != GGUF_OK && rc != GGUF_ERR_NOTFOUND) return -1;
+    c->rope_scaling = ROPE_SCALING_LINEAR;
+    if (rc == GGUF_OK && gguf_str_eq(rst, "none")) c->rope_scaling = ROPE_SCALING_NONE;
+    else if (rc == GGUF_OK && gguf_str_eq(rst, "yarn")) c->rope_scaling = ROPE_SCALING_YARN;
+    else if (rc == GGUF_OK && !gguf_str_eq(rst, "linear")) {
+        snprintf(err, errlen, "model: %s '%.*s' is not supported (none, linear or yarn)", full,
+                 (int)(rst.len > 32 ? 32 : rst.len), rst.ptr);
+        return -1;
+    }
+    float factor = 0.0f;
+    uint32_t orig = (uint32_t)c->n_ctx_train;
+    c->yarn_beta_fast = 32.0f;
+    c->yarn_beta_slow = 1.0f;
+    if (get_f32(g, a, "rope.scale_linear", &factor, err, errlen) ||
+        (factor == 0.0f && get_f32(g, a, "rope.scaling.factor", &factor, err, errlen)) ||
+        get_u32(g, a, "rope.scaling.original_context_length", &orig, 0, err, errlen) ||
+        get_f32(g, a, "rope.scaling.yarn_beta_fast", &c->yarn_beta_fast, err, errlen) ||
+        get_f32(g, a, "rope.scaling.yarn_beta_slow", &c->yarn_beta_slow, err, errlen))
+        return -1;
+    if (factor == 0.0f || c->rope_scaling == ROPE_SCALING_NONE) {
+        c->rope_scaling = ROPE_SCALING_NONE;   /* llama.cpp: type none never scales */
+        c->rope_factor = 1.0f;
+        return 0;
+    }
+    if (!(factor > 0.0f && factor <= 1e6f) || orig == 0 || orig > (1u << 24) ||
+        !(c->yarn_beta_fast > c->yarn_beta_slow && c->yarn_beta_slow > 0.0f &&
+          c->yarn_beta_fast < 1e6f)) {
+        snprintf(err, errlen, "model: %s.rope.scaling: factor %g, original_context_length %u, "
+                 "yarn_beta_fast %g, yarn_beta_slow %g (factor in (0, 1e6], context in "
+                 "[1, 2^24], 0 < beta_slow < beta_fast)", a, (double)factor, orig,
+                 (double)c->yarn_beta_fast, (double)c->yarn_beta_slow);
+        return -1;
+    }
+    c->rope_factor = factor;
+    c->rope_ctx_orig = (int)orig;
+    return 0;
+}
+
 static int read_cfg(const gguf_ctx *g, model_cfg *c, char *err, size_t errlen) {
     gguf_str an;
     if (gguf_get_str(g, "general.architecture", &an, err, errlen) != GGUF_OK) {
@@ -177,12 +232,21 @@ static int read_cfg(const gguf_ctx *g, model_cfg *c, char *err, size_t errlen) {
         return -1;
     }
     const arch_desc *ad = NULL;
-    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
+    char names[96] = "";
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) {
         if (gguf_str_eq(an, archs[i].name)) ad = &archs[i];
+        size_t n = strlen(names);
+        snprintf(names + n, sizeof names - n, "%s%s", i ? ", " : "", archs[i].name);
+    }
+    for (size_t i = 0; i < sizeof archs_refused / sizeof archs_refused[0]; i++)
+        if (gguf_str_eq(an, archs_refused[i].name)) {
+            snprintf(err, errlen, "model: architecture '%s' is not supported yet (%s; "
+                     "supported: %s)", archs_refused[i].name, archs_refused[i].why, names);
+            return -1;
+        }
     if (!ad) {
-        snprintf(err, errlen,
-                 "model: unsupported architecture '%.*s' (supported: llama, qwen2, gemma3)",
-                 (int)(an.len > 64 ? 64 : an.len), an.ptr);
+        snprintf(err, errlen, "model: unsupported architecture '%.*s' (supported: %s)",
+                 (int)(an.len > 64 ? 64 : an.len), an.ptr, names);
         return -1;
     }
     c->arch = ad->arch;
@@ -208,11 +272,18 @@ static int read_cfg(const gguf_ctx *g, model_cfg *c, char *err, size_t errlen) {
                  dim, layers, heads, kv, ffn, ctx);
         return -1;
     }
-    /* head dim: attention.key_length (Gemma 3: 256, not C/H), else C/H */
+    /* head dim: attention.key_length (Gemma 3: 256, Qwen3: 128, not C/H), else C/H */
     uint32_t hd = 0, vl = 0;
-    if (get_u32(g, a, "attention.key_length", &hd, 0, err, errlen) ||
+    char kl[96];
+    snprintf(kl, sizeof kl, "%s.attention.key_length", a);
+    int krc = gguf_get_u32(g, kl, &hd, err, errlen);
+    if ((krc != GGUF_OK && krc != GGUF_ERR_NOTFOUND) ||
         get_u32(g, a, "attention.value_length", &vl, 0, err, errlen))
         return -1;
+    if (krc == GGUF_OK && hd == 0) {
+        snprintf(err, errlen, "model: %s is 0 (the head dim)", kl);
+        return -1;
+    }
     if (hd == 0 && dim % heads) {
         snprintf(err, errlen, "model: embedding_length %u does not divide by %u heads and "
                  "attention.key_length is absent", dim, heads);
@@ -261,18 +332,7 @@ static int read_cfg(const gguf_ctx *g, model_cfg *c, char *err, size_t errlen) {
     c->swa_period = (int)period;
     c->rope_base_local = 10000.0f;
     if (get_f32(g, a, "rope.freq_base_swa", &c->rope_base_local, err, errlen)) return -1;
-    /* RoPE scaling: not implemented yet; refused rather than run with the wrong positions */
-    char full[96];
-    gguf_str rst;
-    snprintf(full, sizeof full, "%s.rope.scaling.type", a);
-    int rc = gguf_get_str(g, full, &rst, err, errlen);
-    if (rc != GGUF_OK && rc != GGUF_ERR_NOTFOUND) return -1;
-    if (rc == GGUF_OK && !gguf_str_eq(rst, "none")) {
-        snprintf(err, errlen, "model: %s '%.*s' is not supported yet (only none)", full,
-                 (int)(rst.len > 32 ? 32 : rst.len), rst.ptr);
-        return -1;
-    }
-    return 0;
+    return read_rope_scaling(g, a, c, err, errlen);
 }
 
 static const gguf_tensor *find(const gguf_ctx *g, const char *name, int required, char *err,
@@ -435,6 +495,18 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
         int local = c->window > 0 && (c->swa_period <= 0 || l % c->swa_period < c->swa_period - 1);
         L->window = local ? c->window : 0;
         L->rope_base = local ? c->rope_base_local : c->rope_base;
+        /* scaling on the global layers only (llama.cpp: local layers keep freq_scale 1) */
+        memset(&L->rope_scaling, 0, sizeof L->rope_scaling);
+        if (!local && c->rope_scaling != ROPE_SCALING_NONE) {
+            L->rope_scaling.freq_scale = 1.0f / c->rope_factor;
+            L->rope_scaling.attn_factor = 1.0f;
+        }
+        if (!local && c->rope_scaling == ROPE_SCALING_YARN) {
+            L->rope_scaling.ext_factor = 1.0f;
+            om_rope_yarn_corr(c->n_rot, c->rope_ctx_orig, L->rope_base, c->yarn_beta_fast,
+                              c->yarn_beta_slow, &L->rope_scaling.corr_lo,
+                              &L->rope_scaling.corr_hi);
+        }
         for (size_t i = 0; i < sizeof layer_tensors / sizeof layer_tensors[0]; i++) {
             const tensor_spec *ts = &layer_tensors[i];
             char name[96];

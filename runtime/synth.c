@@ -23,18 +23,39 @@ typedef struct {
     const char *arch;   /* NULL: llama */
     int head_dim;       /* gemma3: attention.key_length (not dim/heads) */
     int window, period; /* gemma3: attention.sliding_window and _pattern (0: every layer local) */
+    int blk;            /* SY_* tensors beyond Llama's */
+    const char *rope_type; /* rope.scaling.type, with rope.scaling.factor and (yarn)
+                              rope.scaling.original_context_length; NULL: none */
+    float rope_factor;
+    int rope_orig;
 } synth_shape;
 
+enum { SY_QKN = 1,      /* attn_q_norm / attn_k_norm */
+       SY_POST = 2,     /* post_attention_norm / post_ffw_norm */
+       SY_TIED = 4 };   /* no output.weight: the head is token_embd */
+
+#define GEMMA (SY_QKN | SY_POST | SY_TIED)
 static const synth_shape shapes[] = {
-    { "tiny", 64, 2, 4, 2, 128, 512, 256, NULL, 0, 0, 0 },
-    { "small", 256, 4, 8, 2, 768, 4096, 1024, NULL, 0, 0, 0 },
-    { "tinyllama-1.1b", 2048, 22, 32, 4, 5632, 32000, 2048, NULL, 0, 0, 0 },
-    { "llama-7b", 4096, 32, 32, 32, 11008, 32000, 4096, NULL, 0, 0, 0 },
+    { "tiny", 64, 2, 4, 2, 128, 512, 256, NULL, 0, 0, 0, 0, NULL, 0, 0 },
+    { "small", 256, 4, 8, 2, 768, 4096, 1024, NULL, 0, 0, 0, 0, NULL, 0, 0 },
+    { "tinyllama-1.1b", 2048, 22, 32, 4, 5632, 32000, 2048, NULL, 0, 0, 0, 0, NULL, 0, 0 },
+    { "llama-7b", 4096, 32, 32, 32, 11008, 32000, 4096, NULL, 0, 0, 0, 0, NULL, 0, 0 },
     /* Gemma 3 in miniature: head dim 32 != 64/4, window 16, layers 1 and 3 global */
-    { "tiny-gemma3", 64, 4, 4, 2, 128, 512, 256, "gemma3", 32, 16, 2 },
+    { "tiny-gemma3", 64, 4, 4, 2, 128, 512, 256, "gemma3", 32, 16, 2, GEMMA, NULL, 0, 0 },
     /* every layer local (window 16): the scheduler drops blocks that leave the window */
-    { "tiny-gemma3-swa", 64, 3, 4, 2, 128, 512, 256, "gemma3", 32, 16, 0 },
+    { "tiny-gemma3-swa", 64, 3, 4, 2, 128, 512, 256, "gemma3", 32, 16, 0, GEMMA, NULL, 0, 0 },
+    /* linear RoPE scaling (factor 8), which Gemma 3 applies to its global layers only */
+    { "tiny-gemma3-linear", 64, 4, 4, 2, 128, 512, 256, "gemma3", 32, 16, 2, GEMMA, "linear",
+      8.0f, 0 },
+    /* Qwen3 dense in miniature: head dim 32 != 64/4, q/k norms, an output head of its own */
+    { "tiny-qwen3", 64, 2, 4, 2, 128, 512, 256, "qwen3", 32, 0, 0, SY_QKN, NULL, 0, 0 },
+    { "tiny-qwen3-linear", 64, 2, 4, 2, 128, 512, 256, "qwen3", 32, 0, 0, SY_QKN, "linear",
+      4.0f, 0 },
+    /* YaRN over 64 original positions (ramp over the first pairs), tied head */
+    { "tiny-qwen3-yarn", 64, 2, 4, 2, 128, 512, 256, "qwen3", 32, 0, 0, SY_QKN | SY_TIED, "yarn",
+      4.0f, 64 },
 };
+#undef GEMMA
 
 static const char corpus[] =
     "Once upon a time, there was a little girl named Lily. She loved to play outside in the park "
@@ -378,8 +399,12 @@ int synth_model(const char *path, const char *shape, int type, int layers, uint6
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         if (!strcmp(shape, shapes[i].name)) sh = &shapes[i];
     if (!sh) {
-        snprintf(err, errlen, "synth: unknown shape '%s' (tiny, small, tinyllama-1.1b, llama-7b, "
-                 "tiny-gemma3, tiny-gemma3-swa)", shape);
+        char names[256] = "";
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            size_t n = strlen(names);
+            snprintf(names + n, sizeof names - n, "%s%s", i ? ", " : "", shapes[i].name);
+        }
+        snprintf(err, errlen, "synth: unknown shape '%s' (%s)", shape, names);
         return -1;
     }
     const int base = synth__tensor_type(type, "", 1);   /* a mix's main type */
@@ -429,6 +454,12 @@ int synth_model(const char *path, const char *shape, int type, int layers, uint6
         gguf_writer_set_u32(c.w, K("attention.sliding_window"), (uint32_t)sh->window);
         gguf_writer_set_u32(c.w, K("attention.sliding_window_pattern"), (uint32_t)sh->period);
     }
+    if (sh->rope_type) {
+        gguf_writer_set_str(c.w, K("rope.scaling.type"), sh->rope_type);
+        gguf_writer_set_f32(c.w, K("rope.scaling.factor"), sh->rope_factor);
+    }
+    if (sh->rope_orig)
+        gguf_writer_set_u32(c.w, K("rope.scaling.original_context_length"), (uint32_t)sh->rope_orig);
 #undef K
     gguf_writer_set_str(c.w, "tokenizer.ggml.model", "gpt2");
     gguf_writer_set_str(c.w, "tokenizer.ggml.pre", "gpt-2");
@@ -447,11 +478,10 @@ int synth_model(const char *path, const char *shape, int type, int layers, uint6
     gguf_writer_set_bool(c.w, "tokenizer.ggml.add_bos_token", 1);
 
     const int C = sh->dim, F = sh->ffn;
-    const int gemma = sh->arch != NULL;   /* q/k norms, post norms, tied output */
     const float sc = 1.0f / sqrtf((float)C), sf = 1.0f / sqrtf((float)F);
     if (add_matrix(&c, "token_embd.weight", sh->vocab, C, 1.0f) ||
         add_ones(&c, "output_norm.weight", C) ||
-        (!gemma && add_matrix(&c, "output.weight", sh->vocab, C, sc)))
+        (!(sh->blk & SY_TIED) && add_matrix(&c, "output.weight", sh->vocab, C, sc)))
         goto out;
     for (int l = 0; l < L; l++) {
         char tn[64];
@@ -466,9 +496,11 @@ int synth_model(const char *path, const char *shape, int type, int layers, uint6
             add_matrix(&c, T("ffn_up.weight"), F, C, sc) ||
             add_matrix(&c, T("ffn_down.weight"), C, F, sf))
             goto out;
-        if (gemma && (add_vec(&c, T("attn_q_norm.weight"), D) || add_vec(&c, T("attn_k_norm.weight"), D) ||
-                      add_vec(&c, T("post_attention_norm.weight"), C) ||
-                      add_vec(&c, T("post_ffw_norm.weight"), C)))
+        if ((sh->blk & SY_QKN) && (add_vec(&c, T("attn_q_norm.weight"), D) ||
+                                   add_vec(&c, T("attn_k_norm.weight"), D)))
+            goto out;
+        if ((sh->blk & SY_POST) && (add_vec(&c, T("post_attention_norm.weight"), C) ||
+                                    add_vec(&c, T("post_ffw_norm.weight"), C)))
             goto out;
 #undef T
     }

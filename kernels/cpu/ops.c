@@ -18,12 +18,16 @@ void kern_rmsnorm(float *out, const float *x, const float *w, int C, float eps) 
 }
 
 void kern_rope(float *x, int H, int D, int n_rot, int pos, float freq_base, int neox,
-               const float *freq_factors) {
+               const float *freq_factors, const kern_rope_scaling *sc) {
+    static const kern_rope_scaling none = { 0 };
+    if (!sc) sc = &none;
     float theta_scale = om_rope_theta_scale(freq_base, n_rot);
+    float mscale = om_rope_mscale(sc->freq_scale, sc->ext_factor, sc->attn_factor);
     float theta = (float)pos;   /* om_rope_theta(pos, theta_scale, i), kept incrementally */
     for (int i = 0; i < n_rot / 2; i++) {
-        float t = freq_factors ? theta / freq_factors[i] : theta;
-        float c = cosf(t), s = sinf(t);
+        float t = om_rope_scaled(freq_factors ? theta / freq_factors[i] : theta, i, sc->freq_scale,
+                                 sc->ext_factor, sc->corr_lo, sc->corr_hi);
+        float c = cosf(t) * mscale, s = sinf(t) * mscale;
         for (int h = 0; h < H; h++) {
             float *xh = x + (size_t)h * D;
             int a = neox ? i : 2 * i;

@@ -667,7 +667,7 @@ static int cu__rope(backend *b, float *x, int T, int H, int D, const backend_rop
     if (cu__need_pass(b, "rope", T)) return -1;
     CU_TRY(b, "cuk_rope",
            cuk_rope(x, c->d_pass + c->T, T, H, D, r->n_rot, r->base, r->neox, r->freq_factors,
-                    CU_ST(c)));
+                    &r->scaling, CU_ST(c)));
     return 0;
 }
 

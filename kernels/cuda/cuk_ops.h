@@ -25,6 +25,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#include "kern.h"   /* kern_rope_scaling */
 
 typedef struct CUstream_st *cuk_stream;   /* == cudaStream_t, without the CUDA headers */
 
@@ -36,9 +37,10 @@ int cuk_rmsnorm(float *out, const float *x, const float *w, int T, int C, float 
 /* ---- k_rope.cu ---- */
 /* x (T, H, D) rotated in place, position t at pos[t] (T int32); pairs (2i, 2i+1) when
  * neox == 0, (i, i + n_rot/2) when neox != 0, for i < n_rot/2 (n_rot even, <= D);
- * freq_factors (n_rot/2 floats) may be NULL. theta_scale is computed on the host, as the CPU does. */
+ * freq_factors (n_rot/2 floats) may be NULL; scaling (kern.h) may be NULL. theta_scale is computed on the host, as the CPU does. */
 int cuk_rope(float *x, const int32_t *pos, int T, int H, int D, int n_rot, float freq_base,
-             int neox, const float *freq_factors, cuk_stream stream);
+             int neox, const float *freq_factors, const kern_rope_scaling *scaling,
+             cuk_stream stream);
 
 /* ---- k_ew.cu ---- */
 /* out (n) = silu(gate) * up; out may be gate or up */

@@ -1,6 +1,6 @@
 /* tests/cuda/test_k_rope.cc — k_rope.cu under the CPU shim, every thread order, against
  * kern_rope (the CPU): normal and neox pairing, partial rotation, freq factors, positions up to
- * 500000; within 1e-6 relative (1e-6 absolute near zero). Also om_sincos against glibc's
+ * 500000, linear and YaRN scaling; within 1e-6 relative (1e-6 absolute near zero). Also om_sincos against glibc's
  * sinf/cosf over many angles (in ulps), and om_rope_theta against the CPU's running product. */
 #include "kernels/cuda/k_rope.cu"
 #include "test_k_util.h"
@@ -36,9 +36,12 @@ int main(void) {
         }
     }
 
-    struct { int H, D, n_rot, neox, ff; float base; } cases[] = {
-        {3, 64, 64, 0, 0, 10000.0f}, {3, 64, 64, 1, 0, 10000.0f}, {2, 32, 16, 0, 0, 10000.0f},
-        {2, 32, 16, 1, 1, 500000.0f}, {4, 128, 128, 1, 1, 500000.0f}, {5, 16, 8, 0, 1, 1000000.0f},
+    /* scal: 0 none, 1 linear (factor 4), 2 YaRN (factor 4, 256 original positions) */
+    struct { int H, D, n_rot, neox, ff; float base; int scal; } cases[] = {
+        {3, 64, 64, 0, 0, 10000.0f, 0}, {3, 64, 64, 1, 0, 10000.0f, 0}, {2, 32, 16, 0, 0, 10000.0f, 0},
+        {2, 32, 16, 1, 1, 500000.0f, 0}, {4, 128, 128, 1, 1, 500000.0f, 0}, {5, 16, 8, 0, 1, 1000000.0f, 0},
+        {3, 64, 64, 1, 0, 10000.0f, 1}, {2, 32, 16, 0, 1, 500000.0f, 1}, {3, 64, 64, 1, 0, 10000.0f, 2},
+        {4, 128, 128, 0, 1, 1000000.0f, 2},
     };
     const int pos_pool[] = {0, 1, 2, 17, 511, 4095, 32767, 131071, 500000};
     double max_rel = 0.0;
@@ -51,13 +54,16 @@ int main(void) {
             for (auto &v : ff) v = tk_unif(1.0f, 8.0f);
             for (auto &p : pos) p = pos_pool[tk_int(9)];
             ref = x;
+            kern_rope_scaling sc = {};
+            if (c.scal) sc.freq_scale = 0.25f, sc.ext_factor = c.scal == 2 ? 1.0f : 0.0f;
+            if (c.scal == 2) om_rope_yarn_corr(c.n_rot, 256, c.base, 32.0f, 1.0f, &sc.corr_lo, &sc.corr_hi);
             for (int t = 0; t < T; t++)
                 kern_rope(&ref[(size_t)t * n], c.H, c.D, c.n_rot, pos[t], c.base, c.neox,
-                          c.ff ? ff.data() : NULL);
+                          c.ff ? ff.data() : NULL, &sc);
             float *dx = (float *)tk_dev(x.data(), x.size() * 4);
             int32_t *dp = (int32_t *)tk_dev(pos.data(), T * 4);
             float *dff = (float *)tk_dev(ff.data(), ff.size() * 4);
-            int rc = cuk_rope(dx, dp, T, c.H, c.D, c.n_rot, c.base, c.neox, c.ff ? dff : NULL, NULL);
+            int rc = cuk_rope(dx, dp, T, c.H, c.D, c.n_rot, c.base, c.neox, c.ff ? dff : NULL, &sc, NULL);
             TK_CHECK(rc == 0, "cuk_rope rc %d (%s)", rc, cu_shim_last_message());
             tk_get(got.data(), dx, got.size() * 4);
             for (size_t i = 0; i < got.size(); i++) {

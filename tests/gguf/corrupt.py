@@ -247,8 +247,9 @@ def cases():
     return out
 
 
-def check_one(cmd, env):
-    """Returns None if the run is a clean refusal, else what was wrong."""
+def check_one(cmd, env, word=None):
+    """Returns None if the run is a clean refusal, else what was wrong. The one stderr line must
+    name `word`, or without one say 'gguf' or 'error'."""
     try:
         p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT,
                            env=env)
@@ -266,6 +267,8 @@ def check_one(cmd, env):
         return 'exit code %d' % p.returncode
     if len(lines) != 1:
         return '%d stderr lines: %r' % (len(lines), lines[:4])
+    if word is not None:
+        return None if word in lines[0] else 'the error does not name %r: %r' % (word, lines[0])
     if 'gguf' not in lines[0].lower() and not re.search(r'\berror\b', lines[0], re.I):
         return "stderr names neither 'gguf' nor 'error': %r" % lines[0]
     return None

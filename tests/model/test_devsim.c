@@ -14,7 +14,8 @@
  * Checks, per model of ../shared/models (stories260K, tiny-llama-f32, tiny-qwen2-f32 with QKV
  * biases, small-llama-q4_k_m) and KV type (f32, f16): a prompt prefilled in chunks of 7, then
  * 5 decode steps, logits of every step memcmp-equal between "devsim" and "cpu" (SAMPAN_PACK
- * off); and that the check itself fails when an op is given a host pointer.
+ * off); the same for the synthetic tiny-gemma3 and tiny-qwen3-yarn (RoPE scaling); and that
+ * the check itself fails when an op is given a host pointer.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -357,15 +358,17 @@ int main(void) {
         check(b->i->rmsnorm(b, dev, dev, dev, 1, 8, 1e-5f) == 0, "device pointers are accepted");
         b->i->free(b);
     }
-    /* gemma3's ops (q/k norms, post norms, GeGLU, embedding scale, windowed attention) on
-     * device buffers: a synthetic model, no shared data needed */
-    char gpath[] = "/tmp/sampan-devsim-XXXXXX";
-    int gfd = mkstemp(gpath);
-    if (gfd >= 0) {
+    /* gemma3's ops (q/k norms, post norms, GeGLU, embedding scale, windowed attention) and
+     * qwen3's with YaRN RoPE scaling on device buffers: synthetic models, no shared data needed */
+    const char *synth_shapes[] = { "tiny-gemma3", "tiny-qwen3-yarn" };
+    for (size_t i = 0; i < sizeof synth_shapes / sizeof synth_shapes[0]; i++) {
+        char gpath[] = "/tmp/sampan-devsim-XXXXXX";
+        int gfd = mkstemp(gpath);
+        if (gfd < 0) continue;
         close(gfd);
-        if (synth_model(gpath, "tiny-gemma3", QT_F32, 0, 3, err, sizeof err) == 0) {
-            compare_file(gpath, "tiny-gemma3", QT_F32);
-            compare_file(gpath, "tiny-gemma3", QT_F16);
+        if (synth_model(gpath, synth_shapes[i], QT_F32, 0, 3, err, sizeof err) == 0) {
+            compare_file(gpath, synth_shapes[i], QT_F32);
+            compare_file(gpath, synth_shapes[i], QT_F16);
         } else {
             check(0, err);
         }
