@@ -103,14 +103,18 @@ static void mm__rows_generic(const mm__ctx *c, const kern_weight *w, float *out,
                              int64_t n1) {
     qt_vec_dot_fn dot = qt_get(w->type)->vec_dot;
     if (c->T == 1) {
-        /* decode: one row after the other is one stream; prefetching MM_PF bytes ahead carries
-         * the hardware prefetcher over 4 KiB page bounds, as the AVX2 tiles do (GA_PF) */
+        /* decode: two streams of rows, the chunk's two halves, so that a core keeps enough
+         * cache-line misses in flight (as the packed kernels do), each prefetched MM_PF bytes
+         * ahead to carry the hardware prefetcher over 4 KiB page bounds (as GA_PF does). Each
+         * row's dot is the same call as in the batched loop below. */
         const uint8_t *xr = c->xc;
-        for (int64_t n = n0; n < n1; n++) {
-            const uint8_t *wr = (const uint8_t *)w->data + (size_t)n * w->row_stride;
-            for (size_t off = 0; off < w->row_stride; off += 64) __builtin_prefetch(wr + MM_PF + off);
-            out[n] = dot(w->n_cols, wr, xr);
-        }
+        const int64_t h = (n1 - n0 + 1) / 2;
+        for (int64_t i = 0; i < h; i++)
+            for (int64_t n = n0 + i; n < n1; n += h) {
+                const uint8_t *wr = (const uint8_t *)w->data + (size_t)n * w->row_stride;
+                for (size_t off = 0; off < w->row_stride; off += 64) __builtin_prefetch(wr + MM_PF + off);
+                out[n] = dot(w->n_cols, wr, xr);
+            }
         return;
     }
     for (int t = 0; t < c->T; t++) {
