@@ -13,7 +13,7 @@
  *   Q4_K    Q8_K                        all three
  *   Q6_K    Q8_K                        all three
  *   Q5_K    Q8_K                        scalar, avx2 (avx2's at avx512)
- *   Q2_K, Q3_K, IQ4_XS  Q8_K            scalar (at every ISA)
+ *   Q2_K, Q3_K, IQ4_XS  Q8_K            scalar, avx2 (avx2's at avx512)
  *
  * Quantized dots are exact in integers per block, then scaled by the block's float scales, so
  * every ISA agrees with the scalar reference up to the order of float additions.
@@ -94,6 +94,9 @@ float qt_dot_q5_0_avx2(int64_t n, const void *w, const void *x);
 float qt_dot_q5_K_avx2(int64_t n, const void *w, const void *x);
 float qt_dot_q4_K_avx2(int64_t n, const void *w, const void *x);
 float qt_dot_q6_K_avx2(int64_t n, const void *w, const void *x);
+float qt_dot_q2_K_avx2(int64_t n, const void *w, const void *x);   /* dot_avx2_k.c */
+float qt_dot_q3_K_avx2(int64_t n, const void *w, const void *x);
+float qt_dot_iq4_xs_avx2(int64_t n, const void *w, const void *x);
 
 float qt_dot_f32_avx512(int64_t n, const void *w, const void *x);
 float qt_dot_f16_avx512(int64_t n, const void *w, const void *x);

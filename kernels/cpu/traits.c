@@ -36,16 +36,16 @@ static const qt__dot_row qt__dots[] = {
     {QT_Q8_0, {qt_dot_q8_0_scalar, qt_dot_q8_0_avx2, qt_dot_q8_0_avx512}},
     {QT_Q4_0, {qt_dot_q4_0_scalar, qt_dot_q4_0_avx2, qt_dot_q4_0_avx512}},
     {QT_Q5_0, {qt_dot_q5_0_scalar, qt_dot_q5_0_avx2, qt_dot_q5_0_avx2}},
-    /* no SIMD versions yet: the scalar dot at every ISA */
     {QT_Q5_K, {qt_dot_q5_K_scalar, qt_dot_q5_K_avx2, qt_dot_q5_K_avx2}},
+    /* no SIMD versions yet: the scalar dot at every ISA */
     {QT_Q4_1, {qt_dot_q4_1_scalar, qt_dot_q4_1_scalar, qt_dot_q4_1_scalar}},
     {QT_Q5_1, {qt_dot_q5_1_scalar, qt_dot_q5_1_scalar, qt_dot_q5_1_scalar}},
     {QT_IQ4_NL, {qt_dot_iq4_nl_scalar, qt_dot_iq4_nl_scalar, qt_dot_iq4_nl_scalar}},
     {QT_Q4_K, {qt_dot_q4_K_scalar, qt_dot_q4_K_avx2, qt_dot_q4_K_avx512}},
     {QT_Q6_K, {qt_dot_q6_K_scalar, qt_dot_q6_K_avx2, qt_dot_q6_K_avx512}},
-    {QT_Q2_K, {qt_dot_q2_K_scalar, qt_dot_q2_K_scalar, qt_dot_q2_K_scalar}},
-    {QT_Q3_K, {qt_dot_q3_K_scalar, qt_dot_q3_K_scalar, qt_dot_q3_K_scalar}},
-    {QT_IQ4_XS, {qt_dot_iq4_xs_scalar, qt_dot_iq4_xs_scalar, qt_dot_iq4_xs_scalar}},
+    {QT_Q2_K, {qt_dot_q2_K_scalar, qt_dot_q2_K_avx2, qt_dot_q2_K_avx2}},
+    {QT_Q3_K, {qt_dot_q3_K_scalar, qt_dot_q3_K_avx2, qt_dot_q3_K_avx2}},
+    {QT_IQ4_XS, {qt_dot_iq4_xs_scalar, qt_dot_iq4_xs_avx2, qt_dot_iq4_xs_avx2}},
 };
 
 #define QT__N_DOTS (sizeof(qt__dots) / sizeof(qt__dots[0]))
