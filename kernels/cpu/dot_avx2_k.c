@@ -10,6 +10,7 @@
  * match dot_scalar.c up to the order of float additions.
  */
 #include <immintrin.h>
+#include <string.h>
 
 #include "kern.h"
 #include "quant_impl.h"
@@ -69,10 +70,25 @@ float qt_dot_q2_K_avx2(int64_t n, const void *w, const void *x) {
     return qt__hsum_ps(_mm256_sub_ps(acc, accm));
 }
 
+/* Q3_K's 16 signed scales as int16: qtypes.h's qt_q3k_scale for all j at once. The low 4 bits
+ * are the nibbles of bytes 0..7 (low nibbles first); the top 2 bits of scale 4k+b are bits
+ * 2k..2k+1 of byte 8+b, here from the little-endian word of bytes 8..11 shifted by 2k in
+ * dword k (bits that a 32-bit shift brings in from the next byte land above the mask).
+ * Reads only the 12 scale bytes. */
+static inline __m256i qt__q3k_scales(const uint8_t *s) {
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    const __m128i a = _mm_loadl_epi64((const __m128i *)s);
+    const __m128i lo4 = _mm_unpacklo_epi64(_mm_and_si128(a, m4), _mm_and_si128(_mm_srli_epi16(a, 4), m4));
+    uint32_t u;
+    memcpy(&u, s + 8, 4);
+    const __m128i t = _mm_srlv_epi32(_mm_set1_epi32((int)u), _mm_setr_epi32(0, 2, 4, 6));
+    const __m128i hi2 = _mm_slli_epi16(_mm_and_si128(t, _mm_set1_epi8(3)), 4);
+    return _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_or_si128(lo4, hi2), _mm_set1_epi8(32)));
+}
+
 /* Q3_K: the level plus 4 (0..7: the low 2 bits, the hmask bit at bit 2) stays unsigned:
  * sum(level*y) = sum(u*y) - 4*sum(y), the second term per sub-block the activation's bsum, so
- * the correction is 4 * sum(scale*bsum) from one vpmaddwd. The signed 6-bit scales are
- * unpacked with qtypes.h's qt_q3k_scale, the dequantizer's own. */
+ * the correction is 4 * sum(scale*bsum) from one vpmaddwd. */
 float qt_dot_q3_K_avx2(int64_t n, const void *w, const void *x) {
     const block_q3_K *a = w;
     const block_q8_K *b = x;
@@ -81,9 +97,7 @@ float qt_dot_q3_K_avx2(int64_t n, const void *w, const void *x) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         qt__prefetch(a + i, (int)sizeof(block_q3_K));
-        int8_t sc[16];
-        for (int g = 0; g < 16; g++) sc[g] = (int8_t)qt_q3k_scale(g, a[i].scales);
-        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        const __m256i sc16 = qt__q3k_scales(a[i].scales);
         const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)b[i].bsums));
         const __m256i hm = _mm256_loadu_si256((const __m256i *)a[i].hmask);
         __m256i sumi = _mm256_setzero_si256();
