@@ -129,6 +129,50 @@ static inline QT_HD float qt_dq_q6_K(const void *row, int64_t e) {
     return om_mul_rn(ds, (float)q);
 }
 
+/* Q2_K's 2-bit level (0..3) of element r (0..255) of a block: bits 2k..2k+1 of qs[32h+l] for
+ * r = 128h+32k+l; Q3_K's low two bits are laid out the same way */
+static inline QT_HD int qt_q2k_level(const uint8_t *qs, int r) {
+    return (qs[32 * (r >> 7) + (r & 31)] >> (2 * ((r >> 5) & 3))) & 3;
+}
+
+/* Q3_K's signed level (-4..3) of element r: the Q2_K bits, minus 4 unless hmask's bit r/32 of
+ * byte r%32 is set */
+static inline QT_HD int qt_q3k_level(const block_q3_K *b, int r) {
+    return qt_q2k_level(b->qs, r) - (((b->hmask[r & 31] >> (r >> 5)) & 1) ? 0 : 4);
+}
+
+/* IQ4_XS's level index (0..15) of element r: sub-block r/32 stored as an IQ4_NL block's nibbles */
+static inline QT_HD int qt_iq4xs_index(const block_iq4_xs *b, int r) {
+    return qt_nib32(b->qs + 16 * (r >> 5), r & 31);
+}
+
+/* Q2_K: 16 sub-blocks of 16; x = (d*sc)*q - dmin*m, sc and m the nibbles of scales[r/16] */
+static inline QT_HD float qt_dq_q2_K(const void *row, int64_t e) {
+    const block_q2_K *b = (const block_q2_K *)row + e / QK_K;
+    const int r = (int)(e % QK_K);
+    const uint8_t s = b->scales[r / 16];
+    const float d1 = om_mul_rn(qt_f16_to_f32(b->d), (float)(s & 0xF));
+    const float m1 = om_mul_rn(qt_f16_to_f32(b->dmin), (float)(s >> 4));
+    return om_sub_rn(om_mul_rn(d1, (float)qt_q2k_level(b->qs, r)), m1);
+}
+
+/* Q3_K: 16 sub-blocks of 16; x = (d*scale[r/16])*level */
+static inline QT_HD float qt_dq_q3_K(const void *row, int64_t e) {
+    const block_q3_K *b = (const block_q3_K *)row + e / QK_K;
+    const int r = (int)(e % QK_K);
+    const float d1 = om_mul_rn(qt_f16_to_f32(b->d), (float)qt_q3k_scale(r / 16, b->scales));
+    return om_mul_rn(d1, (float)qt_q3k_level(b, r));
+}
+
+/* IQ4_XS: 8 sub-blocks of 32; x = (d*scale[r/32])*levels[q] */
+static inline QT_HD float qt_dq_iq4_xs(const void *row, int64_t e) {
+    const int8_t levels[16] = QT_IQ4NL_VALUES;
+    const block_iq4_xs *b = (const block_iq4_xs *)row + e / QK_K;
+    const int r = (int)(e % QK_K);
+    const float d1 = om_mul_rn(qt_f16_to_f32(b->d), (float)qt_iq4xs_scale(r / 32, b->scales_h, b->scales_l));
+    return om_mul_rn(d1, (float)levels[qt_iq4xs_index(b, r)]);
+}
+
 static inline QT_HD float qt_dq_q8_K(const void *row, int64_t e) {
     const block_q8_K *b = (const block_q8_K *)row + e / QK_K;
     return om_mul_rn(b->d, (float)b->qs[e % QK_K]);
@@ -150,6 +194,9 @@ static inline QT_HD float qt_dq(int type, const void *row, int64_t e) {
     case QT_Q5_K: return qt_dq_q5_K(row, e);
     case QT_Q6_K: return qt_dq_q6_K(row, e);
     case QT_Q8_K: return qt_dq_q8_K(row, e);
+    case QT_Q2_K: return qt_dq_q2_K(row, e);
+    case QT_Q3_K: return qt_dq_q3_K(row, e);
+    case QT_IQ4_XS: return qt_dq_iq4_xs(row, e);
     default: return 0.0f;
     }
 }

@@ -17,6 +17,16 @@
  *   Q4_1   32      20 B   d, m (f16), qs[16] nibbles           x = d*q + m (nibbles as Q4_0)
  *   Q5_1   32      24 B   d, m (f16), qh[4], qs[16]            x = d*q + m (q as Q5_0)
  *   IQ4_NL 32      18 B   d (f16), qs[16] nibbles              x = d*qt_iq4nl_values[q]
+ *   Q2_K   256     84 B   scales[16] (low nibble scale, high nibble min of sub-block j of 16),
+ *                         qs[64] (bits 2k..2k+1 of qs[32h+l] = element 128h+32k+l), d, dmin (f16)
+ *                                                              x = (d*sc)*q - dmin*m, q 0..3
+ *   Q3_K   256    110 B   hmask[32] (bit 4h+k of hmask[l] = 3rd bit of element 128h+32k+l),
+ *                         qs[64] low 2 bits as Q2_K, scales[12] (16 x 6-bit, qt_q3k_scale),
+ *                         d (f16)                              x = (d*(sc-32))*(q - (hbit ? 0 : 4))
+ *   IQ4_XS 256    136 B   d (f16), scales_h (u16: bits 2j..2j+1 = top of sub-block j's scale),
+ *                         scales_l[4] (nibble j%2 of byte j/2 = low 4 bits), qs[128] (sub-block
+ *                         j of 32 in qs[16j..16j+15], nibbles as IQ4_NL)
+ *                                                              x = (d*(ls-32))*qt_iq4nl_values[q]
  *   Q4_K   256    144 B   d, dmin (f16), scales[12] (8 x 6-bit scale + 8 x 6-bit min), qs[128]
  *   Q5_K   256    176 B   d, dmin (f16), scales[12] as Q4_K, qh[32] (bit 2c+h of qh[l] = 5th bit
  *                         of element 64c+32h+l), qs[128] as Q4_K   x = (d*sc)*q - dmin*m
@@ -40,10 +50,13 @@ typedef enum {
     QT_Q5_1 = 7,
     QT_IQ4_NL = 20,
     QT_Q8_0 = 8,
+    QT_Q2_K = 10,
+    QT_Q3_K = 11,
     QT_Q4_K = 12,
     QT_Q5_K = 13,
     QT_Q6_K = 14,
     QT_Q8_K = 15,
+    QT_IQ4_XS = 23,
     QT_BF16 = 30,
     QT_COUNT = 40 /* upper bound on ids we know by name; unsupported ids are refused */
 } qt_type;
@@ -69,6 +82,9 @@ typedef struct { qt_f16 d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K /
 typedef struct { qt_f16 d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qh[QK_K / 8]; uint8_t qs[QK_K / 2]; } block_q5_K; /* 176 B */
 typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; qt_f16 d; } block_q6_K; /* 210 B */
 typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K; /* 292 B */
+typedef struct { uint8_t scales[QK_K / 16]; uint8_t qs[QK_K / 4]; qt_f16 d, dmin; } block_q2_K; /* 84 B */
+typedef struct { uint8_t hmask[QK_K / 8]; uint8_t qs[QK_K / 4]; uint8_t scales[K_SCALE_SIZE]; qt_f16 d; } block_q3_K; /* 110 B */
+typedef struct { qt_f16 d; uint16_t scales_h; uint8_t scales_l[QK_K / 64]; uint8_t qs[QK_K / 2]; } block_iq4_xs; /* 136 B */
 
 /* C11 _Static_assert; C++ (nvcc, and g++ for the CPU shim tests in tests/cuda/) static_assert */
 #ifdef __cplusplus
@@ -87,6 +103,9 @@ QT_STATIC_ASSERT(sizeof(block_q4_K) == 144, "q4_K layout");
 QT_STATIC_ASSERT(sizeof(block_q6_K) == 210, "q6_K layout");
 QT_STATIC_ASSERT(sizeof(block_q5_K) == 176, "q5_K layout");
 QT_STATIC_ASSERT(sizeof(block_q8_K) == 292, "q8_K layout");
+QT_STATIC_ASSERT(sizeof(block_q2_K) == 84, "q2_K layout");
+QT_STATIC_ASSERT(sizeof(block_q3_K) == 110, "q3_K layout");
+QT_STATIC_ASSERT(sizeof(block_iq4_xs) == 136, "iq4_xs layout");
 
 /* IEEE half -> float, exact for every input including subnormals, inf and nan. */
 static inline QT_HD float qt_f16_to_f32(qt_f16 h) {
@@ -162,6 +181,20 @@ static inline QT_HD void qt_q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, 
         *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
         *m = (uint8_t)((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
     }
+}
+
+/* Q3_K: the j-th (0..15) signed scale, -32..31. Byte j%8 holds the low 4 bits (low nibble for
+ * j < 8, high nibble for j >= 8); byte 8 + j%4 holds the top 2 bits at bit 2*(j/4). */
+static inline QT_HD int qt_q3k_scale(int j, const uint8_t *s) {
+    const int lo = (s[j & 7] >> (4 * (j >> 3))) & 0xF;
+    const int hi = (s[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
+    return (lo | hi << 4) - 32;
+}
+
+/* IQ4_XS: the j-th (0..7) signed sub-block scale, -32..31 */
+static inline QT_HD int qt_iq4xs_scale(int j, uint16_t scales_h, const uint8_t *scales_l) {
+    const int lo = (scales_l[j >> 1] >> (4 * (j & 1))) & 0xF;
+    return (lo | ((scales_h >> (2 * j)) & 3) << 4) - 32;
 }
 
 #endif

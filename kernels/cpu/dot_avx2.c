@@ -247,13 +247,6 @@ float qt_dot_q5_K_avx2(int64_t n, const void *w, const void *x) {
 
 /* ---- Q6_K against Q8_K ---------------------------------------------------------------- */
 
-/* vpshufb masks: lane 0 gets int16 word 2k of the lane, lane 1 word 2k+1 */
-static inline __m256i qt__word_pair(int k) {
-    const short lo = (short)(((4 * k + 1) << 8) | (4 * k));
-    const short hi = (short)(((4 * k + 3) << 8) | (4 * k + 2));
-    return _mm256_setr_epi16(lo, lo, lo, lo, lo, lo, lo, lo, hi, hi, hi, hi, hi, hi, hi, hi);
-}
-
 /* Quants are used unsigned (0..63): sum((q-32)*y) = sum(q*y) - 32*sum(y), and the second term
  * per sub-block of 16 is the activation's bsum, so the correction is 32 * sum(scale*bsum) from
  * one vpmaddwd. vpmaddubsw pairs are <= 2*63*128; a 32-quant vector spans two sub-blocks, one

@@ -86,6 +86,14 @@ static inline __m256i qt__word_bcast(int k) {
     return _mm256_load_si256((const __m256i *)tab[k]);
 }
 
+/* vpshufb masks: lane 0 gets int16 word 2k of the lane, lane 1 word 2k+1 (the scales of the two
+ * sub-blocks of 16 that a 32-quant vector spans) */
+static inline __m256i qt__word_pair(int k) {
+    const short lo = (short)(((4 * k + 1) << 8) | (4 * k));
+    const short hi = (short)(((4 * k + 3) << 8) | (4 * k + 2));
+    return _mm256_setr_epi16(lo, lo, lo, lo, lo, lo, lo, lo, hi, hi, hi, hi, hi, hi, hi, hi);
+}
+
 /* (d, dmin) of a K-quant block times the activation scale: lanes 0 and 1 */
 static inline __m128 qt__dd(const qt_f16 *d_dmin, float yd) {
     uint32_t u;

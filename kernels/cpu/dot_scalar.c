@@ -9,6 +9,7 @@
  */
 #include <string.h>
 
+#include "dequant_math.h"
 #include "kern.h"
 #include "quant_impl.h"
 
@@ -207,4 +208,71 @@ float qt_dot_q6_K_scalar(int64_t n, const void *w, const void *x) {
         s += (qt_f16_to_f32(a[i].d) * b[i].d) * (float)isum;
     }
     return s;
+}
+
+/* ---- Q2_K, Q3_K, IQ4_XS against Q8_K ------------------------------------------------------
+ * One loop for the three: a per-type unpacker turns each block, with dequant_math.h's helpers
+ * (the code the dequantizers use), into levels q[256], scales sc[16] (one per sub-block of 16;
+ * IQ4_XS's scale of 32 twice), d and, for Q2_K, dmin with msum = sum_g m[g]*bsums[g]. Per
+ * block: d*yd*sum_g sc[g]*(q·y over sub-block g) - dmin*yd*msum, the sums exact in int32
+ * (|isum| <= 256 * 127 * 127 * 63 < 2^31). */
+typedef struct { float d, dmin; int32_t msum; } qt__k16;
+typedef qt__k16 (*qt__unpack16_fn)(const void *blk, const int16_t *bsums, int8_t *q, int *sc);
+
+static float qt__dot_k16(int64_t n, const uint8_t *w, size_t bsize, qt__unpack16_fn unpack,
+                         const block_q8_K *b) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++, w += bsize) {
+        int8_t q[QK_K];
+        int sc[16];
+        const qt__k16 k = unpack(w, b[i].bsums, q, sc);
+        int32_t isum = 0;
+        for (int g = 0; g < 16; g++) {
+            int32_t gs = 0;
+            for (int l = 0; l < 16; l++) gs += q[16 * g + l] * b[i].qs[16 * g + l];
+            isum += sc[g] * gs;
+        }
+        s += (k.d * b[i].d) * (float)isum - (k.dmin * b[i].d) * (float)k.msum;
+    }
+    return s;
+}
+
+static qt__k16 qt__unpack_q2_K(const void *blk, const int16_t *bsums, int8_t *q, int *sc) {
+    const block_q2_K *a = blk;
+    qt__k16 k = {qt_f16_to_f32(a->d), qt_f16_to_f32(a->dmin), 0};
+    for (int r = 0; r < QK_K; r++) q[r] = (int8_t)qt_q2k_level(a->qs, r);
+    for (int g = 0; g < 16; g++) {
+        sc[g] = a->scales[g] & 0xF;
+        k.msum += (a->scales[g] >> 4) * bsums[g];
+    }
+    return k;
+}
+
+static qt__k16 qt__unpack_q3_K(const void *blk, const int16_t *bsums, int8_t *q, int *sc) {
+    const block_q3_K *a = blk;
+    for (int r = 0; r < QK_K; r++) q[r] = (int8_t)qt_q3k_level(a, r);
+    for (int g = 0; g < 16; g++) sc[g] = qt_q3k_scale(g, a->scales);
+    (void)bsums;
+    return (qt__k16){qt_f16_to_f32(a->d), 0.0f, 0};
+}
+
+static qt__k16 qt__unpack_iq4_xs(const void *blk, const int16_t *bsums, int8_t *q, int *sc) {
+    static const int8_t levels[16] = QT_IQ4NL_VALUES;
+    const block_iq4_xs *a = blk;
+    for (int r = 0; r < QK_K; r++) q[r] = levels[qt_iq4xs_index(a, r)];
+    for (int g = 0; g < 16; g++) sc[g] = qt_iq4xs_scale(g / 2, a->scales_h, a->scales_l);
+    (void)bsums;
+    return (qt__k16){qt_f16_to_f32(a->d), 0.0f, 0};
+}
+
+float qt_dot_q2_K_scalar(int64_t n, const void *w, const void *x) {
+    return qt__dot_k16(n, w, sizeof(block_q2_K), qt__unpack_q2_K, x);
+}
+
+float qt_dot_q3_K_scalar(int64_t n, const void *w, const void *x) {
+    return qt__dot_k16(n, w, sizeof(block_q3_K), qt__unpack_q3_K, x);
+}
+
+float qt_dot_iq4_xs_scalar(int64_t n, const void *w, const void *x) {
+    return qt__dot_k16(n, w, sizeof(block_iq4_xs), qt__unpack_iq4_xs, x);
 }

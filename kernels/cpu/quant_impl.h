@@ -12,6 +12,8 @@
  *   Q4_0    Q8_0                        all three
  *   Q4_K    Q8_K                        all three
  *   Q6_K    Q8_K                        all three
+ *   Q5_K    Q8_K                        scalar, avx2 (avx2's at avx512)
+ *   Q2_K, Q3_K, IQ4_XS  Q8_K            scalar, avx2 (avx2's at avx512)
  *
  * Quantized dots are exact in integers per block, then scaled by the block's float scales, so
  * every ISA agrees with the scalar reference up to the order of float additions.
@@ -37,6 +39,9 @@ void qt_dequant_iq4_nl(const void *src, float *dst, int64_t n);
 void qt_dequant_q4_K(const void *src, float *dst, int64_t n);
 void qt_dequant_q6_K(const void *src, float *dst, int64_t n);
 void qt_dequant_q8_K(const void *src, float *dst, int64_t n);
+void qt_dequant_q2_K(const void *src, float *dst, int64_t n);
+void qt_dequant_q3_K(const void *src, float *dst, int64_t n);
+void qt_dequant_iq4_xs(const void *src, float *dst, int64_t n);
 
 /* ---- from_float ----
  * Q8_0 and Q8_K quantize activations exactly as llama.cpp's x86 CPU backend does, because the
@@ -55,6 +60,9 @@ void qt_quant_iq4_nl(const float *src, void *dst, int64_t n);
 void qt_quant_q4_K(const float *src, void *dst, int64_t n);
 void qt_quant_q6_K(const float *src, void *dst, int64_t n);
 void qt_quant_q8_K(const float *src, void *dst, int64_t n);
+void qt_quant_q2_K(const float *src, void *dst, int64_t n);
+void qt_quant_q3_K(const float *src, void *dst, int64_t n);
+void qt_quant_iq4_xs(const float *src, void *dst, int64_t n);
 /* bit-identical AVX2 versions (nan payloads aside for F16), installed by kern_init on AVX2 CPUs */
 void qt_quant_q8_0_avx2(const float *src, void *dst, int64_t n);
 void qt_quant_q8_K_avx2(const float *src, void *dst, int64_t n);
@@ -73,6 +81,9 @@ float qt_dot_q5_1_scalar(int64_t n, const void *w, const void *x);
 float qt_dot_iq4_nl_scalar(int64_t n, const void *w, const void *x);
 float qt_dot_q4_K_scalar(int64_t n, const void *w, const void *x);
 float qt_dot_q6_K_scalar(int64_t n, const void *w, const void *x);
+float qt_dot_q2_K_scalar(int64_t n, const void *w, const void *x);
+float qt_dot_q3_K_scalar(int64_t n, const void *w, const void *x);
+float qt_dot_iq4_xs_scalar(int64_t n, const void *w, const void *x);
 
 float qt_dot_f32_avx2(int64_t n, const void *w, const void *x);
 float qt_dot_f16_avx2(int64_t n, const void *w, const void *x);
@@ -83,6 +94,9 @@ float qt_dot_q5_0_avx2(int64_t n, const void *w, const void *x);
 float qt_dot_q5_K_avx2(int64_t n, const void *w, const void *x);
 float qt_dot_q4_K_avx2(int64_t n, const void *w, const void *x);
 float qt_dot_q6_K_avx2(int64_t n, const void *w, const void *x);
+float qt_dot_q2_K_avx2(int64_t n, const void *w, const void *x);   /* dot_avx2_k.c */
+float qt_dot_q3_K_avx2(int64_t n, const void *w, const void *x);
+float qt_dot_iq4_xs_avx2(int64_t n, const void *w, const void *x);
 
 float qt_dot_f32_avx512(int64_t n, const void *w, const void *x);
 float qt_dot_f16_avx512(int64_t n, const void *w, const void *x);

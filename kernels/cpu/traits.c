@@ -36,13 +36,16 @@ static const qt__dot_row qt__dots[] = {
     {QT_Q8_0, {qt_dot_q8_0_scalar, qt_dot_q8_0_avx2, qt_dot_q8_0_avx512}},
     {QT_Q4_0, {qt_dot_q4_0_scalar, qt_dot_q4_0_avx2, qt_dot_q4_0_avx512}},
     {QT_Q5_0, {qt_dot_q5_0_scalar, qt_dot_q5_0_avx2, qt_dot_q5_0_avx2}},
-    /* no SIMD versions yet: the scalar dot at every ISA */
     {QT_Q5_K, {qt_dot_q5_K_scalar, qt_dot_q5_K_avx2, qt_dot_q5_K_avx2}},
+    /* no SIMD versions yet: the scalar dot at every ISA */
     {QT_Q4_1, {qt_dot_q4_1_scalar, qt_dot_q4_1_scalar, qt_dot_q4_1_scalar}},
     {QT_Q5_1, {qt_dot_q5_1_scalar, qt_dot_q5_1_scalar, qt_dot_q5_1_scalar}},
     {QT_IQ4_NL, {qt_dot_iq4_nl_scalar, qt_dot_iq4_nl_scalar, qt_dot_iq4_nl_scalar}},
     {QT_Q4_K, {qt_dot_q4_K_scalar, qt_dot_q4_K_avx2, qt_dot_q4_K_avx512}},
     {QT_Q6_K, {qt_dot_q6_K_scalar, qt_dot_q6_K_avx2, qt_dot_q6_K_avx512}},
+    {QT_Q2_K, {qt_dot_q2_K_scalar, qt_dot_q2_K_avx2, qt_dot_q2_K_avx2}},
+    {QT_Q3_K, {qt_dot_q3_K_scalar, qt_dot_q3_K_avx2, qt_dot_q3_K_avx2}},
+    {QT_IQ4_XS, {qt_dot_iq4_xs_scalar, qt_dot_iq4_xs_avx2, qt_dot_iq4_xs_avx2}},
 };
 
 #define QT__N_DOTS (sizeof(qt__dots) / sizeof(qt__dots[0]))
@@ -93,6 +96,18 @@ static qt_traits qt__table[QT_COUNT] = {
                  /* .type_size = */ sizeof(block_q6_K), /* .vec_dot_type = */ QT_Q8_K,
                  /* .to_float = */ qt_dequant_q6_K, /* .from_float = */ qt_quant_q6_K,
                  /* .vec_dot = */ qt_dot_q6_K_scalar},
+    [QT_Q2_K] = {/* .name = */ "Q2_K", /* .block_size = */ QK_K,
+                 /* .type_size = */ sizeof(block_q2_K), /* .vec_dot_type = */ QT_Q8_K,
+                 /* .to_float = */ qt_dequant_q2_K, /* .from_float = */ qt_quant_q2_K,
+                 /* .vec_dot = */ qt_dot_q2_K_scalar},
+    [QT_Q3_K] = {/* .name = */ "Q3_K", /* .block_size = */ QK_K,
+                 /* .type_size = */ sizeof(block_q3_K), /* .vec_dot_type = */ QT_Q8_K,
+                 /* .to_float = */ qt_dequant_q3_K, /* .from_float = */ qt_quant_q3_K,
+                 /* .vec_dot = */ qt_dot_q3_K_scalar},
+    [QT_IQ4_XS] = {/* .name = */ "IQ4_XS", /* .block_size = */ QK_K,
+                   /* .type_size = */ sizeof(block_iq4_xs), /* .vec_dot_type = */ QT_Q8_K,
+                   /* .to_float = */ qt_dequant_iq4_xs, /* .from_float = */ qt_quant_iq4_xs,
+                   /* .vec_dot = */ qt_dot_iq4_xs_scalar},
     [QT_Q8_K] = {/* .name = */ "Q8_K", /* .block_size = */ QK_K,
                  /* .type_size = */ sizeof(block_q8_K), /* .vec_dot_type = */ QT_Q8_K,
                  /* .to_float = */ qt_dequant_q8_K, /* .from_float = */ qt_quant_q8_K,

@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from mpi import mpirun, ENV
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--types", default="Q4_1,Q5_0,Q5_1,IQ4_NL,Q5_K")
+ap.add_argument("--types", default="Q4_1,Q5_0,Q5_1,IQ4_NL,Q5_K,Q2_K,Q3_K,IQ4_XS")
 ap.add_argument("--model", action="append", default=[], help="also check this model file")
 args = ap.parse_args()
 sampan = os.environ.get("SAMPAN", "build/sampan")

@@ -173,7 +173,7 @@ paths = [os.path.join(tmp, f"cli-synth-{i}.gguf") for i in range(3)]
 for p, seed in zip(paths, (1, 1, 2)):
     rc, out, err = run(["model", "synth", "-o", p, "--shape", "tiny", "--seed", str(seed)])
 check(sha(paths[0]) == sha(paths[1]) and sha(paths[0]) != sha(paths[2]), "synth: same seed same bytes, other seed other bytes")
-for ty in ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K"):
+for ty in ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K", "Q2_K", "Q3_K", "IQ4_XS"):
     p = os.path.join(tmp, f"cli-synth-small-{ty}.gguf")
     rc, out, err = run(["model", "synth", "-o", p, "--shape", "small", "--type", ty, "--layers", "2"])
     rc2, out2, err2 = run(["run", "-m", p, "-p", "Hello, world", "-n", "8", "--json", "-t", "1"])
@@ -220,7 +220,8 @@ check(r1.returncode == 0 and ok and js and streamed.rstrip("\n") == js.get("text
 
 # ---- quantize: our Q8_0 of small-llama-f16 meets llama.cpp's Q8_0 references; for the other
 # types, our quantization's error against the F16 model's references is no worse than 1.3x that
-# of llama.cpp's quantization of the same weights (its files in ../shared/models).
+# of llama.cpp's quantization of the same weights (its files in ../shared/models, IQ4_XS's in
+# ../shared/new-types/models; llama.cpp's keep attn_v and output at higher types, ours do not).
 def ref_report(refname, path):
     rep = os.path.join(tmp, "cli-ref-report.json")
     r = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "ref_test.py"), refname,
@@ -228,7 +229,8 @@ def ref_report(refname, path):
                        capture_output=True, text=True, timeout=600)
     return json.load(open(rep)) if r.returncode == 0 else None
 f16 = os.path.join(shared, "models", "small-llama-f16.gguf")
-for ty, theirs in (("Q8_0", "small-llama-q8_0"), ("Q4_0", "small-llama-q4_0"), ("Q4_K", "small-llama-q4_k_m"), ("Q6_K", "small-llama-q6_k")):
+for ty, theirs in (("Q8_0", "small-llama-q8_0"), ("Q4_0", "small-llama-q4_0"), ("Q4_K", "small-llama-q4_k_m"),
+                   ("Q6_K", "small-llama-q6_k"), ("IQ4_XS", "new-types/models/small-llama-iq4_xs")):
     out_path = os.path.join(tmp, f"cli-quant-{ty}.gguf")
     rc, out, err = run(["model", "quantize", f16, out_path, ty])
     if ty == "Q8_0":
@@ -237,7 +239,8 @@ for ty, theirs in (("Q8_0", "small-llama-q8_0"), ("Q4_0", "small-llama-q4_0"), (
                            capture_output=True, text=True, timeout=600)
         check(rc == 0 and r.returncode == 0, f"quantize F16 -> Q8_0 meets {theirs}'s references")
         continue
-    ours, ref = ref_report("small-llama-f16", out_path), ref_report("small-llama-f16", os.path.join(shared, "models", theirs + ".gguf"))
+    theirs_path = os.path.join(shared, theirs + ".gguf") if "/" in theirs else os.path.join(shared, "models", theirs + ".gguf")
+    ours, ref = ref_report("small-llama-f16", out_path), ref_report("small-llama-f16", theirs_path)
     check(rc == 0 and ours and ref and ours["worst"] <= 1.3 * ref["worst"] and ours["top1"] >= ref["top1"] - 0.1,
           f"quantize F16 -> {ty}: error vs F16 refs {ours and round(ours['worst'], 3)} std (llama.cpp's {theirs}: "
           f"{ref and round(ref['worst'], 3)}), top-1 {ours and round(ours['top1'], 3)} ({ref and round(ref['top1'], 3)})")

@@ -68,6 +68,9 @@ static void fill_raw(int type, void *dst, int64_t n) {
         case QT_IQ4_NL: ((block_iq4_nl *)dst)[i].d = d; break;
         case QT_Q4_1: ((block_q4_1 *)dst)[i].d = d; ((block_q4_1 *)dst)[i].m = dmin; break;
         case QT_Q5_1: ((block_q5_1 *)dst)[i].d = d; ((block_q5_1 *)dst)[i].m = dmin; break;
+        case QT_Q2_K: ((block_q2_K *)dst)[i].d = d; ((block_q2_K *)dst)[i].dmin = dmin; break;
+        case QT_Q3_K: ((block_q3_K *)dst)[i].d = d; break;
+        case QT_IQ4_XS: ((block_iq4_xs *)dst)[i].d = d; break;
         default: break;
         }
     }

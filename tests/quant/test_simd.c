@@ -285,6 +285,8 @@ static void test_roundtrip(void) {
         {QT_F16, 5e-4}, {QT_BF16, 4e-3}, {QT_Q8_0, 0.01}, {QT_Q8_K, 0.01},
         {QT_Q4_0, 0.15}, {QT_Q4_K, 0.10}, {QT_Q6_K, 0.03},
         {QT_Q4_1, 0.15}, {QT_Q5_0, 0.08}, {QT_Q5_1, 0.08}, {QT_IQ4_NL, 0.15}, {QT_Q5_K, 0.05},
+        /* the bounds stated above the quantizers in kernels/cpu/quant.c */
+        {QT_Q2_K, 0.30}, {QT_Q3_K, 0.17}, {QT_IQ4_XS, 0.10},
     };
     const int64_t n = 64 * QK_K;
     float *x = malloc((size_t)n * sizeof(float));
@@ -335,7 +337,8 @@ static const char *const g_isas[] = {"avx2", "avx512"};
 
 static void test_dots(void) {
     static const int types[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_K, QT_Q6_K,
-                                QT_Q4_1, QT_Q5_0, QT_Q5_1, QT_IQ4_NL, QT_Q5_K};
+                                QT_Q4_1, QT_Q5_0, QT_Q5_1, QT_IQ4_NL, QT_Q5_K, QT_Q2_K, QT_Q3_K,
+                                QT_IQ4_XS};
     for (int k = 0; k < 2; k++) {
         if (kern_init(g_isas[k]) != 0) {
             printf("skip %s: CPU lacks it\n", g_isas[k]);
