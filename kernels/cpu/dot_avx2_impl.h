@@ -58,6 +58,51 @@ static inline __m256 qt__scale(qt_f16 a, qt_f16 b) {
     return _mm256_set1_ps(qt__h2f(a) * qt__h2f(b));
 }
 
+/* Two blocks of the 32-element nibble layout (Q4_0, Q4_1, IQ4_NL) in one vector: the 16 bytes
+ * of block 0 in the low lane, block 1 in the high lane. *lo gets elements 0..15 of each block,
+ * *hi elements 16..31, as bytes 0..15. */
+static inline void qt__q4_pair(const uint8_t *qs0, const uint8_t *qs1, __m256i *lo, __m256i *hi) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i v = _mm256_loadu2_m128i((const __m128i *)qs1, (const __m128i *)qs0);
+    *lo = _mm256_and_si256(v, m4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+}
+
+/* Two Q8_0 blocks' quants regrouped to match qt__q4_pair: elements 0..15 of both, then 16..31 */
+static inline void qt__y_pair(const int8_t *y0, const int8_t *y1, __m256i *ylo, __m256i *yhi) {
+    const __m256i a = _mm256_loadu_si256((const __m256i *)y0), b = _mm256_loadu_si256((const __m256i *)y1);
+    *ylo = _mm256_permute2x128_si256(a, b, 0x20);
+    *yhi = _mm256_permute2x128_si256(a, b, 0x31);
+}
+
+/* Scale products for a block pair from one vcvtph2ps. Each argument packs two f16 values (low
+ * half first); returns (w0.lo*y0.lo, w0.hi*y0.hi, w1.lo*y1.lo, w1.hi*y1.hi). */
+static inline __m128 qt__h2f_mul(uint32_t w0, uint32_t w1, uint32_t y0, uint32_t y1) {
+    const __m256 f = _mm256_cvtph_ps(_mm_setr_epi32((int)w0, (int)w1, (int)y0, (int)y1));
+    return _mm_mul_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
+}
+
+/* lanes 0..3 = p[a], lanes 4..7 = p[b]: a block pair's scales against qt__q4_pair's sums */
+static inline __m256 qt__bcast2(__m128 p, int a, int b) {
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(p), _mm256_setr_epi32(a, a, a, a, b, b, b, b));
+}
+
+static inline uint32_t qt__h2(qt_f16 lo, qt_f16 hi) {
+    return (uint32_t)lo | (uint32_t)hi << 16;
+}
+
+/* The fifth bits of a Q5_0 / Q5_1 block as bytes (16 where bit j of qh is set, else 0, for
+ * elements j = 0..31): a shuffle repeats each qh byte 8 times, a mask picks one bit per byte. */
+static inline __m256i qt__q5_hbits(const uint8_t *qh4) {
+    const __m256i rep = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                         2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    uint32_t qh;
+    memcpy(&qh, qh4, 4);
+    const __m256i hb = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), rep);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit), _mm256_set1_epi8(16));
+}
+
 /* Unpacks the 12 scale bytes of a Q4_K block. As little-endian words u0 u1 u2: scales 0..3
  * are the low 6 bits of u0's bytes, mins 0..3 of u1's; scales/mins 4..7 take their low 4 bits
  * from u2's low/high nibbles and their top 2 bits from the top 2 bits of u0/u1's bytes.
