@@ -146,4 +146,23 @@ static inline __m256i qt__q4k_mins(__m128i sm, const int16_t *bsums) {
     return _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)bsums));
 }
 
+/* qt__q5_hbits for a block pair in qt__q4_pair's layout: *lo gets the bits of elements 0..15 of
+ * each block (block 0 in the low lane), *hi those of elements 16..31 */
+static inline void qt__q5_hbits_pair(const uint8_t *qh0, const uint8_t *qh1, __m256i *lo, __m256i *hi) {
+    const __m256i rep_lo = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m256i rep_hi = _mm256_add_epi8(rep_lo, _mm256_set1_epi8(2));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    const __m256i sixteen = _mm256_set1_epi8(16);
+    uint32_t h0, h1;
+    memcpy(&h0, qh0, 4);
+    memcpy(&h1, qh1, 4);
+    const __m256i v = _mm256_setr_epi32((int)h0, 0, 0, 0, (int)h1, 0, 0, 0);
+    const __m256i bl = _mm256_and_si256(_mm256_shuffle_epi8(v, rep_lo), bit);
+    const __m256i bh = _mm256_and_si256(_mm256_shuffle_epi8(v, rep_hi), bit);
+    *lo = _mm256_and_si256(_mm256_cmpeq_epi8(bl, bit), sixteen);
+    *hi = _mm256_and_si256(_mm256_cmpeq_epi8(bh, bit), sixteen);
+}
+
+
 #endif
