@@ -1,6 +1,6 @@
 /* kernels/cpu/dot_avx2_impl.h — private to kernels/cpu: AVX2 building blocks shared by
- * dot_avx2.c and dot_avx512.c (which uses them for tails and 256-bit side sums). Include only
- * from files compiled with -mavx2 -mfma -mf16c.
+ * dot_avx2.c, dot_avx2_q32.c and dot_avx512.c (which uses them for tails and 256-bit side
+ * sums). Include only from files compiled with -mavx2 -mfma -mf16c.
  */
 #ifndef SAMPAN_DOT_AVX2_IMPL_H
 #define SAMPAN_DOT_AVX2_IMPL_H
@@ -87,6 +87,7 @@ static inline __m256 qt__bcast2(__m128 p, int a, int b) {
     return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(p), _mm256_setr_epi32(a, a, a, a, b, b, b, b));
 }
 
+/* two f16 values as one qt__h2f_mul argument */
 static inline uint32_t qt__h2(qt_f16 lo, qt_f16 hi) {
     return (uint32_t)lo | (uint32_t)hi << 16;
 }
@@ -101,6 +102,24 @@ static inline __m256i qt__q5_hbits(const uint8_t *qh4) {
     memcpy(&qh, qh4, 4);
     const __m256i hb = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), rep);
     return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit), _mm256_set1_epi8(16));
+}
+
+/* qt__q5_hbits for a block pair in qt__q4_pair's layout: *lo gets the bits of elements 0..15 of
+ * each block (block 0 in the low lane), *hi those of elements 16..31 */
+static inline void qt__q5_hbits_pair(const uint8_t *qh0, const uint8_t *qh1, __m256i *lo, __m256i *hi) {
+    const __m256i rep_lo = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m256i rep_hi = _mm256_add_epi8(rep_lo, _mm256_set1_epi8(2));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    const __m256i sixteen = _mm256_set1_epi8(16);
+    uint32_t h0, h1;
+    memcpy(&h0, qh0, 4);
+    memcpy(&h1, qh1, 4);
+    const __m256i v = _mm256_setr_epi32((int)h0, 0, 0, 0, (int)h1, 0, 0, 0);
+    const __m256i bl = _mm256_and_si256(_mm256_shuffle_epi8(v, rep_lo), bit);
+    const __m256i bh = _mm256_and_si256(_mm256_shuffle_epi8(v, rep_hi), bit);
+    *lo = _mm256_and_si256(_mm256_cmpeq_epi8(bl, bit), sixteen);
+    *hi = _mm256_and_si256(_mm256_cmpeq_epi8(bh, bit), sixteen);
 }
 
 /* Unpacks the 12 scale bytes of a Q4_K block. As little-endian words u0 u1 u2: scales 0..3
@@ -145,24 +164,5 @@ static inline __m256i qt__q4k_mins(__m128i sm, const int16_t *bsums) {
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, dup));
     return _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)bsums));
 }
-
-/* qt__q5_hbits for a block pair in qt__q4_pair's layout: *lo gets the bits of elements 0..15 of
- * each block (block 0 in the low lane), *hi those of elements 16..31 */
-static inline void qt__q5_hbits_pair(const uint8_t *qh0, const uint8_t *qh1, __m256i *lo, __m256i *hi) {
-    const __m256i rep_lo = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    const __m256i rep_hi = _mm256_add_epi8(rep_lo, _mm256_set1_epi8(2));
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
-    const __m256i sixteen = _mm256_set1_epi8(16);
-    uint32_t h0, h1;
-    memcpy(&h0, qh0, 4);
-    memcpy(&h1, qh1, 4);
-    const __m256i v = _mm256_setr_epi32((int)h0, 0, 0, 0, (int)h1, 0, 0, 0);
-    const __m256i bl = _mm256_and_si256(_mm256_shuffle_epi8(v, rep_lo), bit);
-    const __m256i bh = _mm256_and_si256(_mm256_shuffle_epi8(v, rep_hi), bit);
-    *lo = _mm256_and_si256(_mm256_cmpeq_epi8(bl, bit), sixteen);
-    *hi = _mm256_and_si256(_mm256_cmpeq_epi8(bh, bit), sixteen);
-}
-
 
 #endif
