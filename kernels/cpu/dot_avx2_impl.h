@@ -122,6 +122,18 @@ static inline void qt__q5_hbits_pair(const uint8_t *qh0, const uint8_t *qh1, __m
     *hi = _mm256_and_si256(_mm256_cmpeq_epi8(bh, bit), sixteen);
 }
 
+/* qt__q4_pair, and for the 5-bit types (qh0 != NULL) the fifth bits or-ed in at bit 4 */
+static inline void qt__q45_pair(const uint8_t *qs0, const uint8_t *qs1, const uint8_t *qh0, const uint8_t *qh1,
+                                __m256i *lo, __m256i *hi) {
+    qt__q4_pair(qs0, qs1, lo, hi);
+    if (qh0) {
+        __m256i hlo, hhi;
+        qt__q5_hbits_pair(qh0, qh1, &hlo, &hhi);
+        *lo = _mm256_or_si256(*lo, hlo);
+        *hi = _mm256_or_si256(*hi, hhi);
+    }
+}
+
 /* Unpacks the 12 scale bytes of a Q4_K block. As little-endian words u0 u1 u2: scales 0..3
  * are the low 6 bits of u0's bytes, mins 0..3 of u1's; scales/mins 4..7 take their low 4 bits
  * from u2's low/high nibbles and their top 2 bits from the top 2 bits of u0/u1's bytes.

@@ -32,13 +32,7 @@ static inline float qt__dot_min32(int64_t n, const uint8_t *w, size_t bs, int fi
     for (; i + 2 <= nb; i += 2, w += 2 * bs) {
         qt__prefetch(w, 2 * (int)bs);
         __m256i lo, hi, ylo, yhi;
-        qt__q4_pair(w + qs_at, w + bs + qs_at, &lo, &hi);
-        if (five) {
-            __m256i hlo, hhi;
-            qt__q5_hbits_pair(w + 4, w + bs + 4, &hlo, &hhi);
-            lo = _mm256_or_si256(lo, hlo);
-            hi = _mm256_or_si256(hi, hhi);
-        }
+        qt__q45_pair(w + qs_at, w + bs + qs_at, five ? w + 4 : NULL, w + bs + 4, &lo, &hi);
         qt__y_pair(b[i].qs, b[i + 1].qs, &ylo, &yhi);
         const __m256i qy = _mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi));
         const __m256i ys = _mm256_add_epi16(_mm256_maddubs_epi16(one, ylo), _mm256_maddubs_epi16(one, yhi));
