@@ -10,13 +10,13 @@
  * Output: a JSON document (stdout or --json FILE) and a table on stderr, from rank 0.
  */
 #include "benchmarks/allreduce.h"
+#include "clock.h"
 #include "comm.h"
 #include "qtypes.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 typedef struct {
     size_t min, max;
@@ -25,12 +25,6 @@ typedef struct {
     int iters, warmup, force_mpi;
     const char *json;
 } bench__opts;
-
-static double bench__now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* "4096", "4K", "64M", "1G" (binary units) */
 static int bench__size(const char *s, size_t *out) {
@@ -96,9 +90,9 @@ static double bench__memcpy_gbps(void) {
         memset(a, 1, n);
         memset(b, 2, n);
         for (int k = 0; k < 5; k++) {
-            double t0 = bench__now();
+            double t0 = clk_now();
             memcpy(k % 2 ? a : b, k % 2 ? b : a, n);
-            double t = bench__now() - t0;
+            double t = clk_now() - t0;
             if (t > 0 && (double)n / t > best) best = (double)n / t;
         }
     }
@@ -178,9 +172,9 @@ int bench_allreduce_main(int argc, char **argv) {
         memset(buf, 0, bytes);   /* zeros stay zeros: no overflow over many iterations */
         for (int k = 0; k < o.warmup && !rc; k++) rc = comm_allreduce_sum(w, buf, count, o.dtype);
         if (!rc) rc = comm_barrier(w);
-        double t0 = bench__now();
+        double t0 = clk_now();
         for (int k = 0; k < iters && !rc; k++) rc = comm_allreduce_sum(w, buf, count, o.dtype);
-        float t = (float)((bench__now() - t0) / iters);
+        float t = (float)((clk_now() - t0) / iters);
         if (!rc) rc = comm_allreduce_sum(w, &t, 1, COMM_F32);
         if (!rc) rc = comm_allreduce_sum(w, &wrong, 1, COMM_I32);
         if (rc) {

@@ -42,6 +42,7 @@
 #include "backend.h"
 #include "backend_cuda.h"
 #include "bench.h"
+#include "clock.h"
 #include "gguf.h"
 #include "kern.h"
 #include "model.h"
@@ -102,12 +103,6 @@ typedef struct {
     bench_result *res;
     int n_res, cap_res;
 } bench_log;
-
-static double bench__now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static uint64_t bench__rng(uint64_t *s) {
     *s ^= *s << 13;
@@ -285,9 +280,9 @@ static int bench__probe_init(bench__probe *pr, const bench_opts *o, int threads,
 }
 
 static void bench__probe_pass(bench__probe *pr) {
-    double t0 = bench__now();
+    double t0 = clk_now();
     pr->run(pr->ctx, bench__read_job, &pr->j);
-    pr->sum += (double)pr->j.bytes / (bench__now() - t0) * 1e-9;
+    pr->sum += (double)pr->j.bytes / (clk_now() - t0) * 1e-9;
     pr->n++;
 }
 
@@ -318,9 +313,9 @@ static int bench__ceilings(const bench_opts *o, int threads, bench_ceil *out, ch
     pool_run(p, bench__touch_job, &j);
     double best = 1e30;
     for (int i = 0; i < passes; i++) {
-        double t0 = bench__now();
+        double t0 = clk_now();
         pool_run(p, bench__read_job, &j);
-        double t = bench__now() - t0;
+        double t = clk_now() - t0;
         best = t < best ? t : best;
     }
     out->read_gbs = (double)j.bytes / best * 1e-9;
@@ -335,9 +330,9 @@ static int bench__ceilings(const bench_opts *o, int threads, bench_ceil *out, ch
     pool_run(p, bench__triad_init_job, &j);
     best = 1e30;
     for (int i = 0; i < passes; i++) {
-        double t0 = bench__now();
+        double t0 = clk_now();
         pool_run(p, bench__triad_job, &j);
-        double t = bench__now() - t0;
+        double t = clk_now() - t0;
         best = t < best ? t : best;
     }
     out->triad_gbs = 3.0 * sizeof(double) * (double)j.n / best * 1e-9;
@@ -426,9 +421,9 @@ static int bench__tg_reps(const bench_opts *o, bench__probe *pr, int warmup, dou
         if (pr) pr->sum = pr->n = 0;
         for (int k = 0; k < n; k++) {
             if (pr && k % BENCH_PROBE_EVERY == 0) bench__probe_pass(pr);
-            double t0 = bench__now();
+            double t0 = clk_now();
             if (step(ctx, k) != 0) return -1;
-            dt += bench__now() - t0;
+            dt += clk_now() - t0;
         }
         if (pr) bench__probe_pass(pr);
         if (rep < 0) continue;
@@ -761,9 +756,9 @@ static int bench__matmul_type(const bench_opts *o, const bench_shape *s, int typ
         if (o->pp > 0) {
             double best = 1e30;
             for (int rep = 0; rep <= o->reps; rep++) {   /* rep 0 warms up */
-                double t0 = bench__now();
+                double t0 = clk_now();
                 for (int i = 0; i < 7; i++) kern_matmul(p, out, &ls[0].w[i], x, o->pp, scratch);
-                double dt = bench__now() - t0;
+                double dt = clk_now() - t0;
                 if (rep > 0 && dt < best) best = dt;
             }
             bench_result *res = bench__add(lg);
@@ -1007,9 +1002,9 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
         double best = 1e30;
         for (int rep = 0; rep < o->reps; rep++) {
             if (bench__seq_submit(&q, o->pp, 1) != 0) goto done;
-            double t0 = bench__now();
+            double t0 = clk_now();
             if (bench__seq_step(&q) != 0) goto done;
-            double dt = bench__now() - t0;
+            double dt = clk_now() - t0;
             best = dt < best ? dt : best;
         }
         bench_result *res = bench__add(lg);

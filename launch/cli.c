@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include "cli.h"
 #include "qtypes.h"
@@ -75,12 +74,6 @@ const char *cli_arg(int argc, char **argv, int *i) {
         return NULL;
     }
     return argv[++*i];
-}
-
-double cli_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 long cli_peak_rss_bytes(void) {

@@ -1,5 +1,5 @@
 /* launch/cli.h — shared helpers of the sampan subcommands: strict number parsing, one-line
- * errors, peak RSS and a monotonic clock. Subcommands return the process exit status:
+ * errors, peak RSS (the clock is runtime/clock.h's clk_now). Subcommands return the process exit status:
  * 0 ok, 1 runtime error (bad model, bad input), 2 usage error. */
 #ifndef SAMPAN_CLI_H
 #define SAMPAN_CLI_H
@@ -25,7 +25,6 @@ int cli_kv_type(const char *opt, const char *s, int *out);
 int cli_backend(const char *opt, const char *s, const char **out);
 /* argv[i+1] or an error naming the option */
 const char *cli_arg(int argc, char **argv, int *i);
-double cli_now(void);           /* seconds, monotonic */
 long cli_peak_rss_bytes(void);
 /* a copy of n bytes with each byte that is not part of valid UTF-8 replaced by U+FFFD, for
  * JSON output (a token may end inside a multi-byte character); NULL when out of memory.

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "clock.h"
 #include "comm.h"
 #include "rank.h"
 #include "backend.h"
@@ -120,7 +121,7 @@ typedef struct {
 
 static void run_emit(void *user, const sched_event *ev) {
     run_out *o = user;
-    double now = cli_now();
+    double now = clk_now();
     const char *text = ev->text;
     int len = ev->len;
     if (ev->token >= 0) {
@@ -231,7 +232,7 @@ int cmd_run(int argc, char **argv) {
     }
     tok_encode(m->tok, o.prompt, strlen(o.prompt), 1, 1, toks, n_prompt);
 
-    double t0 = cli_now();
+    double t0 = clk_now();
     if (rk.leader) {
         if (run_generate(s, &o, toks, n_prompt, &out)) goto out;
         sched_stop(s);

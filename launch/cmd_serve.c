@@ -34,6 +34,7 @@
 
 #include "chat.h"
 #include "cli.h"
+#include "clock.h"
 #include "comm.h"
 #include "gguf.h"
 #include "model.h"
@@ -207,12 +208,6 @@ typedef struct {
     sigset_t set;
 } serve_sig;
 
-static double serve_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* the leader's clients hear of a failure before the job ends (step 5): once, whoever calls
  * first (http_fail makes a second caller wait until the first is done) */
 static void serve_fail(void *arg, const char *msg) {
@@ -248,9 +243,9 @@ static void *serve_sig_main(void *arg) {
         fprintf(stderr, "sampan: %s received: draining (running requests get up to %ld s; a "
                 "second signal ends them now)\n", name, g->drain_seconds);
         http_drain(g->h);
-        const double end = serve_now() + (double)g->drain_seconds;
+        const double end = clk_now() + (double)g->drain_seconds;
         const struct timespec tick = { 0, 100000000L };
-        while (serve_now() < end && !serve_idle(g->s)) {
+        while (clk_now() < end && !serve_idle(g->s)) {
             siginfo_t si;
             int got = sigtimedwait(&g->set, &si, &tick);
             if (got == SIGUSR1) return NULL;

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "clock.h"
 #include "http_impl.h"
 
 /* ---- encoding ----------------------------------------------------------------------------- */
@@ -179,7 +179,7 @@ static int http__stream_step(http__req *r) {
             pthread_mutex_unlock(&r->mu);
             return -1;
         }
-        if (http__news(r) || cli_now() - r->t_sent > keepalive) break;
+        if (http__news(r) || clk_now() - r->t_sent > keepalive) break;
         http__req_wait(r);
     }
     int open = http__can_open(r, stopping);
@@ -266,7 +266,7 @@ static ssize_t http__stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             size_t n = r->sse_len - r->sse_off < max ? r->sse_len - r->sse_off : max;
             memcpy(buf, r->sse + r->sse_off, n);
             r->sse_off += n;
-            r->t_sent = cli_now();
+            r->t_sent = clk_now();
             return (ssize_t)n;
         }
         r->sse_len = r->sse_off = 0;
@@ -349,7 +349,7 @@ static int http__submit(http_server *h, struct MHD_Connection *c, http__req *r, 
                          .ignore_eos = j->ignore_eos, .bias = j->bias, .n_bias = j->n_bias,
                          .logprobs = j->logprobs };
     for (int i = 0; i < SCHED_MAX_STOPS; i++) sr.stop[i] = j->stops[i];
-    r->t_submit = r->t_sent = cli_now();
+    r->t_submit = r->t_sent = clk_now();
     uint64_t first = 0;
     for (int i = 0; i < r->n; i++) {
         sr.sampling.seed = j->sp.seed + (uint64_t)i * OAI_SEED_STEP;

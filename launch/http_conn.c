@@ -43,7 +43,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "cli.h"
+#include "clock.h"
 #include "http_impl.h"
 
 #define HTTP__REAP_MS 100
@@ -115,12 +115,12 @@ static http__sock *http__victim(http_server *h, const http__sock *k) {
 static void *http__reaper(void *arg) {
     http_server *h = arg;
     uint64_t logged[3] = { 0, 0, 0 };
-    double next_log = cli_now() + HTTP__LOG_S;
+    double next_log = clk_now() + HTTP__LOG_S;
     pthread_mutex_lock(&h->conn_mu);
     while (!h->reaper_stop) {
-        if (cli_now() >= next_log) {   /* a summary, at most every HTTP__LOG_S */
+        if (clk_now() >= next_log) {   /* a summary, at most every HTTP__LOG_S */
             uint64_t now[3] = { h->n_timed_out, h->n_shed - h->n_timed_out, h->n_refused };
-            next_log = cli_now() + HTTP__LOG_S;
+            next_log = clk_now() + HTTP__LOG_S;
             if (memcmp(now, logged, sizeof now)) {
                 pthread_mutex_unlock(&h->conn_mu);
                 fprintf(stderr, "sampan: http: since the last such line: %llu connection(s) closed "
@@ -132,16 +132,10 @@ static void *http__reaper(void *arg) {
                 pthread_mutex_lock(&h->conn_mu);
             }
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += HTTP__REAP_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        const struct timespec ts = clk_deadline_ms(HTTP__REAP_MS);
         pthread_cond_timedwait(&h->conn_cv, &h->conn_mu, &ts);
         if (h->o.request_timeout_s <= 0) continue;
-        double now = cli_now(), lim = h->o.request_timeout_s;
+        double now = clk_now(), lim = h->o.request_timeout_s;
         for (http__sock *k = h->socks; k; k = k->next)
             if (!k->shed && !k->busy && now - k->since > lim) {
                 http__shed(h, k);
@@ -153,11 +147,7 @@ static void *http__reaper(void *arg) {
 }
 
 int http__conns_init(http_server *h, char *err, size_t errlen) {
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&h->conn_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    clk_cond_init(&h->conn_cv);
     pthread_mutex_init(&h->conn_mu, NULL);
     pthread_mutex_init(&h->fail_mu, NULL);
     h->conn_init = 1;
@@ -223,7 +213,7 @@ void http__conn_notify(void *cls, struct MHD_Connection *c, void **socket_contex
     k->fd = ci ? ci->connect_fd : -1;
     ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     if (ci && ci->client_addr) http__key(ci->client_addr, k->addr);
-    k->since = cli_now();
+    k->since = clk_now();
 
     pthread_mutex_lock(&h->conn_mu);
     k->prev = h->socks_tail;
@@ -282,22 +272,16 @@ void http__sock_idle(http_server *h, http__sock *k) {
         h->n_busy--;
         h->n_waiting++;
     }
-    k->since = cli_now();
+    k->since = clk_now();
     pthread_cond_broadcast(&h->conn_cv);
     pthread_mutex_unlock(&h->conn_mu);
 }
 
 int http__conns_flush(http_server *h, double seconds) {
-    double end = cli_now() + seconds;
+    double end = clk_now() + seconds;
     pthread_mutex_lock(&h->conn_mu);
-    while (h->n_busy > 0 && cli_now() < end) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 20 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+    while (h->n_busy > 0 && clk_now() < end) {
+        const struct timespec ts = clk_deadline_ms(20);
         pthread_cond_timedwait(&h->conn_cv, &h->conn_mu, &ts);
     }
     int left = h->n_busy;
@@ -310,10 +294,10 @@ void http__linger(http_server *h, struct MHD_Connection *c) {
     int fd = ci ? ci->connect_fd : -1;
     if (fd < 0) return;
     shutdown(fd, SHUT_WR);
-    double end = cli_now() + 10.0;
+    double end = clk_now() + 10.0;
     size_t total = 0;
     char buf[16384];
-    while (total < HTTP__DRAIN_MAX && cli_now() < end && !atomic_load(&h->stopping)) {
+    while (total < HTTP__DRAIN_MAX && clk_now() < end && !atomic_load(&h->stopping)) {
         struct pollfd p = { .fd = fd, .events = POLLIN };
         int r = poll(&p, 1, HTTP__REAP_MS);
         if (r < 0 && errno != EINTR) break;

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cli.h"
+#include "clock.h"
 #include "http_impl.h"
 #include "utf8.h"
 
@@ -18,11 +18,7 @@ http__req *http__req_new(http_server *h, int n) {
     if (n < 1 || n > OAI_MAX_N) return NULL;
     http__req *r = calloc(1, sizeof *r);
     if (!r) return NULL;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    clk_cond_init(&r->cv);
     pthread_mutex_init(&r->mu, NULL);
     r->h = h;
     r->refs = 1;
@@ -143,7 +139,7 @@ void http__emit(void *user, const sched_event *ev) {
     http__choice *c = user;
     http__req *r = c->r;
     http_server *h = r->h;
-    double now = cli_now(), ttft = -1, itl = -1, dur = -1;
+    double now = clk_now(), ttft = -1, itl = -1, dur = -1;
     int finished = ev->finish != SCHED_FINISH_NONE;
     int len = ev->len > 0 ? ev->len : 0;
     pthread_mutex_lock(&r->mu);
@@ -231,13 +227,7 @@ void http__cancel(http__req *r) {
 
 /* r->mu held: wait up to HTTP__WAIT_MS for the next emit */
 void http__req_wait(http__req *r) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_nsec += HTTP__WAIT_MS * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    const struct timespec ts = clk_deadline_ms(HTTP__WAIT_MS);
     pthread_cond_timedwait(&r->cv, &r->mu, &ts);
 }
 

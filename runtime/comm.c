@@ -24,6 +24,7 @@
  *   3. Error lines start with comm_where(): "host:rank N", N being the rank in the world comm.
  */
 #include "comm_impl.h"
+#include "clock.h"
 
 #include <limits.h>
 #include <stdatomic.h>
@@ -134,12 +135,6 @@ void comm__set_world(int world_rank, int n, const int *ranks, const int *pids,
     }
 }
 
-static double comm__now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* index of a node-local peer that has exited (gone, zombie, or its pid reused), or -1 */
 static int comm__dead_peer(void) {
     for (int k = 0; k < comm__g.npeers; k++) {
@@ -228,23 +223,17 @@ static void comm__fail_now(int code, const char *fmt, ...) {
     pthread_mutex_lock(&comm__wd.mu);
     comm__wd.hook_running = 0;
     snprintf(comm__wd.msg, sizeof comm__wd.msg, "%s", msg);
-    comm__wd.abort_at = comm__now() + COMM__FAIL_GRACE;
+    comm__wd.abort_at = clk_now() + COMM__FAIL_GRACE;
     atomic_store(&comm__wd.failed, code);
 }
 
 static void *comm__watchdog(void *arg) {
     pthread_mutex_lock(&comm__wd.mu);
     while (!comm__wd.stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 100000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        const struct timespec ts = clk_deadline_ms(100);
         pthread_cond_timedwait(&comm__wd.cv, &comm__wd.mu, &ts);
         if (comm__wd.stop) continue;
-        double t = comm__now();
+        double t = clk_now();
         if (comm__wd.abort_at > 0 && t > comm__wd.abort_at) {
             pthread_mutex_unlock(&comm__wd.mu);
             fprintf(stderr, "sampan: %s: still running %g s after a failed collective; ending "
@@ -273,11 +262,7 @@ static void *comm__watchdog(void *arg) {
 
 int comm__watchdog_start(char *err, size_t errlen) {
     if (comm__wd.running) return 0;
-    pthread_condattr_t ca;
-    int rc = pthread_condattr_init(&ca);
-    if (!rc) rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (!rc) rc = pthread_cond_init(&comm__wd.cv, &ca);
-    pthread_condattr_destroy(&ca);
+    int rc = clk_cond_init(&comm__wd.cv);
     if (rc) {
         snprintf(err, errlen, "%s: watchdog: pthread_cond_init: %s", comm__g.where, strerror(rc));
         return COMM_ERR_NOMEM;
@@ -311,7 +296,7 @@ static void comm__watch_enter(comm *c, const char *op, int idle, size_t bytes, i
         comm__wd.op = op;
         comm__wd.idle = idle;
         comm__wd.polled = polled;
-        comm__wd.since = comm__now();
+        comm__wd.since = clk_now();
         comm__wd.limit = idle || comm__g.timeout <= 0 ? 0.0 : comm__g.timeout + (double)bytes / 100e6;
         comm__wd.next_check = comm__wd.since + COMM__PEER_CHECK;
     }
@@ -348,13 +333,13 @@ int comm__wait(comm *c, const char *op, int idle, size_t bytes, comm__test_fn te
     if (rc || done) return rc;
 
     comm__watch_enter(c, op, idle, bytes, 1);
-    const double t0 = comm__now();
+    const double t0 = clk_now();
     long nap_ns = 20000;
     for (;;) {
         rc = test(c, arg, &done);
         if (rc || done) break;
         if ((rc = comm__wait_failed(c, op))) break;
-        double waited = comm__now() - t0;
+        double waited = clk_now() - t0;
         /* spinning answers fastest when the peer is a few microseconds behind; yielding lets an
          * oversubscribed peer run; sleeping stops burning a core on long waits */
         if (waited < 50e-6) continue;

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "comm.h"
 #include "scheduler/kv.h"
 #include "model.h"
@@ -183,7 +184,7 @@ sched *sched_new(model *m, comm *world, int leader_rank, const sched_opts *o, ch
         return NULL;
     }
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    clk_cond_init(&s->cv);   /* sched_run waits on it with clk_deadline_ms */
     s->n_rows = S;
     s->stats.kv_blocks_total = n_blocks;
     s->stats.kv_bytes_total = (int64_t)n_blocks * (int64_t)s->block_bytes;
@@ -949,13 +950,7 @@ int sched_run(sched *s) {
         if (n > 0) continue;
         pthread_mutex_lock(&s->mu);
         if (!s->stopping && !s->incoming && !s->n_cancels) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 50 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            const struct timespec ts = clk_deadline_ms(50);
             pthread_cond_timedwait(&s->cv, &s->mu, &ts);
         }
         pthread_mutex_unlock(&s->mu);

@@ -102,71 +102,51 @@ float qt_dot_q8_0_avx2(int64_t n, const void *w, const void *x) {
     return qt__hsum_ps(_mm256_add_ps(acc0, acc1));
 }
 
-/* Two blocks per step share one vector: nibble bytes of block i in the low lane, i+1 in the high
- * lane; the activations are regrouped to match (elements 0..15 of both blocks, then 16..31), the
- * two halves' int16 pair sums are added (<= 2*2*15*128, exact) before one vpmaddwd, and the four
- * f16 scales are converted with one vcvtph2ps. */
-float qt_dot_q4_0_avx2(int64_t n, const void *w, const void *x) {
-    const block_q4_0 *a = w;
-    const block_q8_0 *b = x;
+/* Q4_0 (five = 0) and Q5_0 (five = 1, the fifth bits from qh or-ed in: qt__q5_hbits_pair).
+ * Values stay unsigned (0..15 or 0..31): sum((q-o)*y) = sum(q*y) - sum(o*y), o = 8 or 16, both
+ * from vpmaddubsw. Two blocks per step share one vector: nibble bytes of block i in the low
+ * lane, i+1 in the high lane; the activations are regrouped to match (elements 0..15 of both
+ * blocks, then 16..31), the two halves' int16 pair sums are added (<= 2*2*31*127 and
+ * 2*2*16*127, their difference < 2^15: exact) before one vpmaddwd, and the four f16 scales
+ * are converted with one vcvtph2ps. Inlined into each wrapper with `five` constant. */
+static inline float qt__dot_off32(int64_t n, const uint8_t *w, size_t bs, int five, const block_q8_0 *b) {
     const int64_t nb = n / QK4_0;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8), ones = _mm256_set1_epi16(1);
-    const __m256i lanes = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    const int qs_at = five ? 6 : 2; /* after d (and qh[4]) */
+    const __m256i off = _mm256_set1_epi8(five ? 16 : 8), ones = _mm256_set1_epi16(1);
     __m256 acc = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        qt__prefetch(a + i, 2 * (int)sizeof(block_q4_0));
-        const __m256i v = _mm256_loadu2_m128i((const __m128i *)a[i + 1].qs, (const __m128i *)a[i].qs);
-        const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        const __m256i y0 = _mm256_loadu_si256((const __m256i *)b[i].qs);
-        const __m256i y1 = _mm256_loadu_si256((const __m256i *)b[i + 1].qs);
-        const __m256i ylo = _mm256_permute2x128_si256(y0, y1, 0x20);
-        const __m256i yhi = _mm256_permute2x128_si256(y0, y1, 0x31);
+    for (; i + 2 <= nb; i += 2, w += 2 * bs) {
+        qt__prefetch(w, 2 * (int)bs);
+        __m256i lo, hi, ylo, yhi;
+        qt__q45_pair(w + qs_at, w + bs + qs_at, five ? w + 2 : NULL, w + bs + 2, &lo, &hi);
+        qt__y_pair(b[i].qs, b[i + 1].qs, &ylo, &yhi);
         const __m256i qy = _mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi));
-        const __m256i y8 = _mm256_add_epi16(_mm256_maddubs_epi16(eight, ylo), _mm256_maddubs_epi16(eight, yhi));
-        const __m256i p = _mm256_madd_epi16(_mm256_sub_epi16(qy, y8), ones); /* 4 lanes per block */
-        __m128i h = _mm_cvtsi32_si128(a[i].d);
-        h = _mm_insert_epi16(h, a[i + 1].d, 1);
-        h = _mm_insert_epi16(h, b[i].d, 2);
-        h = _mm_insert_epi16(h, b[i + 1].d, 3);
-        const __m128 f = _mm_cvtph_ps(h);
-        const __m128 dd = _mm_mul_ps(f, _mm_movehl_ps(f, f)); /* d_i, d_i+1 */
-        const __m256 d = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(dd), lanes);
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+        const __m256i yo = _mm256_add_epi16(_mm256_maddubs_epi16(off, ylo), _mm256_maddubs_epi16(off, yhi));
+        const __m256i p = _mm256_madd_epi16(_mm256_sub_epi16(qy, yo), ones); /* 4 lanes per block */
+        qt_f16 d0, d1;
+        memcpy(&d0, w, 2);
+        memcpy(&d1, w + bs, 2);
+        const __m128 dd = qt__h2f_mul(qt__h2(d0, d1), 0, qt__h2(b[i].d, b[i + 1].d), 0);
+        acc = _mm256_fmadd_ps(qt__bcast2(dd, 0, 1), _mm256_cvtepi32_ps(p), acc);
     }
     if (i < nb) {
-        const __m256i p0 = qt__dot_q4_0(a[i].qs, b[i].qs);
-        acc = _mm256_fmadd_ps(qt__scale(a[i].d, b[i].d), _mm256_cvtepi32_ps(p0), acc);
+        __m256i q = qt__q4_0_unpack(w + qs_at);
+        if (five) q = _mm256_or_si256(q, qt__q5_hbits(w + 2));
+        const __m256i y = _mm256_loadu_si256((const __m256i *)b[i].qs);
+        const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, y), _mm256_maddubs_epi16(off, y));
+        qt_f16 d;
+        memcpy(&d, w, 2);
+        acc = _mm256_fmadd_ps(qt__scale(d, b[i].d), _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc);
     }
     return qt__hsum_ps(acc);
 }
 
-/* Q5_0 against Q8_0: the 5-bit values 0..31 stay unsigned (vpmaddubsw pairs <= 2*31*127):
- * sum((q-16)*y) = sum(q*y) - sum(16*y). The fifth bits of qh are spread to bytes by a shuffle
- * that repeats each qh byte 8 times and a mask picking one bit per byte. */
+float qt_dot_q4_0_avx2(int64_t n, const void *w, const void *x) {
+    return qt__dot_off32(n, w, sizeof(block_q4_0), 0, x);
+}
+
 float qt_dot_q5_0_avx2(int64_t n, const void *w, const void *x) {
-    const block_q5_0 *a = w;
-    const block_q8_0 *b = x;
-    const int64_t nb = n / QK4_0;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16), ones = _mm256_set1_epi16(1);
-    const __m256i rep = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                         2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        qt__prefetch(a + i, 2 * (int)sizeof(block_q5_0));
-        uint32_t qh;
-        memcpy(&qh, a[i].qh, 4);
-        const __m256i hb = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), rep);
-        const __m256i h = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit), sixteen);
-        const __m128i t = _mm_loadu_si128((const __m128i *)a[i].qs);
-        const __m256i q = _mm256_or_si256(
-            _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4), h);
-        const __m256i y = _mm256_loadu_si256((const __m256i *)b[i].qs);
-        const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, y), _mm256_maddubs_epi16(sixteen, y));
-        acc = _mm256_fmadd_ps(qt__scale(a[i].d, b[i].d), _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc);
-    }
-    return qt__hsum_ps(acc);
+    return qt__dot_off32(n, w, sizeof(block_q5_0), 1, x);
 }
 
 /* ---- Q4_K against Q8_K ---------------------------------------------------------------- */

@@ -1,6 +1,6 @@
 /* kernels/cpu/dot_avx2_impl.h — private to kernels/cpu: AVX2 building blocks shared by
- * dot_avx2.c and dot_avx512.c (which uses them for tails and 256-bit side sums). Include only
- * from files compiled with -mavx2 -mfma -mf16c.
+ * dot_avx2.c, dot_avx2_q32.c and dot_avx512.c (which uses them for tails and 256-bit side
+ * sums). Include only from files compiled with -mavx2 -mfma -mf16c.
  */
 #ifndef SAMPAN_DOT_AVX2_IMPL_H
 #define SAMPAN_DOT_AVX2_IMPL_H
@@ -56,6 +56,82 @@ static inline __m256i qt__dot_q4_0(const uint8_t *qs, const int8_t *ys) {
 
 static inline __m256 qt__scale(qt_f16 a, qt_f16 b) {
     return _mm256_set1_ps(qt__h2f(a) * qt__h2f(b));
+}
+
+/* Two blocks of the 32-element nibble layout (Q4_0, Q4_1, IQ4_NL) in one vector: the 16 bytes
+ * of block 0 in the low lane, block 1 in the high lane. *lo gets elements 0..15 of each block,
+ * *hi elements 16..31, as bytes 0..15. */
+static inline void qt__q4_pair(const uint8_t *qs0, const uint8_t *qs1, __m256i *lo, __m256i *hi) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i v = _mm256_loadu2_m128i((const __m128i *)qs1, (const __m128i *)qs0);
+    *lo = _mm256_and_si256(v, m4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+}
+
+/* Two Q8_0 blocks' quants regrouped to match qt__q4_pair: elements 0..15 of both, then 16..31 */
+static inline void qt__y_pair(const int8_t *y0, const int8_t *y1, __m256i *ylo, __m256i *yhi) {
+    const __m256i a = _mm256_loadu_si256((const __m256i *)y0), b = _mm256_loadu_si256((const __m256i *)y1);
+    *ylo = _mm256_permute2x128_si256(a, b, 0x20);
+    *yhi = _mm256_permute2x128_si256(a, b, 0x31);
+}
+
+/* Scale products for a block pair from one vcvtph2ps. Each argument packs two f16 values (low
+ * half first); returns (w0.lo*y0.lo, w0.hi*y0.hi, w1.lo*y1.lo, w1.hi*y1.hi). */
+static inline __m128 qt__h2f_mul(uint32_t w0, uint32_t w1, uint32_t y0, uint32_t y1) {
+    const __m256 f = _mm256_cvtph_ps(_mm_setr_epi32((int)w0, (int)w1, (int)y0, (int)y1));
+    return _mm_mul_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
+}
+
+/* lanes 0..3 = p[a], lanes 4..7 = p[b]: a block pair's scales against qt__q4_pair's sums */
+static inline __m256 qt__bcast2(__m128 p, int a, int b) {
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(p), _mm256_setr_epi32(a, a, a, a, b, b, b, b));
+}
+
+/* two f16 values as one qt__h2f_mul argument */
+static inline uint32_t qt__h2(qt_f16 lo, qt_f16 hi) {
+    return (uint32_t)lo | (uint32_t)hi << 16;
+}
+
+/* The fifth bits of a Q5_0 / Q5_1 block as bytes (16 where bit j of qh is set, else 0, for
+ * elements j = 0..31): a shuffle repeats each qh byte 8 times, a mask picks one bit per byte. */
+static inline __m256i qt__q5_hbits(const uint8_t *qh4) {
+    const __m256i rep = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                         2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    uint32_t qh;
+    memcpy(&qh, qh4, 4);
+    const __m256i hb = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), rep);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit), _mm256_set1_epi8(16));
+}
+
+/* qt__q5_hbits for a block pair in qt__q4_pair's layout: *lo gets the bits of elements 0..15 of
+ * each block (block 0 in the low lane), *hi those of elements 16..31 */
+static inline void qt__q5_hbits_pair(const uint8_t *qh0, const uint8_t *qh1, __m256i *lo, __m256i *hi) {
+    const __m256i rep_lo = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m256i rep_hi = _mm256_add_epi8(rep_lo, _mm256_set1_epi8(2));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    const __m256i sixteen = _mm256_set1_epi8(16);
+    uint32_t h0, h1;
+    memcpy(&h0, qh0, 4);
+    memcpy(&h1, qh1, 4);
+    const __m256i v = _mm256_setr_epi32((int)h0, 0, 0, 0, (int)h1, 0, 0, 0);
+    const __m256i bl = _mm256_and_si256(_mm256_shuffle_epi8(v, rep_lo), bit);
+    const __m256i bh = _mm256_and_si256(_mm256_shuffle_epi8(v, rep_hi), bit);
+    *lo = _mm256_and_si256(_mm256_cmpeq_epi8(bl, bit), sixteen);
+    *hi = _mm256_and_si256(_mm256_cmpeq_epi8(bh, bit), sixteen);
+}
+
+/* qt__q4_pair, and for the 5-bit types (qh0 != NULL) the fifth bits or-ed in at bit 4 */
+static inline void qt__q45_pair(const uint8_t *qs0, const uint8_t *qs1, const uint8_t *qh0, const uint8_t *qh1,
+                                __m256i *lo, __m256i *hi) {
+    qt__q4_pair(qs0, qs1, lo, hi);
+    if (qh0) {
+        __m256i hlo, hhi;
+        qt__q5_hbits_pair(qh0, qh1, &hlo, &hhi);
+        *lo = _mm256_or_si256(*lo, hlo);
+        *hi = _mm256_or_si256(*hi, hhi);
+    }
 }
 
 /* Unpacks the 12 scale bytes of a Q4_K block. As little-endian words u0 u1 u2: scales 0..3

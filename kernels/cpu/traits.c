@@ -35,12 +35,12 @@ static const qt__dot_row qt__dots[] = {
     {QT_BF16, {qt_dot_bf16_scalar, qt_dot_bf16_avx2, qt_dot_bf16_avx512}},
     {QT_Q8_0, {qt_dot_q8_0_scalar, qt_dot_q8_0_avx2, qt_dot_q8_0_avx512}},
     {QT_Q4_0, {qt_dot_q4_0_scalar, qt_dot_q4_0_avx2, qt_dot_q4_0_avx512}},
+    /* no AVX-512 versions yet: the AVX2 dot in that slot */
     {QT_Q5_0, {qt_dot_q5_0_scalar, qt_dot_q5_0_avx2, qt_dot_q5_0_avx2}},
     {QT_Q5_K, {qt_dot_q5_K_scalar, qt_dot_q5_K_avx2, qt_dot_q5_K_avx2}},
-    /* no SIMD versions yet: the scalar dot at every ISA */
-    {QT_Q4_1, {qt_dot_q4_1_scalar, qt_dot_q4_1_scalar, qt_dot_q4_1_scalar}},
-    {QT_Q5_1, {qt_dot_q5_1_scalar, qt_dot_q5_1_scalar, qt_dot_q5_1_scalar}},
-    {QT_IQ4_NL, {qt_dot_iq4_nl_scalar, qt_dot_iq4_nl_scalar, qt_dot_iq4_nl_scalar}},
+    {QT_Q4_1, {qt_dot_q4_1_scalar, qt_dot_q4_1_avx2, qt_dot_q4_1_avx2}},
+    {QT_Q5_1, {qt_dot_q5_1_scalar, qt_dot_q5_1_avx2, qt_dot_q5_1_avx2}},
+    {QT_IQ4_NL, {qt_dot_iq4_nl_scalar, qt_dot_iq4_nl_avx2, qt_dot_iq4_nl_avx2}},
     {QT_Q4_K, {qt_dot_q4_K_scalar, qt_dot_q4_K_avx2, qt_dot_q4_K_avx512}},
     {QT_Q6_K, {qt_dot_q6_K_scalar, qt_dot_q6_K_avx2, qt_dot_q6_K_avx512}},
     {QT_Q2_K, {qt_dot_q2_K_scalar, qt_dot_q2_K_avx2, qt_dot_q2_K_avx2}},

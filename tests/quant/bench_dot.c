@@ -64,7 +64,8 @@ int main(int argc, char **argv) {
     const char *best = kern_isa();
     const int has_avx2 = cpu_has_avx2();
     static const int types[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_K, QT_Q6_K,
-                                QT_Q5_K, QT_Q2_K, QT_Q3_K, QT_IQ4_XS};
+                                QT_Q4_1, QT_Q5_0, QT_Q5_1, QT_IQ4_NL, QT_Q5_K, QT_Q2_K, QT_Q3_K,
+                                QT_IQ4_XS};
     static const char *const isas[] = {"scalar", "avx2", "avx512"};
     printf("bench_dot: single thread, K = %d, %zu KiB of weights per type, best of %d passes; best ISA %s\n",
            BENCH_K, BENCH_BYTES >> 10, passes, best);
