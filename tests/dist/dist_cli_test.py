@@ -9,6 +9,8 @@
 import json, os, signal, subprocess, sys, time
 sys.path.insert(0, os.path.dirname(__file__))
 from mpi import mpirun
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import check, finish   # noqa: E402
 
 sampan = os.environ.get("SAMPAN", "build/sampan")
 shared = os.environ.get("SAMPAN_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
@@ -16,13 +18,6 @@ tmp = os.environ.get("MESON_BUILD_ROOT", "/tmp")   # a cache of deterministic sy
 tiny = os.path.join(shared, "models", "tiny-llama-f32.gguf")
 if not os.path.exists(tiny):
     print(f"skip: {tiny} not found"); sys.exit(77)
-passed = failed = 0
-
-def check(ok, what):
-    global passed, failed
-    print(("PASS " if ok else "FAIL ") + what)
-    if ok: passed += 1
-    else: failed += 1
 
 # ---- bad layouts: one message from rank 0, every rank non-zero, quickly
 cases = [(2, ["--tp", "4"], "4 ranks, but the job has 2"),
@@ -84,5 +79,4 @@ left = [pid for pid in victims if os.path.exists(f"/proc/{pid}") and open(f"/pro
 check(killed is not None and p.returncode not in (0, None) and elapsed < 30 and not left,
       f"kill -9 of rank pid {killed}: job exited {p.returncode} after {elapsed:.1f} s, ranks left {left}")
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()

@@ -15,6 +15,8 @@ Each mpirun runs in its own session with a time limit; leftovers are killed by p
 import http.client, json, os, re, signal, socket, subprocess, sys, threading, time
 sys.path.insert(0, os.path.dirname(__file__))
 from mpi import mpirun
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import check, finish   # noqa: E402
 
 sampan = os.environ.get("SAMPAN", "build/sampan")
 shared = os.environ.get("SAMPAN_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
@@ -24,14 +26,7 @@ if not os.path.exists(model):
 r = subprocess.run([sampan, "serve", "--help"], capture_output=True, timeout=60)
 if r.returncode != 0 or b"--drain-seconds" not in r.stdout:
     print(f"skip: {sampan} has no serve command with --drain-seconds"); sys.exit(77)
-passed = failed = 0
 
-
-def check(ok, what):
-    global passed, failed
-    print(("PASS " if ok else "FAIL ") + what, flush=True)
-    if ok: passed += 1
-    else: failed += 1
 
 
 def alive(pid):
@@ -184,5 +179,4 @@ def scenario(name, mca, victim=1):
 scenario("mpirun", [])
 scenario("mpirun keeping the job", ["--mca", "orte_abort_on_non_zero_status", "0"])
 scenario("leader killed, mpirun keeping the job", ["--mca", "orte_abort_on_non_zero_status", "0"], victim=0)
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()

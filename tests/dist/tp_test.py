@@ -14,6 +14,8 @@ import atexit, shutil, tempfile
 import argparse, array, json, os, subprocess, sys
 sys.path.insert(0, os.path.dirname(__file__))
 from mpi import mpirun, LAYOUTS, layout_args
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import check, finish   # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("model")
@@ -31,13 +33,6 @@ mpath = os.path.join(shared, "models", args.model + ".gguf")
 rdir = os.path.join(shared, "reference", args.model)
 if not os.path.exists(mpath):
     print(f"skip: {mpath} not found"); sys.exit(77)
-passed = failed = 0
-
-def check(ok, what):
-    global passed, failed
-    print(("PASS " if ok else "FAIL ") + what)
-    if ok: passed += 1
-    else: failed += 1
 
 def sh(cmd):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -126,5 +121,4 @@ if args.f32 and not args.quick:   # the engine's reference tolerances hold under
         last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr.strip()[-300:]
         check(r.returncode == 0, f"{args.model} tp={tp} pp={pp}: llama.cpp reference tolerances via mpirun ({last})")
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()

@@ -8,6 +8,8 @@ Exit 77 when ../shared is absent."""
 import argparse, atexit, os, shutil, subprocess, sys, tempfile
 sys.path.insert(0, os.path.dirname(__file__))
 from mpi import mpirun, ENV
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import check, finish   # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--types", default="Q4_1,Q5_0,Q5_1,IQ4_NL,Q5_K,Q2_K,Q3_K,IQ4_XS")
@@ -20,13 +22,6 @@ if not os.path.exists(src):
     print(f"skip: {src} not found"); sys.exit(77)
 tmp = tempfile.mkdtemp(prefix="sampan-test-")
 atexit.register(shutil.rmtree, tmp, True)
-passed = failed = 0
-
-def check(ok, what):
-    global passed, failed
-    print(("PASS " if ok else "FAIL ") + what)
-    if ok: passed += 1
-    else: failed += 1
 
 def score(model, out, prefix=(), extra=()):
     cmd = list(prefix) + [sampan, "score", "-m", model, "-p", "Once upon a time, in a small town",
@@ -54,5 +49,4 @@ for name, m in models:
         rc, err = score(m, out, mpirun(2), lay)
         same = rc == 0 and open(out, "rb").read() == ref
         check(same, f"{name}: {' '.join(lay)} logits bit-identical to one rank ({len(ref) // 4} floats; {err if rc else 'ok'})")
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()

@@ -13,18 +13,13 @@ tests/gpu/run.sh when two devices are visible; $SAMPAN already adds --backend cu
     with no rank left behind.
 Only a machine with two GPUs runs this."""
 import array, json, os, signal, subprocess, sys, tempfile, time
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import check, finish   # noqa: E402
 
 sampan = os.environ.get("SAMPAN", "build-gpu/sampan")
 shared = os.environ.get("SAMPAN_SHARED",
                         os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
-passed = failed = 0
 
-
-def check(ok, what):
-    global passed, failed
-    print(("PASS " if ok else "FAIL ") + what, flush=True)
-    if ok: passed += 1
-    else: failed += 1
 
 
 def mpirun(n):
@@ -185,5 +180,4 @@ if os.path.exists(model):
             srv.proc.kill()
             srv.proc.wait()
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else (77 if passed == 0 else 0))
+finish(skip_if_none=True)

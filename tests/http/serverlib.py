@@ -1,7 +1,7 @@
 """tests/http/serverlib.py — what the HTTP tests share: start `$SAMPAN serve` on a free port and
 stop it with SIGTERM (checking a clean exit and a clean sanitizer report), plain HTTP requests
 over loopback with the standard library, server-sent event parsing, Prometheus text parsing,
-and the PASS/FAIL tally that ends in the "N passed, N failed" line."""
+and (from tests/checks.py) the PASS/FAIL tally that ends in the "N passed, N failed" line."""
 import http.client, json, os, re, signal, socket, subprocess, sys, threading, time
 
 SAMPAN = os.environ.get("SAMPAN", "build/sampan")
@@ -9,22 +9,8 @@ SHARED = os.environ.get("SAMPAN_SHARED",
                         os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared"))
 STORIES = os.path.join(SHARED, "models", "stories260K.gguf")
 
-passed = failed = 0
-
-
-def check(ok, what):
-    global passed, failed
-    print(("PASS " if ok else "FAIL ") + what, flush=True)
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-    return ok
-
-
-def finish():
-    print(f"{passed} passed, {failed} failed", flush=True)
-    sys.exit(1 if failed else 0)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import check, finish   # noqa: E402,F401  (the HTTP tests import them from here)
 
 
 def need(path):

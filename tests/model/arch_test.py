@@ -15,17 +15,12 @@ independent float64 reference written here in plain Python (no numpy needed), fr
 the window are dropped between chunks (scheduler/sched.c) while later chunks still attend.
 Tolerance: max |ours - ref| <= 1e-4 x max |ref| over all logits."""
 import atexit, math, os, random, shutil, struct, subprocess, sys, tempfile
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import check, finish   # noqa: E402
 
 sampan = os.environ.get("SAMPAN", "build/sampan")
 tmp = tempfile.mkdtemp(prefix="sampan-test-")
 atexit.register(shutil.rmtree, tmp, True)
-passed = failed = 0
-
-def check(ok, what):
-    global passed, failed
-    print(("PASS " if ok else "FAIL ") + what)
-    if ok: passed += 1
-    else: failed += 1
 
 # ---- a minimal GGUF reader: metadata scalars and F32 tensors --------------------------------
 def read_gguf(path):
@@ -185,5 +180,4 @@ for shape in ["tiny-gemma3", "tiny-gemma3-swa", "tiny-gemma3-linear", "tiny-qwen
         d = max(abs(ours[i * V + j] - ref[i][j]) for i in range(len(ref)) for j in range(V))
         check(len(ours) == len(ref) * V and d <= 1e-4 * mx,
               f"{shape} {' '.join(b)}: {len(ref)} positions, max |ours-ref| {d:.3g} vs max |ref| {mx:.3g} (tol 1e-4 rel)")
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()

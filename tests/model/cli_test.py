@@ -6,6 +6,8 @@ Expected values come from ../shared/reference (stories260K's greedy text) or fro
 definition of the option, never from an earlier run of ours."""
 import atexit, shutil, tempfile
 import hashlib, json, os, re, subprocess, sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import check, finish   # noqa: E402
 
 sampan = os.environ.get("SAMPAN", "build/sampan")
 shared = os.environ.get("SAMPAN_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
@@ -14,13 +16,6 @@ shared = os.environ.get("SAMPAN_SHARED", os.path.join(os.path.dirname(__file__),
 tmp = tempfile.mkdtemp(prefix="sampan-test-")
 atexit.register(shutil.rmtree, tmp, True)
 stories = os.path.join(shared, "models", "stories260K.gguf")
-passed = failed = 0
-
-def check(ok, what):
-    global passed, failed
-    print(("PASS " if ok else "FAIL ") + what)
-    if ok: passed += 1
-    else: failed += 1
 
 def run(args, prefix=()):
     r = subprocess.run(list(prefix) + [sampan] + args, capture_output=True, timeout=300)
@@ -245,5 +240,4 @@ for ty, theirs in (("Q8_0", "small-llama-q8_0"), ("Q4_0", "small-llama-q4_0"), (
           f"quantize F16 -> {ty}: error vs F16 refs {ours and round(ours['worst'], 3)} std (llama.cpp's {theirs}: "
           f"{ref and round(ref['worst'], 3)}), top-1 {ours and round(ours['top1'], 3)} ({ref and round(ref['top1'], 3)})")
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()

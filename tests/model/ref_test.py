@@ -12,6 +12,8 @@ Prints one line per check and "N passed, N failed"; exits 77 when ../shared is a
 """
 import atexit, shutil, tempfile
 import argparse, array, json, os, subprocess, sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from checks import check, finish   # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("model")
@@ -42,14 +44,7 @@ if not os.path.exists(mpath) or not os.path.isdir(rdir):
 # must not share file names
 tmp = tempfile.mkdtemp(prefix="sampan-test-")
 atexit.register(shutil.rmtree, tmp, True)
-passed = failed = 0
 overall_worst, overall_top1 = 0.0, 1.0
-
-def check(ok, what):
-    global passed, failed
-    print(("PASS " if ok else "FAIL ") + what)
-    if ok: passed += 1
-    else: failed += 1
 
 def sh(cmd):
     cmd = args.launcher.split() + cmd + args.sampan_args.split()
@@ -141,5 +136,4 @@ if args.greedy_prefix:
           f"first {args.greedy_prefix} greedy tokens equal on {prefix_ok}/{len(prompts)} prompts (need {args.greedy_min})")
 if args.report:
     json.dump({"worst": overall_worst, "top1": overall_top1}, open(args.report, "w"))
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()
