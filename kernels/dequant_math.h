@@ -88,29 +88,28 @@ static inline QT_HD float qt_dq_iq4_nl(const void *row, int64_t e) {
 
 /* 8 sub-blocks of 32: x = (d*sc[j])*q - dmin*m[j]; qs byte l of chunk c (64 elements) holds
  * element 64c+l in its low nibble and 64c+32+l in its high nibble */
-static inline QT_HD float qt_dq_q4_K(const void *row, int64_t e) {
-    const block_q4_K *b = (const block_q4_K *)row + e / QK_K;
-    const int r = (int)(e % QK_K), c = r / 64, hi = (r % 64) >= 32, l = r % 32;
+static inline QT_HD float qt__dq_q45_K(qt_f16 d, qt_f16 dmin, const uint8_t *scales,
+                                       const uint8_t *qs, const uint8_t *qh, int r) {
+    const int c = r / 64, hi = (r % 64) >= 32, l = r % 32;
     uint8_t sc, m;
-    qt_q4k_scale_min(2 * c + hi, b->scales, &sc, &m);
-    const uint8_t byte = b->qs[32 * c + l];
-    const int q = hi ? byte >> 4 : byte & 0xF;
-    const float d1 = om_mul_rn(qt_f16_to_f32(b->d), (float)sc);
-    const float m1 = om_mul_rn(qt_f16_to_f32(b->dmin), (float)m);
+    qt_q4k_scale_min(2 * c + hi, scales, &sc, &m);
+    const uint8_t byte = qs[32 * c + l];
+    int q = hi ? byte >> 4 : byte & 0xF;
+    if (qh) q |= ((qh[l] >> (2 * c + hi)) & 1) << 4;   /* Q5_K: the fifth bit, bit 2c+hi of qh[l] */
+    const float d1 = om_mul_rn(qt_f16_to_f32(d), (float)sc);
+    const float m1 = om_mul_rn(qt_f16_to_f32(dmin), (float)m);
     return om_sub_rn(om_mul_rn(d1, (float)q), m1);
 }
 
-/* Q5_K: Q4_K's element with a fifth bit, bit 2c+hi of qh[l] */
+static inline QT_HD float qt_dq_q4_K(const void *row, int64_t e) {
+    const block_q4_K *b = (const block_q4_K *)row + e / QK_K;
+    return qt__dq_q45_K(b->d, b->dmin, b->scales, b->qs, NULL, (int)(e % QK_K));
+}
+
+/* Q5_K: Q4_K's element with a fifth bit */
 static inline QT_HD float qt_dq_q5_K(const void *row, int64_t e) {
     const block_q5_K *b = (const block_q5_K *)row + e / QK_K;
-    const int r = (int)(e % QK_K), c = r / 64, hi = (r % 64) >= 32, l = r % 32;
-    uint8_t sc, m;
-    qt_q4k_scale_min(2 * c + hi, b->scales, &sc, &m);
-    const uint8_t byte = b->qs[32 * c + l];
-    const int q = (hi ? byte >> 4 : byte & 0xF) | ((b->qh[l] >> (2 * c + hi)) & 1) << 4;
-    const float d1 = om_mul_rn(qt_f16_to_f32(b->d), (float)sc);
-    const float m1 = om_mul_rn(qt_f16_to_f32(b->dmin), (float)m);
-    return om_sub_rn(om_mul_rn(d1, (float)q), m1);
+    return qt__dq_q45_K(b->d, b->dmin, b->scales, b->qs, b->qh, (int)(e % QK_K));
 }
 
 /* Q6_K: 16 sub-blocks of 16 with int8 scales; x = (d*scales[e/16])*(q-32). In each half of

@@ -124,60 +124,47 @@ float qt_dot_iq4_nl_scalar(int64_t n, const void *w, const void *x) {
     return s;
 }
 
-/* per block: d*yd*sum_j sc[j]*(q4·y8 over sub-block j) - dmin*yd*sum_j m[j]*(sum of y8 over j),
- * the second sum read from the activation's bsums (two per sub-block of 32) */
+/* One Q4_K or Q5_K block against a Q8_K one: d*yd*sum_j sc[j]*(q·y8 over sub-block j)
+ * - dmin*yd*sum_j m[j]*(sum of y8 over j), the second sum read from the activation's bsums (two
+ * per sub-block of 32). q is the low nibble (even sub-blocks) or the high one (odd), plus for
+ * Q5_K (qh != NULL) the fifth bit: bit 2c of qh[l] for the low half, 2c+1 for the high. */
+static inline float qt__dot_q45_K_block(qt_f16 d, qt_f16 dmin, const uint8_t *scales,
+                                        const uint8_t *q, const uint8_t *qh, const block_q8_K *b) {
+    int32_t isum = 0, msum = 0;
+    const int8_t *y = b->qs;
+    for (int c = 0; c < QK_K / 64; c++, q += 32, y += 64) {
+        uint8_t sc1, m1, sc2, m2;
+        qt_q4k_scale_min(2 * c, scales, &sc1, &m1);
+        qt_q4k_scale_min(2 * c + 1, scales, &sc2, &m2);
+        int32_t s1 = 0, s2 = 0;
+        for (int l = 0; l < 32; l++) {
+            const int h1 = qh ? ((qh[l] >> (2 * c)) & 1) << 4 : 0;
+            const int h2 = qh ? ((qh[l] >> (2 * c + 1)) & 1) << 4 : 0;
+            s1 += ((q[l] & 0xF) | h1) * y[l];
+            s2 += ((q[l] >> 4) | h2) * y[l + 32];
+        }
+        isum += sc1 * s1 + sc2 * s2;
+        msum += m1 * (b->bsums[4 * c] + b->bsums[4 * c + 1]) +
+                m2 * (b->bsums[4 * c + 2] + b->bsums[4 * c + 3]);
+    }
+    return (qt_f16_to_f32(d) * b->d) * (float)isum - (qt_f16_to_f32(dmin) * b->d) * (float)msum;
+}
+
 float qt_dot_q4_K_scalar(int64_t n, const void *w, const void *x) {
     const block_q4_K *a = w;
     const block_q8_K *b = x;
     float s = 0.0f;
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        int32_t isum = 0, msum = 0;
-        const uint8_t *q = a[i].qs;
-        const int8_t *y = b[i].qs;
-        for (int c = 0; c < QK_K / 64; c++, q += 32, y += 64) {
-            uint8_t sc1, m1, sc2, m2;
-            qt_q4k_scale_min(2 * c, a[i].scales, &sc1, &m1);
-            qt_q4k_scale_min(2 * c + 1, a[i].scales, &sc2, &m2);
-            int32_t s1 = 0, s2 = 0;
-            for (int l = 0; l < 32; l++) {
-                s1 += (q[l] & 0xF) * y[l];
-                s2 += (q[l] >> 4) * y[l + 32];
-            }
-            isum += sc1 * s1 + sc2 * s2;
-            msum += m1 * (b[i].bsums[4 * c] + b[i].bsums[4 * c + 1]) +
-                    m2 * (b[i].bsums[4 * c + 2] + b[i].bsums[4 * c + 3]);
-        }
-        s += (qt_f16_to_f32(a[i].d) * b[i].d) * (float)isum -
-             (qt_f16_to_f32(a[i].dmin) * b[i].d) * (float)msum;
-    }
+    for (int64_t i = 0; i < n / QK_K; i++)
+        s += qt__dot_q45_K_block(a[i].d, a[i].dmin, a[i].scales, a[i].qs, NULL, &b[i]);
     return s;
 }
 
-/* Q5_K: Q4_K's sums with the fifth bit (qh[l] bit 2c for the low half, 2c+1 for the high) */
 float qt_dot_q5_K_scalar(int64_t n, const void *w, const void *x) {
     const block_q5_K *a = w;
     const block_q8_K *b = x;
     float s = 0.0f;
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        int32_t isum = 0, msum = 0;
-        const uint8_t *q = a[i].qs, *qh = a[i].qh;
-        const int8_t *y = b[i].qs;
-        for (int c = 0; c < QK_K / 64; c++, q += 32, y += 64) {
-            uint8_t sc1, m1, sc2, m2;
-            qt_q4k_scale_min(2 * c, a[i].scales, &sc1, &m1);
-            qt_q4k_scale_min(2 * c + 1, a[i].scales, &sc2, &m2);
-            int32_t s1 = 0, s2 = 0;
-            for (int l = 0; l < 32; l++) {
-                s1 += ((q[l] & 0xF) | ((qh[l] >> (2 * c)) & 1) << 4) * y[l];
-                s2 += ((q[l] >> 4) | ((qh[l] >> (2 * c + 1)) & 1) << 4) * y[l + 32];
-            }
-            isum += sc1 * s1 + sc2 * s2;
-            msum += m1 * (b[i].bsums[4 * c] + b[i].bsums[4 * c + 1]) +
-                    m2 * (b[i].bsums[4 * c + 2] + b[i].bsums[4 * c + 3]);
-        }
-        s += (qt_f16_to_f32(a[i].d) * b[i].d) * (float)isum -
-             (qt_f16_to_f32(a[i].dmin) * b[i].d) * (float)msum;
-    }
+    for (int64_t i = 0; i < n / QK_K; i++)
+        s += qt__dot_q45_K_block(a[i].d, a[i].dmin, a[i].scales, a[i].qs, a[i].qh, &b[i]);
     return s;
 }
 
