@@ -108,14 +108,18 @@ float qt_dot_q8_0_avx2(int64_t n, const void *w, const void *x) {
  * lane, i+1 in the high lane; the activations are regrouped to match (elements 0..15 of both
  * blocks, then 16..31), the two halves' int16 pair sums are added (<= 2*2*31*127 and
  * 2*2*16*127, their difference < 2^15: exact) before one vpmaddwd, and the four f16 scales
- * are converted with one vcvtph2ps. Inlined into each wrapper with `five` constant. */
-static inline float qt__dot_off32(int64_t n, const uint8_t *w, size_t bs, int five, const block_q8_0 *b) {
+ * are converted with one vcvtph2ps. With pairs = 0 (Q5_0) every block is a step of its own,
+ * 8 lanes of 4 consecutive elements: the float order of ggml's AVX2 Q5_0 dot, which Gemma 3's
+ * references (Q5_0 in every layer) come from. Inlined into each wrapper with `five` and
+ * `pairs` constant. */
+static inline float qt__dot_off32(int64_t n, const uint8_t *w, size_t bs, int five, int pairs,
+                                  const block_q8_0 *b) {
     const int64_t nb = n / QK4_0;
     const int qs_at = five ? 6 : 2; /* after d (and qh[4]) */
     const __m256i off = _mm256_set1_epi8(five ? 16 : 8), ones = _mm256_set1_epi16(1);
     __m256 acc = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 2 <= nb; i += 2, w += 2 * bs) {
+    for (; pairs && i + 2 <= nb; i += 2, w += 2 * bs) {
         qt__prefetch(w, 2 * (int)bs);
         __m256i lo, hi, ylo, yhi;
         qt__q45_pair(w + qs_at, w + bs + qs_at, five ? w + 2 : NULL, w + bs + 2, &lo, &hi);
@@ -129,7 +133,8 @@ static inline float qt__dot_off32(int64_t n, const uint8_t *w, size_t bs, int fi
         const __m128 dd = qt__h2f_mul(qt__h2(d0, d1), 0, qt__h2(b[i].d, b[i + 1].d), 0);
         acc = _mm256_fmadd_ps(qt__bcast2(dd, 0, 1), _mm256_cvtepi32_ps(p), acc);
     }
-    if (i < nb) {
+    for (; i < nb; i++, w += bs) {   /* one block: 8 lanes of 4 consecutive elements */
+        qt__prefetch(w, (int)bs);
         __m256i q = qt__q4_0_unpack(w + qs_at);
         if (five) q = _mm256_or_si256(q, qt__q5_hbits(w + 2));
         const __m256i y = _mm256_loadu_si256((const __m256i *)b[i].qs);
@@ -142,11 +147,11 @@ static inline float qt__dot_off32(int64_t n, const uint8_t *w, size_t bs, int fi
 }
 
 float qt_dot_q4_0_avx2(int64_t n, const void *w, const void *x) {
-    return qt__dot_off32(n, w, sizeof(block_q4_0), 0, x);
+    return qt__dot_off32(n, w, sizeof(block_q4_0), 0, 1, x);
 }
 
 float qt_dot_q5_0_avx2(int64_t n, const void *w, const void *x) {
-    return qt__dot_off32(n, w, sizeof(block_q5_0), 1, x);
+    return qt__dot_off32(n, w, sizeof(block_q5_0), 1, 0, x);
 }
 
 /* ---- Q4_K against Q8_K ---------------------------------------------------------------- */
