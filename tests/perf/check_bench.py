@@ -106,6 +106,15 @@ def main():
                 med = v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
                 check(isinstance(frac, (int, float)) and abs(frac - med) <= 1e-9,
                       tag + ": frac_read_adjacent == median of the repetitions (got %r, %r)" % (frac, med))
+    # the per-type table of benchmarks/README.md, made from this JSON: one row per decode run
+    here = os.path.dirname(os.path.abspath(__file__))
+    t = subprocess.run([sys.executable, os.path.join(here, "..", "..", "benchmarks", "types_table.py"), out],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    n_tg = sum(1 for r in runs if r.get("test") == "tg")
+    body = [l for l in t.stdout.splitlines()[2:] if l.startswith("| ")]
+    check(t.returncode == 0 and len(body) == n_tg and all(l.count("|") == 9 for l in body),
+          "types_table.py: one 8-column row per decode run (%d rows for %d runs; %s)" %
+          (len(body), n_tg, t.stderr.strip()[-200:]))
 
 
 if __name__ == "__main__":
