@@ -85,6 +85,13 @@ r = subprocess.run([sys.executable, os.path.join(here, "ref_test.py"), "gemma-3-
 print(r.stdout[-3000:])
 check(r.returncode == 0, f"ref_test on gemma-3-270m-q4_k_m (exit {r.returncode})")
 
+# the scheduler on it (tests/sched/test_sched.c, bitwise): 32 requests alone and batched,
+# preemption, prefix reuse, teacher forcing, finish reasons, penalties, logprobs
+if len(sys.argv) > 1:
+    r = subprocess.run([sys.argv[1], model, "--f32"], capture_output=True, text=True, timeout=900)
+    print(r.stdout[-1500:], r.stderr[-1500:])
+    check(r.returncode == 0, f"test_sched on gemma-3-270m-q4_k_m: batch-invariant (exit {r.returncode})")
+
 # `sampan serve` on it: the README's curl examples (the Serving section's completion and chat
 # commands, as printed there, on this server's port) answer with English text
 sys.path.insert(0, os.path.join(root, "tests", "http"))
