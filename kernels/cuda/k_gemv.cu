@@ -1,10 +1,14 @@
 /* kernels/cuda/k_gemv.cu — decode GEMV: out (T,N) = x (T,K) · W^T for T <= 8, W in the file's
- * block layout (KERN_ROWS) of F32, F16, BF16, Q8_0, Q4_0, Q4_K or Q6_K.
+ * block layout (KERN_ROWS) of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K,
+ * Q4_K, Q5_K, Q6_K or IQ4_XS. F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K have hand-cut paths
+ * (below); the other eight share one generic path (cuk__gemv_dq: qt_dq per element, f32 sums
+ * per 32 elements), held to the same tests but not tuned (nothing here has run on a GPU).
  *
  * Numerics: the CPU's kern_matmul, summation order aside. As on the CPU (kern.h), x is first
  * converted to the weight type's vec_dot_type by a small kernel into scratch, bit for bit the
  * CPU's quantizer (dequant_math.h's rounding): Q8_0 blocks of 32 (d = f16(amax/127)) for
- * Q4_0/Q8_0, Q8_K blocks of 256 (d = max/-127 in f32, bsums per 16) for Q4_K/Q6_K, f16- or
+ * the 32-element types, Q8_K blocks of 256 (d = max/-127 in f32, bsums per 16) for the
+ * 256-element ones, f16- or
  * bf16-rounded values for F16/BF16, x itself for F32. The quantized types then take exact int32
  * dot products with __dp4a over pieces of a block (4 bytes of weight and activation per
  * instruction) and add piece_sum * (weight scale * activation scale) into an f32 accumulator
@@ -13,8 +17,10 @@
  * multiply dequantized weights by the rounded activations with f32 fma (the products are exact
  * for F16 and BF16). So the GPU and the CPU differ only by f32 rounding of the additions: each
  * lane sums its pieces in order, then a warp butterfly adds the 32 lanes; fma rounds once where
- * the CPU rounds twice. Against a float64 product of the dequantized weights and the quantized
- * activations the error is within about (pieces per lane + 5) * 2^-24 of sum |w_i * xq_i|.
+ * the CPU rounds twice. Against a float64 product of the dequantized weights and the
+ * quantized activations the error is within about (pieces per lane + 5) * 2^-24 of
+ * sum |w_i * xq_i| (the generic path: f32 fma over each 32-element chunk, then the chunk times
+ * its activation scale, i.e. about 32 more roundings per lane).
  *
  * Work: one warp per output row, 4 rows per 128-thread block, so each row's bytes are read
  * once for all T tokens and the grid is N/4 blocks. Lanes take consecutive pieces of
@@ -293,6 +299,39 @@ CUK_UNROLL
     cuk__store<NT>(out, acc, N, n, lane);
 }
 
+/* Q4_1, Q5_0, Q5_1, IQ4_NL (Q8_0 activations) and Q2_K, Q3_K, Q5_K, IQ4_XS (Q8_K), the types
+ * without a hand-cut path: each weight element dequantized on its own by qt_dq (bit for bit
+ * the CPU's to_float) times the int8 activation, summed in f32 per chunk of 32 elements (one
+ * Q8_0 block, an eighth of a Q8_K block), the chunk's sum times its activation scale added to
+ * the accumulator. Lane i takes chunks i, i + 32, ...; AB is the activations' block. Correct
+ * and simple rather than fast: no dp4a, and each element re-decodes its block's scales (L1
+ * hits); hand-cut paths like Q4_K's are the step to take once a GPU can time them. */
+template <int NT, int TYPE>
+__global__ void cuk__gemv_dq(float *__restrict__ out, const uint8_t *__restrict__ w,
+                             size_t row_stride, int N, int K, const int8_t *__restrict__ xq,
+                             const float *__restrict__ xd) {
+    CUK__ROW_SETUP();
+    constexpr int AB = TYPE == QT_Q4_1 || TYPE == QT_Q5_0 || TYPE == QT_Q5_1 ||
+                               TYPE == QT_IQ4_NL
+                           ? QK8_0
+                           : QK_K;
+    const int nc = K / 32, nab = K / AB;
+    for (int c = lane; c < nc; c += CU_WARP) {
+        float s[NT];
+CUK_UNROLL
+        for (int t = 0; t < NT; t++) s[t] = 0.0f;
+        for (int k = 32 * c; k < 32 * c + 32; k++) {
+            const float wk = qt_dq(TYPE, row, k);
+CUK_UNROLL
+            for (int t = 0; t < NT; t++) s[t] = fmaf(wk, (float)xq[(size_t)t * K + k], s[t]);
+        }
+        const int ab = 32 * c / AB;
+CUK_UNROLL
+        for (int t = 0; t < NT; t++) acc[t] = fmaf(s[t], xd[(size_t)t * nab + ab], acc[t]);
+    }
+    cuk__store<NT>(out, acc, N, n, lane);
+}
+
 /* weight element k of a float-type row */
 template <int TYPE>
 static __device__ inline float cuk__wf(const uint8_t *row, int k) {
@@ -377,22 +416,31 @@ __global__ void cuk__gemv_bf16(float *__restrict__ out, const uint8_t *__restric
 
 static size_t cuk__al16(size_t n) { return (n + 15) & ~(size_t)15; }
 
-static int cuk__block(int type) {
+/* the type x is converted to for weights of type (the CPU's vec_dot_type); -1: no kernel */
+static int cuk__vdt(int type) {
     switch (type) {
-    case QT_F32: case QT_F16: case QT_BF16: return 1;
-    case QT_Q8_0: case QT_Q4_0: return QK8_0;
-    case QT_Q4_K: case QT_Q6_K: return QK_K;
-    default: return 0;
+    case QT_F32: case QT_F16: case QT_BF16: return type;
+    case QT_Q8_0: case QT_Q4_0: case QT_Q4_1: case QT_Q5_0: case QT_Q5_1: case QT_IQ4_NL:
+        return QT_Q8_0;
+    case QT_Q2_K: case QT_Q3_K: case QT_Q4_K: case QT_Q5_K: case QT_Q6_K: case QT_IQ4_XS:
+        return QT_Q8_K;
+    default: return -1;
     }
+}
+
+/* elements per weight block (the activations' block for the quantized types); 0: no kernel */
+static int cuk__block(int type) {
+    const int v = cuk__vdt(type);
+    return v == QT_Q8_0 ? QK8_0 : v == QT_Q8_K ? QK_K : v >= 0 ? 1 : 0;
 }
 
 /* scratch: Q8_0 / Q8_K types: xq (T*K int8) | xd (T*K/bs f32) | Q8_K: xbs (T*K/16 int32);
  * F16 / BF16: xr (T*K f32) */
 extern "C" size_t cuk_gemv_scratch_bytes(int type, int64_t K, int T) {
     const size_t n = (size_t)K * (size_t)(T > 0 ? T : 0);
-    switch (type) {
-    case QT_Q8_0: case QT_Q4_0: return cuk__al16(n) + cuk__al16(n / QK8_0 * sizeof(float));
-    case QT_Q4_K: case QT_Q6_K:
+    switch (cuk__vdt(type)) {
+    case QT_Q8_0: return cuk__al16(n) + cuk__al16(n / QK8_0 * sizeof(float));
+    case QT_Q8_K:
         return cuk__al16(n) + cuk__al16(n / QK_K * sizeof(float)) + cuk__al16(n / 16 * sizeof(int));
     case QT_F16: case QT_BF16: return n * sizeof(float);
     default: return 0;
@@ -411,6 +459,23 @@ extern "C" size_t cuk_gemv_scratch_bytes(int type, int64_t K, int T) {
     default: CU_LAUNCH(KERN<8>, grid, block, 0, s, __VA_ARGS__); break;        \
     }
 
+/* the generic path (cuk__gemv_dq) for type TY and T tokens */
+template <int TY>
+static void cuk__launch_dq(dim3 grid, dim3 block, cudaStream_t s, int T, float *out,
+                           const uint8_t *w, size_t row_stride, int N, int K, const int8_t *xq,
+                           const float *xd) {
+    typedef void (*kern_t)(float *, const uint8_t *, size_t, int, int, const int8_t *,
+                           const float *);
+    static const kern_t ks[8] = {cuk__gemv_dq<1, TY>, cuk__gemv_dq<2, TY>, cuk__gemv_dq<3, TY>,
+                                 cuk__gemv_dq<4, TY>, cuk__gemv_dq<5, TY>, cuk__gemv_dq<6, TY>,
+                                 cuk__gemv_dq<7, TY>, cuk__gemv_dq<8, TY>};
+    const kern_t k = ks[T - 1];
+    CU_LAUNCH(k, grid, block, 0, s, out, w, row_stride, N, K, xq, xd);
+}
+
+#define CUK__DQ_CASE(TY)                                                                   \
+    case TY: cuk__launch_dq<TY>(grid, block, s, T, out, wb, row_stride, N, K, xq, xd); break;
+
 extern "C" int cuk_gemv(float *out, const void *w, int type, int N, int K, size_t row_stride,
                         const float *x, int T, void *scratch, cuk_stream stream) {
     const int bs = cuk__block(type);
@@ -428,30 +493,39 @@ extern "C" int cuk_gemv(float *out, const void *w, int type, int N, int K, size_
     const dim3 grid((unsigned)((N + CUK_GEMV_WARPS - 1) / CUK_GEMV_WARPS));
     const dim3 block(CUK_GEMV_WARPS * CU_WARP);
     int err;
-    switch (type) {
-    case QT_Q4_0: case QT_Q8_0: {
+    switch (cuk__vdt(type)) {
+    case QT_Q8_0: {
         const size_t nb = n / QK8_0;
         CU_LAUNCH(cuk__quant_q8_0, dim3((unsigned)((nb * CU_WARP + qthreads - 1) / qthreads)),
                   dim3(qthreads), 0, s, x, xq, xd, nb);
         if ((err = CU_LAST_ERROR()) != 0) return err;
-        if (type == QT_Q4_0) {
-            CUK__T_SWITCH(cuk__gemv_q4_0, out, wb, row_stride, N, K, xq, xd)
-        } else {
-            CUK__T_SWITCH(cuk__gemv_q8_0, out, wb, row_stride, N, K, xq, xd)
+        switch (type) {
+        case QT_Q4_0: CUK__T_SWITCH(cuk__gemv_q4_0, out, wb, row_stride, N, K, xq, xd) break;
+        case QT_Q8_0: CUK__T_SWITCH(cuk__gemv_q8_0, out, wb, row_stride, N, K, xq, xd) break;
+        CUK__DQ_CASE(QT_Q4_1)
+        CUK__DQ_CASE(QT_Q5_0)
+        CUK__DQ_CASE(QT_Q5_1)
+        CUK__DQ_CASE(QT_IQ4_NL)
         }
         break;
     }
-    case QT_Q4_K: case QT_Q6_K: {
+    case QT_Q8_K: {
         const size_t nb = n / QK_K;
         int *xbs = (int *)((char *)xd + cuk__al16(nb * sizeof(float)));
         CU_LAUNCH(cuk__quant_q8_K, dim3((unsigned)((nb * CU_WARP + qthreads - 1) / qthreads)),
                   dim3(qthreads), 0, s, x, xq, xd, xbs, nb);
         if ((err = CU_LAST_ERROR()) != 0) return err;
-        if (type == QT_Q4_K) {
+        switch (type) {
+        case QT_Q4_K: {
             const int a16 = (uintptr_t)w % 16 == 0 && row_stride % 16 == 0;
             CUK__T_SWITCH(cuk__gemv_q4_K, out, wb, row_stride, N, K, xq, xd, xbs, a16)
-        } else {
-            CUK__T_SWITCH(cuk__gemv_q6_K, out, wb, row_stride, N, K, xq, xd)
+            break;
+        }
+        case QT_Q6_K: CUK__T_SWITCH(cuk__gemv_q6_K, out, wb, row_stride, N, K, xq, xd) break;
+        CUK__DQ_CASE(QT_Q2_K)
+        CUK__DQ_CASE(QT_Q3_K)
+        CUK__DQ_CASE(QT_Q5_K)
+        CUK__DQ_CASE(QT_IQ4_XS)
         }
         break;
     }

@@ -11,7 +11,9 @@ extern "C" {
 #include "gguf.h"
 }
 
-static const int types[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_K, QT_Q6_K};
+static const int types[] = {QT_F32,  QT_F16,    QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_1,
+                            QT_Q5_0, QT_Q5_1,   QT_IQ4_NL, QT_Q2_K, QT_Q3_K, QT_Q4_K,
+                            QT_Q5_K, QT_Q6_K, QT_IQ4_XS};
 
 /* rows of w (n_rows x K of type, stride bytes apart) through the GPU to every output type,
  * compared with to_float; returns the number of elements checked */

@@ -27,7 +27,7 @@ static double conv_err(int type, const float *x, int K, int k) {
     if (type == QT_F32) return 0.0;
     if (type == QT_F16) return fabs(x[k]) * 0x1p-11 + 0x1p-25;
     if (type == QT_BF16) return fabs(x[k]) * 0x1p-8;
-    const int bs = (type == QT_Q4_0 || type == QT_Q8_0) ? 32 : 256;
+    const int bs = qt_get(type)->vec_dot_type == QT_Q8_0 ? 32 : 256;
     double amax = 0.0;
     for (int j = k / bs * bs; j < k / bs * bs + bs && j < K; j++) amax = fmax(amax, fabs(x[j]));
     return bs == 32 ? amax * (1.0 / 254 + 0x1p-11) : amax / 254 * 1.001;
@@ -148,7 +148,8 @@ static void real_weights(const char *shared, const char *file, int o) {
 
 int main(void) {
     kern_init(NULL);
-    const int types[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_K, QT_Q6_K};
+    const int types[] = {QT_F32,  QT_F16,  QT_BF16,   QT_Q8_0, QT_Q4_0, QT_Q4_1, QT_Q5_0, QT_Q5_1,
+                         QT_IQ4_NL, QT_Q2_K, QT_Q3_K, QT_Q4_K, QT_Q5_K, QT_Q6_K, QT_IQ4_XS};
     const int N = 7;
     TK_FOR_ORDERS(o) {
         for (int type : types) {
