@@ -22,6 +22,12 @@
  * SAMPAN_CUDA_TF32=1 allows it), so F32 models stay within 1e-3 x std of the references.
  * matmul_n converts the shared input once per activation type.
  *
+ * Gemma 3. geglu is k_ew.cu's lookup in om_gelu_fill's table of halves, built in
+ * sampan_cuda_new by the host compiler with glibc's tanhf as the CPU builds its own and
+ * uploaded once (128 KB), so the GPU's GeGLU is the CPU's bit for bit; scale is x *= s;
+ * attention passes backend_attn.window to both kernels (k_attn.cu), which never read a
+ * block-table entry wholly before the window.
+ *
  * Batch invariance. The GEMV computes each (t, n) with the same operations whatever T is
  * (chunks of 8 positions), and so do the element-wise kernels and the decode attention kernel;
  * cuBLAS (whose kernel choice, tiling and split-K depend on T) and the prefill attention kernel
@@ -709,9 +715,6 @@ static int cu__attention(backend *b, const backend_kv *kv, int l, float *out, co
     cu_ctx *c = cu__c(b);
     CU_ENTER(b);
     if (T <= 0) return 0;
-    if (a->window > 0)
-        return cu__msg(b, "sliding-window attention (window %d) has no CUDA kernel yet",
-                       a->window);
     if (cu__need_pass(b, "attention", T) || cu__tables(b, kv->block_size)) return -1;
     const size_t off = (size_t)l * cu__kv_layer_bytes(kv);
     cuk_attn_args args;
@@ -726,6 +729,7 @@ static int cu__attention(backend *b, const backend_kv *kv, int l, float *out, co
     args.group = a->group;
     args.kv_head0 = a->kv_head0;
     args.scale = a->scale;
+    args.window = a->window;
     args.tables = c->d_tab;
     args.max_blocks = c->max_blocks;
     size_t sb = cuk_attn_scratch_bytes(&args, T, c->max_ctx);
