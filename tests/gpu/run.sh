@@ -24,6 +24,9 @@
 #                 F32 within 1e-3 x std (with the F32 KV cache ref_test.py asks for), F16
 #                 1e-2 x std, quantized 0.25 x std with top-1 >= 85% (the CPU's F16 and
 #                 quantized tolerances);
+#      arch       tests/model/arch_test.py: gemma3 (GeGLU, sliding-window attention, the
+#                 embedding scale) and qwen3 on tiny synthetic F32 models against its float64
+#                 reference (1e-4 x max |ref|); needs no model files;
 #      sched      tests/sched/test_sched.c (batch invariance through the scheduler) with
 #                 SAMPAN_TEST_BACKEND=cuda, in the backend's default, invariant mode;
 #      bench7b    fast mode (SAMPAN_CUDA_INVARIANT=0): decode of a llama-7b-shaped Q4_0 model
@@ -90,7 +93,7 @@ while [ $# -gt 0 ]; do
 done
 case "$jobs" in ''|*[!0-9]*|0) die "--jobs expects a positive number" ;; esac
 case "${budget:-x}" in x) ;; *[!0-9]*) die "--budget expects seconds" ;; esac
-steps="smoke ref sched bench7b http tp bench schedfast"
+steps="smoke ref arch sched bench7b http tp bench schedfast"
 for s in ${only//,/ }; do
     case " $steps " in *" $s "*) ;; *) die "--only: unknown step '$s' (of: $steps)" ;; esac
 done
@@ -506,6 +509,12 @@ if want ref && fits "ref-* (${#refs[@]} suites)" 60; then
         [ $((n % par)) -eq 0 ] && collect
     done
     collect
+fi
+
+# ---- 4b'. architectures: Gemma 3 and Qwen 3 on synthetic models (no files needed) -----------
+if want arch && fits "arch" 60; then
+    timeout -k 10 "$(tmo 300)" "$py" "$root/tests/model/arch_test.py" > "$logs/arch.log" 2>&1
+    result "arch: tests/model/arch_test.py ($tag)" $? "$logs/arch.log"
 fi
 
 # ---- 4c. scheduler: batch invariance in the default (invariant) mode --------------------------
