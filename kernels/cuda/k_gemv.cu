@@ -1,8 +1,9 @@
 /* kernels/cuda/k_gemv.cu — decode GEMV: out (T,N) = x (T,K) · W^T for T <= 8, W in the file's
  * block layout (KERN_ROWS) of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K,
- * Q4_K, Q5_K, Q6_K or IQ4_XS. F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K have hand-cut paths
- * (below); the other eight share one generic path (cuk__gemv_dq: qt_dq per element, f32 sums
- * per 32 elements), held to the same tests but not tuned (nothing here has run on a GPU).
+ * Q4_K, Q5_K, Q6_K or IQ4_XS. All but Q2_K, Q3_K and IQ4_XS have hand-cut dp4a paths (below:
+ * Q4_0/Q4_1/Q5_0/Q5_1/IQ4_NL share one template, Q4_K/Q5_K another); those three take one
+ * generic path (cuk__gemv_dq: qt_dq per element, f32 sums per 32 elements), held to the same
+ * tests but not tuned. Nothing here has run on a GPU: the speeds below are design targets.
  *
  * Numerics: the CPU's kern_matmul, summation order aside. As on the CPU (kern.h), x is first
  * converted to the weight type's vec_dot_type by a small kernel into scratch, bit for bit the
@@ -12,8 +13,9 @@
  * bf16-rounded values for F16/BF16, x itself for F32. The quantized types then take exact int32
  * dot products with __dp4a over pieces of a block (4 bytes of weight and activation per
  * instruction) and add piece_sum * (weight scale * activation scale) into an f32 accumulator
- * per token (Q4_K: minus (dmin * activation scale) * sum of mins times bsums), the CPU's
- * per-block expression cut into 4 (Q4_0, Q8_0), 8 (Q4_K) or 16 (Q6_K) pieces; the float types
+ * per token (Q4_K, Q5_K: minus (dmin * activation scale) * sum of mins times bsums), the CPU's
+ * per-block expression cut into 4 (the 32-element types), 8 (Q4_K, Q5_K) or 16 (Q6_K) pieces;
+ * Q4_1/Q5_1 add (m * activation scale) * the activations' sum of the piece; the float types
  * multiply dequantized weights by the rounded activations with f32 fma (the products are exact
  * for F16 and BF16). So the GPU and the CPU differ only by f32 rounding of the additions: each
  * lane sums its pieces in order, then a warp butterfly adds the 32 lanes; fma rounds once where
@@ -25,9 +27,9 @@
  * Work: one warp per output row, 4 rows per 128-thread block, so each row's bytes are read
  * once for all T tokens and the grid is N/4 blocks. Lanes take consecutive pieces of
  * consecutive blocks, so a warp's loads cover 128-576 contiguous bytes of the row at a time
- * (16-byte loads for Q4_K's quants and the float types when the row is 16-byte aligned; the
- * 18/34/210-byte blocks of Q4_0/Q8_0/Q6_K are only 2-byte aligned, so they are read as pairs of
- * 2-byte loads). The activations (T*K bytes quantized) stay in L1/L2 and are read per row; at
+ * (16-byte loads for the quants of Q4_K and Q5_K, Q5_K's high bits and the float types when
+ * the row is 16-byte aligned; the 18-34 and 210-byte blocks of the 32-element types and Q6_K
+ * are only 2-byte aligned, so they are read as pairs of 2-byte loads). The activations (T*K bytes quantized) stay in L1/L2 and are read per row; at
  * T = 8 those L1 reads, not DRAM, bound the quantized kernels (about 16 activation bytes per
  * weight byte for Q4_0): a variant with 2 rows per warp would halve them.
  * Accumulators are NT registers (NT a template parameter; every loop over tokens unrolled).
@@ -169,25 +171,71 @@ __global__ void cuk__round_x(const float *__restrict__ x, float *__restrict__ xr
 
 /* ---- the GEMV kernels: one warp per row n ---- */
 
-/* Q4_0 (18 B blocks): 4 lanes per block, lane j takes quant bytes 4j..4j+3 (elements 4j.. and
- * 16+4j..); 8 blocks per warp step */
-template <int NT>
-__global__ void cuk__gemv_q4_0(float *__restrict__ out, const uint8_t *__restrict__ w,
-                               size_t row_stride, int N, int K, const int8_t *__restrict__ xq,
-                               const float *__restrict__ xd) {
+/* bits 0..3 of b at bit 4 of bytes 0..3: the fifth bits of 4 elements */
+static __device__ inline uint32_t cuk__spread4(uint32_t b) {
+    return ((b & 1u) << 4) | ((b & 2u) << 11) | ((b & 4u) << 18) | ((b & 8u) << 25);
+}
+
+/* IQ4_NL's levels (int8) of the 4 nibbles held in the bytes of u */
+static __device__ inline int cuk__iq4nl4(uint32_t u) {
+    uint32_t r = 0;
+CUK_UNROLL
+    for (int k = 0; k < 4; k++)
+        r |= (uint32_t)(uint8_t)qt_iq4nl_level((int)((u >> (8 * k)) & 0xFu)) << (8 * k);
+    return (int)r;
+}
+
+/* The 32-element types of 18-24 B blocks: Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL. 4 lanes per block,
+ * lane j takes quant bytes 4j..4j+3 (elements 4j.. in the low nibbles, 16+4j.. in the high);
+ * Q5_0/Q5_1 add bits 4j.. and 16+4j.. of qh as the fifth bit, IQ4_NL maps each nibble to its
+ * level; 8 blocks per warp step. Q4_1/Q5_1 (x = d q + m, q unsigned) add m times the
+ * activations' sum over the lane's 8 elements (a dp4a with ones). */
+template <int NT, int TYPE>
+__global__ void cuk__gemv_q32(float *__restrict__ out, const uint8_t *__restrict__ w,
+                              size_t row_stride, int N, int K, const int8_t *__restrict__ xq,
+                              const float *__restrict__ xd) {
     CUK__ROW_SETUP();
+    constexpr bool HM = TYPE == QT_Q4_1 || TYPE == QT_Q5_1;   /* an f16 m after d */
+    constexpr bool H5 = TYPE == QT_Q5_0 || TYPE == QT_Q5_1;   /* 4 bytes of qh next */
+    constexpr int QH = HM ? 4 : 2, QS = QH + (H5 ? 4 : 0), BB = QS + QK4_0 / 2;
     const int nb = K / QK4_0, j = lane & 3;
     for (int ib = lane >> 2; ib < nb; ib += 8) {
-        const uint8_t *b = row + (size_t)ib * sizeof(block_q4_0);
+        const uint8_t *b = row + (size_t)ib * BB;
         const float dw = cuk__f16(b);
-        const uint32_t q = cuk__ld_u32_a2(b + 2 + 4 * j);
-        const int lo = cuk__sub_bytes(q & 0x0F0F0F0Fu, 0x08080808u);
-        const int hi = cuk__sub_bytes((q >> 4) & 0x0F0F0F0Fu, 0x08080808u);
+        const float mw = HM ? cuk__f16(b + 2) : 0.0f;
+        const uint32_t q = cuk__ld_u32_a2(b + QS + 4 * j);
+        uint32_t l = q & 0x0F0F0F0Fu, h = (q >> 4) & 0x0F0F0F0Fu;
+        if (H5) {
+            const uint32_t qh = cuk__ld_u32_a2(b + QH);
+            l |= cuk__spread4((qh >> (4 * j)) & 0xFu);
+            h |= cuk__spread4((qh >> (16 + 4 * j)) & 0xFu);
+        }
+        int lo, hi;
+        if (TYPE == QT_Q4_0) {
+            lo = cuk__sub_bytes(l, 0x08080808u);
+            hi = cuk__sub_bytes(h, 0x08080808u);
+        } else if (TYPE == QT_Q5_0) {
+            lo = cuk__sub_bytes(l, 0x10101010u);
+            hi = cuk__sub_bytes(h, 0x10101010u);
+        } else if (TYPE == QT_IQ4_NL) {
+            lo = cuk__iq4nl4(l);
+            hi = cuk__iq4nl4(h);
+        } else {
+            lo = (int)l;
+            hi = (int)h;
+        }
 CUK_UNROLL
         for (int t = 0; t < NT; t++) {
             const int8_t *xb = xq + (size_t)t * K + (size_t)ib * QK8_0 + 4 * j;
-            const int s = cuk__dp4a(hi, cuk__ld_i32(xb + 16), cuk__dp4a(lo, cuk__ld_i32(xb), 0));
-            acc[t] += (float)s * (dw * xd[(size_t)t * nb + ib]);
+            const int x0 = cuk__ld_i32(xb), x1 = cuk__ld_i32(xb + 16);
+            const int s = cuk__dp4a(hi, x1, cuk__dp4a(lo, x0, 0));
+            const float dx = xd[(size_t)t * nb + ib];
+            if (HM) {
+                const int sx = cuk__dp4a(0x01010101, x1, cuk__dp4a(0x01010101, x0, 0));
+                acc[t] += (float)s * (dw * dx) + (float)sx * (mw * dx);
+            } else {
+                acc[t] += (float)s * (dw * dx);
+            }
         }
     }
     cuk__store<NT>(out, acc, N, n, lane);
@@ -215,46 +263,67 @@ CUK_UNROLL
     cuk__store<NT>(out, acc, N, n, lane);
 }
 
-/* Q4_K (144 B super-blocks): 8 lanes per super-block; lane j takes 16 quant bytes of chunk
- * c = j/2 (half j%2): 16 elements of sub-block 2c (low nibbles) and 16 of 2c+1 (high); 4
- * super-blocks per step. a16: the row's quants may be read as 16-byte vectors. */
-template <int NT>
-__global__ void cuk__gemv_q4_K(float *__restrict__ out, const uint8_t *__restrict__ w,
-                               size_t row_stride, int N, int K, const int8_t *__restrict__ xq,
-                               const float *__restrict__ xd, const int *__restrict__ xbs,
-                               int a16) {
+/* 16 bytes at p: one vector load when a16, else four 4-byte (A4) or eight 2-byte loads */
+template <bool A4>
+static __device__ inline uint4 cuk__ld16(const uint8_t *p, int a16) {
+    if (a16) return *(const uint4 *)p;
+    if (A4) {
+        const uint32_t *q = (const uint32_t *)p;
+        return make_uint4(q[0], q[1], q[2], q[3]);
+    }
+    return make_uint4(cuk__ld_u32_a2(p), cuk__ld_u32_a2(p + 4), cuk__ld_u32_a2(p + 8),
+                      cuk__ld_u32_a2(p + 12));
+}
+
+/* Q4_K (144 B) and Q5_K (176 B) super-blocks: 8 lanes per super-block; lane j takes 16 quant
+ * bytes of chunk c = j/2 (half j%2): 16 elements of sub-block 2c (low nibbles) and 16 of 2c+1
+ * (high); Q5_K adds bits 2c and 2c+1 of the same 16 qh bytes as the fifth bit; 4 super-blocks
+ * per step. a16: the row's quants may be read as 16-byte vectors (Q4_K is 4-byte aligned
+ * otherwise, Q5_K 2-byte). */
+template <int NT, int TYPE>
+__global__ void cuk__gemv_q45_K(float *__restrict__ out, const uint8_t *__restrict__ w,
+                                size_t row_stride, int N, int K, const int8_t *__restrict__ xq,
+                                const float *__restrict__ xd, const int *__restrict__ xbs,
+                                int a16) {
     CUK__ROW_SETUP();
+    constexpr bool H5 = TYPE == QT_Q5_K;
+    constexpr int QS = H5 ? 48 : 16, BB = H5 ? (int)sizeof(block_q5_K) : (int)sizeof(block_q4_K);
     const int nsb = K / QK_K, j = lane & 7, c = j >> 1, hf = j & 1;
     for (int ib = lane >> 3; ib < nsb; ib += 4) {
-        const uint8_t *b = row + (size_t)ib * sizeof(block_q4_K);
+        const uint8_t *b = row + (size_t)ib * BB;
         const float dw = cuk__f16(b), dmin = cuk__f16(b + 2);
         uint8_t sc1, m1, sc2, m2;
         qt_q4k_scale_min(2 * c, b + 4, &sc1, &m1);
         qt_q4k_scale_min(2 * c + 1, b + 4, &sc2, &m2);
-        const uint8_t *qs = b + 16 + 32 * c + 16 * hf;
-        uint4 v;
-        if (a16) {
-            v = *(const uint4 *)qs;
-        } else {
-            const uint32_t *q32 = (const uint32_t *)qs;
-            v = make_uint4(q32[0], q32[1], q32[2], q32[3]);
+        const uint4 v = cuk__ld16<!H5>(b + QS + 32 * c + 16 * hf, a16);
+        uint32_t l0 = v.x & 0x0F0F0F0Fu, l1 = v.y & 0x0F0F0F0Fu;
+        uint32_t l2 = v.z & 0x0F0F0F0Fu, l3 = v.w & 0x0F0F0F0Fu;
+        uint32_t h0 = (v.x >> 4) & 0x0F0F0F0Fu, h1 = (v.y >> 4) & 0x0F0F0F0Fu;
+        uint32_t h2 = (v.z >> 4) & 0x0F0F0F0Fu, h3 = (v.w >> 4) & 0x0F0F0F0Fu;
+        if (H5) {
+            const uint4 u = cuk__ld16<false>(b + 16 + 16 * hf, a16);
+            const int sl = 2 * c, sh = 2 * c + 1;
+            l0 |= ((u.x >> sl) & 0x01010101u) << 4;
+            l1 |= ((u.y >> sl) & 0x01010101u) << 4;
+            l2 |= ((u.z >> sl) & 0x01010101u) << 4;
+            l3 |= ((u.w >> sl) & 0x01010101u) << 4;
+            h0 |= ((u.x >> sh) & 0x01010101u) << 4;
+            h1 |= ((u.y >> sh) & 0x01010101u) << 4;
+            h2 |= ((u.z >> sh) & 0x01010101u) << 4;
+            h3 |= ((u.w >> sh) & 0x01010101u) << 4;
         }
-        const int l0 = (int)(v.x & 0x0F0F0F0Fu), l1 = (int)(v.y & 0x0F0F0F0Fu);
-        const int l2 = (int)(v.z & 0x0F0F0F0Fu), l3 = (int)(v.w & 0x0F0F0F0Fu);
-        const int h0 = (int)((v.x >> 4) & 0x0F0F0F0Fu), h1 = (int)((v.y >> 4) & 0x0F0F0F0Fu);
-        const int h2 = (int)((v.z >> 4) & 0x0F0F0F0Fu), h3 = (int)((v.w >> 4) & 0x0F0F0F0Fu);
 CUK_UNROLL
         for (int t = 0; t < NT; t++) {
             const int8_t *xb = xq + (size_t)t * K + (size_t)ib * QK_K + 64 * c + 16 * hf;
             const int4 x0 = *(const int4 *)xb, x1 = *(const int4 *)(xb + 32);
-            int s1 = cuk__dp4a(l0, x0.x, 0);
-            s1 = cuk__dp4a(l1, x0.y, s1);
-            s1 = cuk__dp4a(l2, x0.z, s1);
-            s1 = cuk__dp4a(l3, x0.w, s1);
-            int s2 = cuk__dp4a(h0, x1.x, 0);
-            s2 = cuk__dp4a(h1, x1.y, s2);
-            s2 = cuk__dp4a(h2, x1.z, s2);
-            s2 = cuk__dp4a(h3, x1.w, s2);
+            int s1 = cuk__dp4a((int)l0, x0.x, 0);
+            s1 = cuk__dp4a((int)l1, x0.y, s1);
+            s1 = cuk__dp4a((int)l2, x0.z, s1);
+            s1 = cuk__dp4a((int)l3, x0.w, s1);
+            int s2 = cuk__dp4a((int)h0, x1.x, 0);
+            s2 = cuk__dp4a((int)h1, x1.y, s2);
+            s2 = cuk__dp4a((int)h2, x1.z, s2);
+            s2 = cuk__dp4a((int)h3, x1.w, s2);
             const int *bs = xbs + (size_t)t * (K / 16) + (size_t)ib * 16 + 4 * c + hf;
             const int isum = sc1 * s1 + sc2 * s2, msum = m1 * bs[0] + m2 * bs[2];
             const float dx = xd[(size_t)t * nsb + ib];
@@ -299,7 +368,7 @@ CUK_UNROLL
     cuk__store<NT>(out, acc, N, n, lane);
 }
 
-/* Q4_1, Q5_0, Q5_1, IQ4_NL (Q8_0 activations) and Q2_K, Q3_K, Q5_K, IQ4_XS (Q8_K), the types
+/* Q2_K, Q3_K and IQ4_XS (Q8_K activations; the kernel takes any type qt_dq knows), the types
  * without a hand-cut path: each weight element dequantized on its own by qt_dq (bit for bit
  * the CPU's to_float) times the int8 activation, summed in f32 per chunk of 32 elements (one
  * Q8_0 block, an eighth of a Q8_K block), the chunk's sum times its activation scale added to
@@ -459,22 +528,24 @@ extern "C" size_t cuk_gemv_scratch_bytes(int type, int64_t K, int T) {
     default: CU_LAUNCH(KERN<8>, grid, block, 0, s, __VA_ARGS__); break;        \
     }
 
-/* the generic path (cuk__gemv_dq) for type TY and T tokens */
-template <int TY>
-static void cuk__launch_dq(dim3 grid, dim3 block, cudaStream_t s, int T, float *out,
-                           const uint8_t *w, size_t row_stride, int N, int K, const int8_t *xq,
-                           const float *xd) {
-    typedef void (*kern_t)(float *, const uint8_t *, size_t, int, int, const int8_t *,
-                           const float *);
-    static const kern_t ks[8] = {cuk__gemv_dq<1, TY>, cuk__gemv_dq<2, TY>, cuk__gemv_dq<3, TY>,
-                                 cuk__gemv_dq<4, TY>, cuk__gemv_dq<5, TY>, cuk__gemv_dq<6, TY>,
-                                 cuk__gemv_dq<7, TY>, cuk__gemv_dq<8, TY>};
-    const kern_t k = ks[T - 1];
-    CU_LAUNCH(k, grid, block, 0, s, out, w, row_stride, N, K, xq, xd);
+/* The kernels with a type parameter (cuk__gemv_q32, cuk__gemv_q45_K, cuk__gemv_dq): a table of
+ * the 8 instances NT = 1..8 for type TY, launched for T tokens (a function template is no
+ * macro argument of CUK__T_SWITCH) */
+template <class KT, class... A>
+static void cuk__launch_t(const KT (&ks)[8], dim3 grid, dim3 block, cudaStream_t s, int T,
+                          A... args) {
+    const KT k = ks[T - 1];
+    CU_LAUNCH(k, grid, block, 0, s, args...);
 }
 
-#define CUK__DQ_CASE(TY)                                                                   \
-    case TY: cuk__launch_dq<TY>(grid, block, s, T, out, wb, row_stride, N, K, xq, xd); break;
+#define CUK__TY_CASE(TY, KERN, ...)                                                         \
+    case TY: {                                                                              \
+        static const decltype(&KERN<1, TY>) ks[8] = {KERN<1, TY>, KERN<2, TY>, KERN<3, TY>, \
+                                                     KERN<4, TY>, KERN<5, TY>, KERN<6, TY>, \
+                                                     KERN<7, TY>, KERN<8, TY>};             \
+        cuk__launch_t(ks, grid, block, s, T, __VA_ARGS__);                                  \
+        break;                                                                              \
+    }
 
 extern "C" int cuk_gemv(float *out, const void *w, int type, int N, int K, size_t row_stride,
                         const float *x, int T, void *scratch, cuk_stream stream) {
@@ -500,12 +571,12 @@ extern "C" int cuk_gemv(float *out, const void *w, int type, int N, int K, size_
                   dim3(qthreads), 0, s, x, xq, xd, nb);
         if ((err = CU_LAST_ERROR()) != 0) return err;
         switch (type) {
-        case QT_Q4_0: CUK__T_SWITCH(cuk__gemv_q4_0, out, wb, row_stride, N, K, xq, xd) break;
         case QT_Q8_0: CUK__T_SWITCH(cuk__gemv_q8_0, out, wb, row_stride, N, K, xq, xd) break;
-        CUK__DQ_CASE(QT_Q4_1)
-        CUK__DQ_CASE(QT_Q5_0)
-        CUK__DQ_CASE(QT_Q5_1)
-        CUK__DQ_CASE(QT_IQ4_NL)
+        CUK__TY_CASE(QT_Q4_0, cuk__gemv_q32, out, wb, row_stride, N, K, xq, xd)
+        CUK__TY_CASE(QT_Q4_1, cuk__gemv_q32, out, wb, row_stride, N, K, xq, xd)
+        CUK__TY_CASE(QT_Q5_0, cuk__gemv_q32, out, wb, row_stride, N, K, xq, xd)
+        CUK__TY_CASE(QT_Q5_1, cuk__gemv_q32, out, wb, row_stride, N, K, xq, xd)
+        CUK__TY_CASE(QT_IQ4_NL, cuk__gemv_q32, out, wb, row_stride, N, K, xq, xd)
         }
         break;
     }
@@ -515,17 +586,14 @@ extern "C" int cuk_gemv(float *out, const void *w, int type, int N, int K, size_
         CU_LAUNCH(cuk__quant_q8_K, dim3((unsigned)((nb * CU_WARP + qthreads - 1) / qthreads)),
                   dim3(qthreads), 0, s, x, xq, xd, xbs, nb);
         if ((err = CU_LAST_ERROR()) != 0) return err;
+        const int a16 = (uintptr_t)w % 16 == 0 && row_stride % 16 == 0;
         switch (type) {
-        case QT_Q4_K: {
-            const int a16 = (uintptr_t)w % 16 == 0 && row_stride % 16 == 0;
-            CUK__T_SWITCH(cuk__gemv_q4_K, out, wb, row_stride, N, K, xq, xd, xbs, a16)
-            break;
-        }
         case QT_Q6_K: CUK__T_SWITCH(cuk__gemv_q6_K, out, wb, row_stride, N, K, xq, xd) break;
-        CUK__DQ_CASE(QT_Q2_K)
-        CUK__DQ_CASE(QT_Q3_K)
-        CUK__DQ_CASE(QT_Q5_K)
-        CUK__DQ_CASE(QT_IQ4_XS)
+        CUK__TY_CASE(QT_Q4_K, cuk__gemv_q45_K, out, wb, row_stride, N, K, xq, xd, xbs, a16)
+        CUK__TY_CASE(QT_Q5_K, cuk__gemv_q45_K, out, wb, row_stride, N, K, xq, xd, xbs, a16)
+        CUK__TY_CASE(QT_Q2_K, cuk__gemv_dq, out, wb, row_stride, N, K, xq, xd)
+        CUK__TY_CASE(QT_Q3_K, cuk__gemv_dq, out, wb, row_stride, N, K, xq, xd)
+        CUK__TY_CASE(QT_IQ4_XS, cuk__gemv_dq, out, wb, row_stride, N, K, xq, xd)
         }
         break;
     }
