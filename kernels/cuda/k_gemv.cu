@@ -1,7 +1,7 @@
 /* kernels/cuda/k_gemv.cu — decode GEMV: out (T,N) = x (T,K) · W^T for T <= 8, W in the file's
  * block layout (KERN_ROWS) of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K,
- * Q4_K, Q5_K, Q6_K or IQ4_XS. All but Q2_K, Q3_K and IQ4_XS have hand-cut dp4a paths (below:
- * Q4_0/Q4_1/Q5_0/Q5_1/IQ4_NL share one template, Q4_K/Q5_K another); those three take one
+ * Q4_K, Q5_K, Q6_K or IQ4_XS. All but Q2_K and Q3_K have hand-cut dp4a paths (below:
+ * Q4_0/Q4_1/Q5_0/Q5_1/IQ4_NL share one template, Q4_K/Q5_K another); those two take one
  * generic path (cuk__gemv_dq: qt_dq per element, f32 sums per 32 elements), held to the same
  * tests but not tuned. Nothing here has run on a GPU: the speeds below are design targets.
  *
@@ -14,7 +14,8 @@
  * dot products with __dp4a over pieces of a block (4 bytes of weight and activation per
  * instruction) and add piece_sum * (weight scale * activation scale) into an f32 accumulator
  * per token (Q4_K, Q5_K: minus (dmin * activation scale) * sum of mins times bsums), the CPU's
- * per-block expression cut into 4 (the 32-element types), 8 (Q4_K, Q5_K) or 16 (Q6_K) pieces;
+ * per-block expression cut into 4 (the 32-element types), 8 (Q4_K, Q5_K, IQ4_XS) or 16 (Q6_K)
+ * pieces;
  * Q4_1/Q5_1 add (m * activation scale) * the activations' sum of the piece; the float types
  * multiply dequantized weights by the rounded activations with f32 fma (the products are exact
  * for F16 and BF16). So the GPU and the CPU differ only by f32 rounding of the additions: each
@@ -58,6 +59,11 @@ static __device__ inline int cuk__dp4a(int a, int b, int c) {
     for (int k = 0; k < 4; k++) c += (int)(int8_t)(a >> (8 * k)) * (int)(int8_t)(b >> (8 * k));
     return c;
 #endif
+}
+
+/* c + the dot product of 16 signed bytes: the words a0..a3 times the int4 x */
+static __device__ inline int cuk__dp16(int a0, int a1, int a2, int a3, int4 x, int c) {
+    return cuk__dp4a(a3, x.w, cuk__dp4a(a2, x.z, cuk__dp4a(a1, x.y, cuk__dp4a(a0, x.x, c))));
 }
 
 /* bytes of v (each <= 127) minus bytes of k (each <= 128), per byte, without borrows */
@@ -316,18 +322,42 @@ CUK_UNROLL
         for (int t = 0; t < NT; t++) {
             const int8_t *xb = xq + (size_t)t * K + (size_t)ib * QK_K + 64 * c + 16 * hf;
             const int4 x0 = *(const int4 *)xb, x1 = *(const int4 *)(xb + 32);
-            int s1 = cuk__dp4a((int)l0, x0.x, 0);
-            s1 = cuk__dp4a((int)l1, x0.y, s1);
-            s1 = cuk__dp4a((int)l2, x0.z, s1);
-            s1 = cuk__dp4a((int)l3, x0.w, s1);
-            int s2 = cuk__dp4a((int)h0, x1.x, 0);
-            s2 = cuk__dp4a((int)h1, x1.y, s2);
-            s2 = cuk__dp4a((int)h2, x1.z, s2);
-            s2 = cuk__dp4a((int)h3, x1.w, s2);
+            const int s1 = cuk__dp16((int)l0, (int)l1, (int)l2, (int)l3, x0, 0);
+            const int s2 = cuk__dp16((int)h0, (int)h1, (int)h2, (int)h3, x1, 0);
             const int *bs = xbs + (size_t)t * (K / 16) + (size_t)ib * 16 + 4 * c + hf;
             const int isum = sc1 * s1 + sc2 * s2, msum = m1 * bs[0] + m2 * bs[2];
             const float dx = xd[(size_t)t * nsb + ib];
             acc[t] += (dw * dx) * (float)isum - (dmin * dx) * (float)msum;
+        }
+    }
+    cuk__store<NT>(out, acc, N, n, lane);
+}
+
+/* IQ4_XS (136 B super-blocks of 8 sub-blocks of 32): 8 lanes per super-block, lane j takes
+ * sub-block j: its 16 quant bytes (elements 32j.. in the low nibbles, 32j+16.. in the high),
+ * each nibble mapped to IQ4_NL's level, times the sub-block's signed 6-bit scale; 4
+ * super-blocks per step; 2-byte loads (the blocks are 8-byte aligned at best) */
+template <int NT>
+__global__ void cuk__gemv_iq4_xs(float *__restrict__ out, const uint8_t *__restrict__ w,
+                                 size_t row_stride, int N, int K, const int8_t *__restrict__ xq,
+                                 const float *__restrict__ xd) {
+    CUK__ROW_SETUP();
+    const int nsb = K / QK_K, j = lane & 7;
+    for (int ib = lane >> 3; ib < nsb; ib += 4) {
+        const uint8_t *b = row + (size_t)ib * sizeof(block_iq4_xs);
+        const float dw = cuk__f16(b);
+        const int sc = qt_iq4xs_scale(j, *(const uint16_t *)(b + 2), b + 4);
+        const uint4 v = cuk__ld16<false>(b + 8 + 16 * j, 0);
+        const int l0 = cuk__iq4nl4(v.x & 0x0F0F0F0Fu), l1 = cuk__iq4nl4(v.y & 0x0F0F0F0Fu);
+        const int l2 = cuk__iq4nl4(v.z & 0x0F0F0F0Fu), l3 = cuk__iq4nl4(v.w & 0x0F0F0F0Fu);
+        const int h0 = cuk__iq4nl4((v.x >> 4) & 0x0F0F0F0Fu), h1 = cuk__iq4nl4((v.y >> 4) & 0x0F0F0F0Fu);
+        const int h2 = cuk__iq4nl4((v.z >> 4) & 0x0F0F0F0Fu), h3 = cuk__iq4nl4((v.w >> 4) & 0x0F0F0F0Fu);
+CUK_UNROLL
+        for (int t = 0; t < NT; t++) {
+            const int8_t *xb = xq + (size_t)t * K + (size_t)ib * QK_K + 32 * j;
+            const int4 x0 = *(const int4 *)xb, x1 = *(const int4 *)(xb + 16);
+            const int s = cuk__dp16(h0, h1, h2, h3, x1, cuk__dp16(l0, l1, l2, l3, x0, 0));
+            acc[t] += (dw * xd[(size_t)t * nsb + ib]) * (float)(sc * s);
         }
     }
     cuk__store<NT>(out, acc, N, n, lane);
@@ -368,7 +398,7 @@ CUK_UNROLL
     cuk__store<NT>(out, acc, N, n, lane);
 }
 
-/* Q2_K, Q3_K and IQ4_XS (Q8_K activations; the kernel takes any type qt_dq knows), the types
+/* Q2_K and Q3_K (Q8_K activations; the kernel takes any type qt_dq knows), the types
  * without a hand-cut path: each weight element dequantized on its own by qt_dq (bit for bit
  * the CPU's to_float) times the int8 activation, summed in f32 per chunk of 32 elements (one
  * Q8_0 block, an eighth of a Q8_K block), the chunk's sum times its activation scale added to
@@ -593,7 +623,7 @@ extern "C" int cuk_gemv(float *out, const void *w, int type, int N, int K, size_
         CUK__TY_CASE(QT_Q5_K, cuk__gemv_q45_K, out, wb, row_stride, N, K, xq, xd, xbs, a16)
         CUK__TY_CASE(QT_Q2_K, cuk__gemv_dq, out, wb, row_stride, N, K, xq, xd)
         CUK__TY_CASE(QT_Q3_K, cuk__gemv_dq, out, wb, row_stride, N, K, xq, xd)
-        CUK__TY_CASE(QT_IQ4_XS, cuk__gemv_dq, out, wb, row_stride, N, K, xq, xd)
+        case QT_IQ4_XS: CUK__T_SWITCH(cuk__gemv_iq4_xs, out, wb, row_stride, N, K, xq, xd) break;
         }
         break;
     }
