@@ -4,7 +4,7 @@
  * Memory. `weight` uploads each matrix once, compact (row_stride = the type's row size), in the
  * file's block layout: F32, F16 and BF16 as they are, the quantized types (Q8_0, Q4_0, Q4_1,
  * Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS: cu__types) in their blocks for the
- * decode GEMV (Q2_K and Q3_K through its generic, untuned path). A quantized matrix ALSO gets a BF16 copy (dequantized on the device at
+ * decode GEMV. A quantized matrix ALSO gets a BF16 copy (dequantized on the device at
  * load, each element the CPU's to_float value rounded once) for the tensor-core GEMM of
  * prefill: a memory trade-off, 2 bytes per weight on top of 0.56 (Q4_K) to 1.06 (Q8_0), i.e.
  * tinyllama-1.1b Q4_K: 0.6 GiB of blocks + 2.0 GiB of BF16. Copies are made only while the

@@ -1,9 +1,8 @@
 /* kernels/cuda/k_gemv.cu — decode GEMV: out (T,N) = x (T,K) · W^T for T <= 8, W in the file's
  * block layout (KERN_ROWS) of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K,
- * Q4_K, Q5_K, Q6_K or IQ4_XS. All but Q2_K and Q3_K have hand-cut dp4a paths (below:
- * Q4_0/Q4_1/Q5_0/Q5_1/IQ4_NL share one template, Q4_K/Q5_K another); those two take one
- * generic path (cuk__gemv_dq: qt_dq per element, f32 sums per 32 elements), held to the same
- * tests but not tuned. Nothing here has run on a GPU: the speeds below are design targets.
+ * Q4_K, Q5_K, Q6_K or IQ4_XS, each quantized type by dp4a over its blocks (Q4_0, Q4_1, Q5_0,
+ * Q5_1 and IQ4_NL share one template, Q4_K and Q5_K another, Q2_K and Q3_K a third in Q6_K's
+ * lane mapping). Nothing here has run on a GPU: the speeds below are design targets.
  *
  * Numerics: the CPU's kern_matmul, summation order aside. As on the CPU (kern.h), x is first
  * converted to the weight type's vec_dot_type by a small kernel into scratch, bit for bit the
@@ -14,16 +13,16 @@
  * dot products with __dp4a over pieces of a block (4 bytes of weight and activation per
  * instruction) and add piece_sum * (weight scale * activation scale) into an f32 accumulator
  * per token (Q4_K, Q5_K: minus (dmin * activation scale) * sum of mins times bsums), the CPU's
- * per-block expression cut into 4 (the 32-element types), 8 (Q4_K, Q5_K, IQ4_XS) or 16 (Q6_K)
- * pieces;
- * Q4_1/Q5_1 add (m * activation scale) * the activations' sum of the piece; the float types
+ * per-block expression cut into 4 (the 32-element types), 8 (Q4_K, Q5_K, IQ4_XS) or 16
+ * (Q6_K, Q2_K, Q3_K) pieces;
+ * Q4_1/Q5_1 add (m * activation scale) * the activations' sum of the piece, Q2_K subtracts
+ * (dmin * activation scale) * the mins times the activations' sums of its pieces; the float types
  * multiply dequantized weights by the rounded activations with f32 fma (the products are exact
  * for F16 and BF16). So the GPU and the CPU differ only by f32 rounding of the additions: each
  * lane sums its pieces in order, then a warp butterfly adds the 32 lanes; fma rounds once where
  * the CPU rounds twice. Against a float64 product of the dequantized weights and the
  * quantized activations the error is within about (pieces per lane + 5) * 2^-24 of
- * sum |w_i * xq_i| (the generic path: f32 fma over each 32-element chunk, then the chunk times
- * its activation scale, i.e. about 32 more roundings per lane).
+ * sum |w_i * xq_i|.
  *
  * Work: one warp per output row, 4 rows per 128-thread block, so each row's bytes are read
  * once for all T tokens and the grid is N/4 blocks. Lanes take consecutive pieces of
@@ -398,35 +397,55 @@ CUK_UNROLL
     cuk__store<NT>(out, acc, N, n, lane);
 }
 
-/* Q2_K and Q3_K (Q8_K activations; the kernel takes any type qt_dq knows), the types
- * without a hand-cut path: each weight element dequantized on its own by qt_dq (bit for bit
- * the CPU's to_float) times the int8 activation, summed in f32 per chunk of 32 elements (one
- * Q8_0 block, an eighth of a Q8_K block), the chunk's sum times its activation scale added to
- * the accumulator. Lane i takes chunks i, i + 32, ...; AB is the activations' block. Correct
- * and simple rather than fast: no dp4a, and each element re-decodes its block's scales (L1
- * hits); hand-cut paths like Q4_K's are the step to take once a GPU can time them. */
+/* Q2_K (84 B) and Q3_K (110 B) super-blocks of 16 sub-blocks of 16, in Q6_K's mapping: 16
+ * lanes per super-block; lane j takes, in half h = j/8, positions l = 4(j%8)..+3 of the half's
+ * 4 groups 32k + l (k = 0..3), whose 2-bit levels are bits 2k..2k+1 of qs bytes 32h + l (Q3_K:
+ * minus 4 unless bit 4h+k of hmask byte l is set) and whose sub-block is 8h + 2k + l/16; 2
+ * super-blocks per step. Q2_K's mins take the activations' sum over the lane's 4 elements of
+ * each group (a dp4a with ones; bsums cover 16). */
 template <int NT, int TYPE>
-__global__ void cuk__gemv_dq(float *__restrict__ out, const uint8_t *__restrict__ w,
-                             size_t row_stride, int N, int K, const int8_t *__restrict__ xq,
-                             const float *__restrict__ xd) {
+__global__ void cuk__gemv_q23_K(float *__restrict__ out, const uint8_t *__restrict__ w,
+                                size_t row_stride, int N, int K, const int8_t *__restrict__ xq,
+                                const float *__restrict__ xd) {
     CUK__ROW_SETUP();
-    constexpr int AB = TYPE == QT_Q4_1 || TYPE == QT_Q5_0 || TYPE == QT_Q5_1 ||
-                               TYPE == QT_IQ4_NL
-                           ? QK8_0
-                           : QK_K;
-    const int nc = K / 32, nab = K / AB;
-    for (int c = lane; c < nc; c += CU_WARP) {
-        float s[NT];
+    constexpr bool Q3 = TYPE == QT_Q3_K;
+    constexpr int BB = Q3 ? (int)sizeof(block_q3_K) : (int)sizeof(block_q2_K);
+    constexpr int QS = Q3 ? 32 : 16, DO = Q3 ? 108 : 80;   /* offsets of qs and d */
+    const int nsb = K / QK_K, j = lane & 15, h = j >> 3, l4 = 4 * (j & 7);
+    for (int ib = lane >> 4; ib < nsb; ib += 2) {
+        const uint8_t *b = row + (size_t)ib * BB;
+        const uint32_t Q = cuk__ld_u32_a2(b + QS + 32 * h + l4);
+        const uint32_t M = Q3 ? cuk__ld_u32_a2(b + l4) : 0u;   /* Q3_K's hmask bytes */
+        int q[4], sc[4], mn[4];
 CUK_UNROLL
-        for (int t = 0; t < NT; t++) s[t] = 0.0f;
-        for (int k = 32 * c; k < 32 * c + 32; k++) {
-            const float wk = qt_dq(TYPE, row, k);
-CUK_UNROLL
-            for (int t = 0; t < NT; t++) s[t] = fmaf(wk, (float)xq[(size_t)t * K + k], s[t]);
+        for (int k = 0; k < 4; k++) {
+            const uint32_t v = (Q >> (2 * k)) & 0x03030303u;
+            const int sb = 8 * h + 2 * k + (l4 >> 4);
+            if (Q3) {
+                q[k] = cuk__sub_bytes(v | (((M >> (4 * h + k)) & 0x01010101u) << 2), 0x04040404u);
+                sc[k] = qt_q3k_scale(sb, b + 96);
+                mn[k] = 0;
+            } else {
+                q[k] = (int)v;
+                sc[k] = b[sb] & 0xF;
+                mn[k] = b[sb] >> 4;
+            }
         }
-        const int ab = 32 * c / AB;
+        const float dw = cuk__f16(b + DO), dmin = Q3 ? 0.0f : cuk__f16(b + DO + 2);
 CUK_UNROLL
-        for (int t = 0; t < NT; t++) acc[t] = fmaf(s[t], xd[(size_t)t * nab + ab], acc[t]);
+        for (int t = 0; t < NT; t++) {
+            const int8_t *xb = xq + (size_t)t * K + (size_t)ib * QK_K + 128 * h + l4;
+            int isum = 0, msum = 0;
+CUK_UNROLL
+            for (int k = 0; k < 4; k++) {
+                const int xk = cuk__ld_i32(xb + 32 * k);
+                isum += sc[k] * cuk__dp4a(q[k], xk, 0);
+                if (!Q3) msum += mn[k] * cuk__dp4a(0x01010101, xk, 0);
+            }
+            const float dx = xd[(size_t)t * nsb + ib];
+            if (Q3) acc[t] += (dw * dx) * (float)isum;
+            else acc[t] += (dw * dx) * (float)isum - (dmin * dx) * (float)msum;
+        }
     }
     cuk__store<NT>(out, acc, N, n, lane);
 }
@@ -558,7 +577,7 @@ extern "C" size_t cuk_gemv_scratch_bytes(int type, int64_t K, int T) {
     default: CU_LAUNCH(KERN<8>, grid, block, 0, s, __VA_ARGS__); break;        \
     }
 
-/* The kernels with a type parameter (cuk__gemv_q32, cuk__gemv_q45_K, cuk__gemv_dq): a table of
+/* The kernels with a type parameter (cuk__gemv_q32, cuk__gemv_q45_K, cuk__gemv_q23_K): a table of
  * the 8 instances NT = 1..8 for type TY, launched for T tokens (a function template is no
  * macro argument of CUK__T_SWITCH) */
 template <class KT, class... A>
@@ -621,8 +640,8 @@ extern "C" int cuk_gemv(float *out, const void *w, int type, int N, int K, size_
         case QT_Q6_K: CUK__T_SWITCH(cuk__gemv_q6_K, out, wb, row_stride, N, K, xq, xd) break;
         CUK__TY_CASE(QT_Q4_K, cuk__gemv_q45_K, out, wb, row_stride, N, K, xq, xd, xbs, a16)
         CUK__TY_CASE(QT_Q5_K, cuk__gemv_q45_K, out, wb, row_stride, N, K, xq, xd, xbs, a16)
-        CUK__TY_CASE(QT_Q2_K, cuk__gemv_dq, out, wb, row_stride, N, K, xq, xd)
-        CUK__TY_CASE(QT_Q3_K, cuk__gemv_dq, out, wb, row_stride, N, K, xq, xd)
+        CUK__TY_CASE(QT_Q2_K, cuk__gemv_q23_K, out, wb, row_stride, N, K, xq, xd)
+        CUK__TY_CASE(QT_Q3_K, cuk__gemv_q23_K, out, wb, row_stride, N, K, xq, xd)
         case QT_IQ4_XS: CUK__T_SWITCH(cuk__gemv_iq4_xs, out, wb, row_stride, N, K, xq, xd) break;
         }
         break;
