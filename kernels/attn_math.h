@@ -35,6 +35,13 @@ static inline QT_HD size_t am_kv_row(int32_t blk, int slot, int Hkv, int kvh, in
            (size_t)D;
 }
 
+/* Sliding window (backend_attn.window): the first position a query at pos reads, pos - W + 1
+ * when W > 0 cuts its context (the CPU's kern_kv_view.first, runtime/backend_cpu.c), else 0.
+ * Blocks wholly before it may have table entry -1: the kernels never read their entries. */
+static inline QT_HD int am_window_first(int pos, int W) {
+    return W > 0 && pos >= W ? pos - W + 1 : 0;
+}
+
 /* this rank's KV head of its local query head h */
 static inline QT_HD int am_kv_head(int h, int head0, int group, int kv_head0) {
     return (head0 + h) / group - kv_head0;

@@ -79,11 +79,17 @@ static inline QT_HD float qt_dq_q5_1(const void *row, int64_t e) {
     return om_mul_rn(qt_f16_to_f32(b->d), (float)q) + qt_f16_to_f32(b->m);
 }
 
+/* QT_IQ4NL_VALUES[q] (q 0..15) from two words of its bytes instead of an array, which a
+ * GPU thread indexing it by a loaded value would keep in local memory */
+static inline QT_HD int qt_iq4nl_level(int q) {
+    const uint64_t w = q < 8 ? 0xF6EADDCFBFAD9881ull : 0x7159453526190D01ull;
+    return (int)(int8_t)(uint8_t)(w >> (8 * (q & 7)));
+}
+
 /* x = d*levels[q] */
 static inline QT_HD float qt_dq_iq4_nl(const void *row, int64_t e) {
-    const int8_t levels[16] = QT_IQ4NL_VALUES;
     const block_iq4_nl *b = (const block_iq4_nl *)row + e / QK4_0;
-    return om_mul_rn(qt_f16_to_f32(b->d), (float)levels[qt_nib32(b->qs, (int)(e % QK4_0))]);
+    return om_mul_rn(qt_f16_to_f32(b->d), (float)qt_iq4nl_level(qt_nib32(b->qs, (int)(e % QK4_0))));
 }
 
 /* 8 sub-blocks of 32: x = (d*sc[j])*q - dmin*m[j]; qs byte l of chunk c (64 elements) holds
@@ -165,11 +171,10 @@ static inline QT_HD float qt_dq_q3_K(const void *row, int64_t e) {
 
 /* IQ4_XS: 8 sub-blocks of 32; x = (d*scale[r/32])*levels[q] */
 static inline QT_HD float qt_dq_iq4_xs(const void *row, int64_t e) {
-    const int8_t levels[16] = QT_IQ4NL_VALUES;
     const block_iq4_xs *b = (const block_iq4_xs *)row + e / QK_K;
     const int r = (int)(e % QK_K);
     const float d1 = om_mul_rn(qt_f16_to_f32(b->d), (float)qt_iq4xs_scale(r / 32, b->scales_h, b->scales_l));
-    return om_mul_rn(d1, (float)levels[qt_iq4xs_index(b, r)]);
+    return om_mul_rn(d1, (float)qt_iq4nl_level(qt_iq4xs_index(b, r)));
 }
 
 static inline QT_HD float qt_dq_q8_K(const void *row, int64_t e) {

@@ -32,6 +32,23 @@ static inline QT_HD float om_gelu_f16(float x) {
     return qt_f16_to_f32(qt_f32_to_f16(om_gelu_tanh(h)));
 }
 
+/* GeGLU's gate as ggml's CPU backend looks it up: 0 at or below -10, x at or above 10, else
+ * the table entry at x's half bits. table (65536 halves) is om_gelu_fill's, so the value is
+ * om_gelu_f16(x) bit for bit. The CPU's kern_geglu and the CUDA kernel (k_ew.cu, the table
+ * built on the host and uploaded by backend_cuda.cu) share this one expression. */
+static inline QT_HD float om_gelu_lookup(float x, const qt_f16 *table) {
+    if (x <= -10.0f) return 0.0f;
+    if (x >= 10.0f) return x;
+    return qt_f16_to_f32(table[qt_f32_to_f16(x)]);
+}
+
+/* table[t] = om_gelu_tanh of the half with bits t, rounded to half; host only (glibc tanhf),
+ * so both backends' tables are the same bits */
+static inline void om_gelu_fill(qt_f16 *table) {
+    for (uint32_t t = 0; t < (1u << 16); t++)
+        table[t] = qt_f32_to_f16(om_gelu_tanh(qt_f16_to_f32((qt_f16)t)));
+}
+
 /* 1 / rms given the sum of squares over n elements */
 static inline QT_HD float om_rms_scale(double sumsq, int n, float eps) {
     float mean = (float)(sumsq / n);

@@ -62,27 +62,17 @@ void kern_swiglu(float *out, const float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) out[i] = om_silu(gate[i]) * up[i];
 }
 
-/* The half-precision GELU of every half (indexed by its bits; thresholds applied before the
- * lookup), as ggml keeps it: one lookup per element instead of a tanhf, equal to om_gelu_f16
- * bit for bit (the quant_simd test checks every half). Built once. */
+/* The half-precision GELU of every half (om_gelu_fill; thresholds applied before the lookup,
+ * om_gelu_lookup), as ggml keeps it: one lookup per element instead of a tanhf, equal to
+ * om_gelu_f16 bit for bit (the quant_simd test checks every half). Built once. */
 static qt_f16 ops__gelu_table[1 << 16];
 static pthread_once_t ops__gelu_once = PTHREAD_ONCE_INIT;
 
-static void ops__gelu_init(void) {
-    for (uint32_t t = 0; t < (1u << 16); t++)
-        ops__gelu_table[t] = qt_f32_to_f16(om_gelu_tanh(qt_f16_to_f32((qt_f16)t)));
-}
+static void ops__gelu_init(void) { om_gelu_fill(ops__gelu_table); }
 
 void kern_geglu(float *out, const float *gate, const float *up, int n) {
     pthread_once(&ops__gelu_once, ops__gelu_init);
-    for (int i = 0; i < n; i++) {
-        const float x = gate[i];
-        float g;
-        if (x <= -10.0f) g = 0.0f;
-        else if (x >= 10.0f) g = x;
-        else g = qt_f16_to_f32(ops__gelu_table[qt_f32_to_f16(x)]);
-        out[i] = g * up[i];
-    }
+    for (int i = 0; i < n; i++) out[i] = om_gelu_lookup(gate[i], ops__gelu_table) * up[i];
 }
 
 /* element i of a cache row as f32 */

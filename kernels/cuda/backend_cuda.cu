@@ -2,8 +2,9 @@
  * the kernels of kernels/cuda (cuk.h) and cuBLAS, on one device per process.
  *
  * Memory. `weight` uploads each matrix once, compact (row_stride = the type's row size), in the
- * file's block layout: F32, F16 and BF16 as they are, Q8_0/Q4_0/Q4_K/Q6_K in their blocks for
- * the decode GEMV. A quantized matrix ALSO gets a BF16 copy (dequantized on the device at
+ * file's block layout: F32, F16 and BF16 as they are, the quantized types (Q8_0, Q4_0, Q4_1,
+ * Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS: cu__types) in their blocks for the
+ * decode GEMV. A quantized matrix ALSO gets a BF16 copy (dequantized on the device at
  * load, each element the CPU's to_float value rounded once) for the tensor-core GEMM of
  * prefill: a memory trade-off, 2 bytes per weight on top of 0.56 (Q4_K) to 1.06 (Q8_0), i.e.
  * tinyllama-1.1b Q4_K: 0.6 GiB of blocks + 2.0 GiB of BF16. Copies are made only while the
@@ -20,6 +21,12 @@
  * through their BF16 copy, f32 accumulation and output; F32 weights in full f32 (no TF32:
  * SAMPAN_CUDA_TF32=1 allows it), so F32 models stay within 1e-3 x std of the references.
  * matmul_n converts the shared input once per activation type.
+ *
+ * Gemma 3. geglu is k_ew.cu's lookup in om_gelu_fill's table of halves, built in
+ * sampan_cuda_new by the host compiler with glibc's tanhf as the CPU builds its own and
+ * uploaded once (128 KB), so the GPU's GeGLU is the CPU's bit for bit; scale is x *= s;
+ * attention passes backend_attn.window to both kernels (k_attn.cu), which never read a
+ * block-table entry wholly before the window.
  *
  * Batch invariance. The GEMV computes each (t, n) with the same operations whatever T is
  * (chunks of 8 positions), and so do the element-wise kernels and the decode attention kernel;
@@ -80,6 +87,7 @@ extern "C" {
 #include "backend_cuda.h"
 }
 #include "cuk.h"
+#include "ops_math.h"   /* om_gelu_fill */
 
 #define SAMPAN_CUDA_EXPORT __attribute__((visibility("default")))
 /* the loader's check that this module matches the binary: runtime/backend.h's version */
@@ -130,6 +138,7 @@ typedef struct {
     int rows_cap;
     cudaEvent_t ev_pass, ev_tab, ev_rows;   /* the staging copies out of h_pass, h_tab, h_rows */
     cu_buf act, gv, attn, lg;       /* GEMM activations, GEMV activations, attention, logits */
+    uint16_t *gelu;                 /* device (65536): om_gelu_fill's table, for geglu */
     cu_wentry *w;                   /* sorted by dev */
     int n_w, cap_w;
     size_t weight_bytes, copy_bytes, copy_skipped;
@@ -299,8 +308,16 @@ static const struct {
     { QT_BF16, "BF16", 1, 2 },
     { QT_Q8_0, "Q8_0", QK8_0, sizeof(block_q8_0) },
     { QT_Q4_0, "Q4_0", QK4_0, sizeof(block_q4_0) },
+    { QT_Q4_1, "Q4_1", QK4_0, sizeof(block_q4_1) },
+    { QT_Q5_0, "Q5_0", QK4_0, sizeof(block_q5_0) },
+    { QT_Q5_1, "Q5_1", QK4_0, sizeof(block_q5_1) },
+    { QT_IQ4_NL, "IQ4_NL", QK4_0, sizeof(block_iq4_nl) },
+    { QT_Q2_K, "Q2_K", QK_K, sizeof(block_q2_K) },
+    { QT_Q3_K, "Q3_K", QK_K, sizeof(block_q3_K) },
     { QT_Q4_K, "Q4_K", QK_K, sizeof(block_q4_K) },
+    { QT_Q5_K, "Q5_K", QK_K, sizeof(block_q5_K) },
     { QT_Q6_K, "Q6_K", QK_K, sizeof(block_q6_K) },
+    { QT_IQ4_XS, "IQ4_XS", QK_K, sizeof(block_iq4_xs) },
 };
 
 static int cu__type_at(int type) {
@@ -712,6 +729,7 @@ static int cu__attention(backend *b, const backend_kv *kv, int l, float *out, co
     args.group = a->group;
     args.kv_head0 = a->kv_head0;
     args.scale = a->scale;
+    args.window = a->window;
     args.tables = c->d_tab;
     args.max_blocks = c->max_blocks;
     size_t sb = cuk_attn_scratch_bytes(&args, T, c->max_ctx);
@@ -729,6 +747,20 @@ static int cu__swiglu(backend *b, float *gate, const float *up, size_t n) {
     CU_ENTER(b);
     if (!n) return 0;
     CU_TRY(b, "cuk_swiglu", cuk_swiglu(gate, gate, up, n, CU_ST(cu__c(b))));
+    return 0;
+}
+
+static int cu__geglu(backend *b, float *gate, const float *up, size_t n) {
+    CU_ENTER(b);
+    if (!n) return 0;
+    CU_TRY(b, "cuk_geglu", cuk_geglu(gate, gate, up, cu__c(b)->gelu, n, CU_ST(cu__c(b))));
+    return 0;
+}
+
+static int cu__scale(backend *b, float *x, float s, size_t n) {
+    CU_ENTER(b);
+    if (!n) return 0;
+    CU_TRY(b, "cuk_scale", cuk_scale(x, s, n, CU_ST(cu__c(b))));
     return 0;
 }
 
@@ -833,6 +865,7 @@ static void cu__free(backend *b) {
         if (c->ev_rows) cudaEventDestroy(c->ev_rows);
         if (c->blas) cublasDestroy(c->blas);
         if (c->blas_ws) cudaFree(c->blas_ws);
+        if (c->gelu) cudaFree(c->gelu);
         free(c);
     }
     free(b);
@@ -864,8 +897,8 @@ static const backend_i cu_iface = {
     /* .logits      = */ cu__logits,
     /* .n_threads   = */ cu__n_threads,
     /* .parallel    = */ cu__parallel,
-    /* .geglu       = */ NULL,   /* not yet on the GPU: Gemma 3 is refused at load */
-    /* .scale       = */ NULL,
+    /* .geglu       = */ cu__geglu,
+    /* .scale       = */ cu__scale,
 };
 
 /* the visible devices, or -1 with the runtime's reason in why */
@@ -953,6 +986,25 @@ extern "C" SAMPAN_CUDA_EXPORT backend *sampan_cuda_new(int n_threads, int device
         snprintf(err, errlen, "backend cuda: %s: %s: %s", fail, cublasGetStatusName(bs),
                  cublasGetStatusString(bs));
         if (!strcmp(fail, "cublasCreate")) c->blas = NULL;
+        cu__free(b);
+        return NULL;
+    }
+    /* GeGLU's table, built here by the host compiler with glibc's tanhf exactly as the CPU
+     * builds its own (om_gelu_fill), so the device looks up the CPU's bits */
+    qt_f16 *tab = (qt_f16 *)malloc(sizeof(qt_f16) << 16);
+    if (!tab) fail = "malloc (GELU table)";
+    else if ((e = cudaMalloc(&c->gelu, sizeof(qt_f16) << 16)) != cudaSuccess)
+        fail = "cudaMalloc (GELU table)";
+    else {
+        om_gelu_fill(tab);
+        if ((e = cudaMemcpy(c->gelu, tab, sizeof(qt_f16) << 16, cudaMemcpyHostToDevice)) !=
+            cudaSuccess)
+            fail = "cudaMemcpy (GELU table)";
+    }
+    free(tab);
+    if (fail) {
+        snprintf(err, errlen, "backend cuda: %s: %s", fail,
+                 e != cudaSuccess ? cudaGetErrorString(e) : "out of host memory");
         cu__free(b);
         return NULL;
     }

@@ -8,7 +8,9 @@
  * as uint16), 16-byte aligned; index math in kernels/attn_math.h. Query t attends causally
  * to positions 0..pos[t] of its own sequence, whose block table is row t of `tables`
  * (T, max_blocks) int32: position p lives in block tables[t * max_blocks + p / block_size],
- * slot p % block_size. Local head h reads KV head (head0 + h) / group - kv_head0.
+ * slot p % block_size. Local head h reads KV head (head0 + h) / group - kv_head0. With a
+ * sliding window W (a->window > 0) query t reads positions max(0, pos[t]-W+1)..pos[t] only
+ * (am_window_first, kernels/attn_math.h).
  *
  * out[t][h] = sum_p softmax_p(scale * q[t][h] . k_p) v_p, f32 accumulation, K/V converted
  * from f16/bf16 exactly: kern_attn_group's values up to the order of float additions (the
@@ -51,6 +53,8 @@ typedef struct {
     int group;                 /* n_heads / n_kv_heads of the whole model */
     int kv_head0;              /* first global KV head this rank keeps */
     float scale;               /* usually 1/sqrt(D) */
+    int window;                /* W > 0: query at p reads p-W+1..p only, and no table entry of
+                                  a block wholly before p-W+1 (those may be -1); 0: 0..p */
     const int32_t *tables;     /* (T, max_blocks): row t is query t's block table */
     int max_blocks;            /* row length of tables */
 } cuk_attn_args;

@@ -13,7 +13,8 @@
  *   rmsnorm      sum of squares in double (as the CPU), other steps the same float ops
  *   rope         angles bit for bit the CPU's; sin/cos within 1 ulp of glibc's
  *   swiglu       CUDA expf (2 ulp) where the CPU has its own exp: within 1e-6 relative
- *   add, bias, gather, interleave, pad, dequant, embed, kv_write: bit for bit
+ *   geglu        the CPU's half table (built on the host, uploaded): bit for bit
+ *   scale, add, bias, gather, interleave, pad, dequant, embed, kv_write: bit for bit
  *   gemv         the CPU's kern_matmul up to the order of float additions (see k_gemv.cu)
  */
 #ifndef SAMPAN_CUK_OPS_H
@@ -45,6 +46,12 @@ int cuk_rope(float *x, const int32_t *pos, int T, int H, int D, int n_rot, float
 /* ---- k_ew.cu ---- */
 /* out (n) = silu(gate) * up; out may be gate or up */
 int cuk_swiglu(float *out, const float *gate, const float *up, size_t n, cuk_stream stream);
+/* out (n) = gelu(gate) * up, gelu looked up in table (65536 halves from om_gelu_fill,
+ * kernels/ops_math.h: kern_geglu's bits); out may be gate or up */
+int cuk_geglu(float *out, const float *gate, const float *up, const uint16_t *table, size_t n,
+              cuk_stream stream);
+/* x (n) *= s */
+int cuk_scale(float *x, float s, size_t n, cuk_stream stream);
 /* x (n) += y (n) */
 int cuk_add(float *x, const float *y, size_t n, cuk_stream stream);
 /* x (T,N) += b (N) for every row */
@@ -63,7 +70,8 @@ int cuk_pad_rows(float *out, const float *in, int R, int V, int P, cuk_stream st
 /* out (n_rows, K) = rows of w (type, rows row_stride bytes apart, K a multiple of the block
  * size) dequantized to out_type: QT_F32 (bit for bit to_float), QT_F16 or QT_BF16 (that value
  * rounded to nearest even, bit for bit qt_f32_to_f16 / qt_f32_to_bf16). w types: F32, F16,
- * BF16, Q8_0, Q4_0, Q4_K, Q6_K; w and row_stride multiples of 4 for F32, of 2 for the others. */
+ * BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS; w and
+ * row_stride multiples of 4 for F32, of 2 for the others. */
 int cuk_dequant(void *out, int out_type, const void *w, int type, int64_t n_rows, int64_t K,
                 size_t row_stride, cuk_stream stream);
 /* out (T,C) f32: row tokens[t] - row0 of the embedding table w (n_rows rows of C elements of
@@ -84,10 +92,11 @@ int cuk_kv_write(void *k_cache, void *v_cache, int elem_type, const float *k, co
 
 /* ---- k_gemv.cu ---- */
 /* Decode GEMV: out (T,N) = x (T,K) · W^T for 1 <= T <= 8; W is N rows of K elements of type
- * (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K) in the file layout (KERN_ROWS), row_stride bytes
- * apart (w and row_stride multiples of 4 for F32 and Q4_K, of 2 for the others). x is first converted to the type's vec_dot_type
- * exactly as the CPU does (Q8_0 for Q4_0/Q8_0, Q8_K for Q4_K/Q6_K, f16/bf16 rounding for
- * F16/BF16) into `scratch` (cuk_gemv_scratch_bytes(type, K, T) bytes, 16-byte aligned; not
+ * (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS)
+ * in the file layout (KERN_ROWS), row_stride bytes apart (w and row_stride multiples of 4 for
+ * F32 and Q4_K, of 2 for the others). x is first converted to the type's vec_dot_type
+ * exactly as the CPU does (Q8_0 for the 32-element types, Q8_K for the 256-element ones,
+ * f16/bf16 rounding for F16/BF16) into `scratch` (cuk_gemv_scratch_bytes(type, K, T) bytes, 16-byte aligned; not
  * used for F32). Returns cudaErrorInvalidValue for T outside 1..8, an unsupported type or K not
  * a multiple of the block size. */
 size_t cuk_gemv_scratch_bytes(int type, int64_t K, int T);

@@ -40,6 +40,16 @@
  * (no opt-in needed):  DC 32: 64x32 tiles, 26 KB; 64: 64x32, 43 KB; 128: 32x16, 36 KB;
  * 256: 16x8, 34 KB (at D = DC).
  *
+ * Sliding window (a.window = W > 0: query p reads p-W+1..p, am_window_first). Decode: the
+ * splits stay on multiples of CUK_ATTN_SPLIT; a split wholly before the window is skipped (no
+ * block, and the merge starts at the window's split), the one the window starts in begins at
+ * p-W+1, and only the table entries from there on are staged, so a -1 before the window is
+ * never read. A query's splits and their arithmetic still depend only on its own position and
+ * W: batch invariant as without a window. Prefill: key tiles start at the tile of the first
+ * position any row of the query tile reads (still on multiples of BK, so a row meets the same
+ * tiles as without the window, minus leading ones wholly masked for it, which change nothing),
+ * K/V before that position are not loaded, and each element is masked to its row's window.
+ *
  * Numerics: f32 products and sums, K/V converted exactly (f16 by the hardware conversion,
  * which equals qt_f16_to_f32 for every non-NaN input; bf16 by qt_bf16_to_f32), expf, scale
  * applied to q.k as the CPU does, 1/l by a correctly rounded reciprocal as the CPU multiplies.
@@ -50,7 +60,7 @@
  *
  * What only a GPU can check (an H200 will): speed and achieved bandwidth of decode (target:
  * the K/V bytes at HBM rate), occupancy (ptxas, sm_80: decode GM = 8 uses 126-128 registers,
- * GM = 1 43-47, prefill 108-166 (DC 64 the most) under __launch_bounds__(128, 1); no spills,
+ * GM = 1 44-56, prefill 112-166 (DC 64 the most; numbers with the sliding window in) under __launch_bounds__(128, 1); no spills,
  * no local memory), whether two rows in flight per lane (plus 4 blocks of 4 warps per SM at
  * GM = 8) cover HBM latency, and the prefill tile shapes, first guesses on CUDA cores in f32 (TF32 tensor
  * cores would miss the 1e-5 target; K/V tile loads are not overlapped with compute except by
@@ -87,6 +97,7 @@ struct ka_params {
     int H, D, Hkv, bs, bs_shift, max_blocks, head0, group, kv_head0;
     int ns;                   /* decode: splits of the longest context */
     int qpt;                  /* prefill: queries per tile */
+    int window;               /* sliding window W, 0: none */
     float scale;
 };
 
@@ -218,9 +229,12 @@ __global__ void __launch_bounds__(KA_NT) cuk__attn_decode(ka_params a) {
     int h_lo, h_hi;
     am_unit_heads(u, a.H, a.head0, a.group, &h_lo, &h_hi);
     const int ctx = a.pos[t] + 1;
-    const int s0 = split * CUK_ATTN_SPLIT;
-    if (h_lo >= h_hi || s0 >= ctx) return;
-    const int s1 = ctx < s0 + CUK_ATTN_SPLIT ? ctx : s0 + CUK_ATTN_SPLIT;
+    /* the split's positions [s0, s1): the window cuts the first one it reaches and skips
+     * those wholly before it (their table entries are never read) */
+    const int sb = split * CUK_ATTN_SPLIT, first = am_window_first(a.pos[t], a.window);
+    const int s0 = sb > first ? sb : first;
+    const int s1 = ctx < sb + CUK_ATTN_SPLIT ? ctx : sb + CUK_ATTN_SPLIT;
+    if (h_lo >= h_hi || s0 >= s1) return;
     const int Gu = h_hi - h_lo, D = a.D, nj = D / 8;
     const int kvh = am_kv_head(h_lo, a.head0, a.group, a.kv_head0);
     const int LP = nj > 16 ? 32 : nj > 8 ? 16 : nj > 4 ? 8 : nj > 2 ? 4 : nj > 1 ? 2 : 1;
@@ -384,18 +398,19 @@ __global__ void __launch_bounds__(KA_NT) cuk__attn_merge(ka_params a) {
     const int h = blockIdx.x, t = blockIdx.y, tid = threadIdx.x;
     int nu = (a.pos[t] + CUK_ATTN_SPLIT) / CUK_ATTN_SPLIT;   /* splits the query has */
     if (nu > a.ns) nu = a.ns;
+    const int sf = am_window_first(a.pos[t], a.window) / CUK_ATTN_SPLIT;   /* its first */
     const size_t row = (size_t)t * a.H + h, base = row * a.ns;
     CU_DYN_SMEM(float, w);
     float M = -INFINITY;
-    for (int s = 0; s < nu; s++) M = fmaxf(M, a.part_ml[(base + s) * 2]);
-    for (int s = tid; s < nu; s += KA_NT) w[s] = expf(a.part_ml[(base + s) * 2] - M);
+    for (int s = sf; s < nu; s++) M = fmaxf(M, a.part_ml[(base + s) * 2]);
+    for (int s = sf + tid; s < nu; s += KA_NT) w[s] = expf(a.part_ml[(base + s) * 2] - M);
     __syncthreads();
     float L = 0.0f;
-    for (int s = 0; s < nu; s++) L = fmaf(a.part_ml[(base + s) * 2 + 1], w[s], L);
+    for (int s = sf; s < nu; s++) L = fmaf(a.part_ml[(base + s) * 2 + 1], w[s], L);
     const float inv_l = ka__rcp(L);
     for (int d = tid; d < a.D; d += KA_NT) {
         float acc = 0.0f;
-        for (int s = 0; s < nu; s++) acc = fmaf(a.part[(base + s) * a.D + d], w[s], acc);
+        for (int s = sf; s < nu; s++) acc = fmaf(a.part[(base + s) * a.D + d], w[s], acc);
         a.out[row * a.D + d] = acc * inv_l;
     }
 }
@@ -430,9 +445,13 @@ __global__ void __launch_bounds__(KA_NT, 1) cuk__attn_prefill(ka_params a, int T
     int32_t *skmax = reinterpret_cast<int32_t *>(Ps + BR * (BK + 1));
 
     if (tid == 0) {
-        int mx = 0;
-        for (int i = 0; i < nq; i++) mx = a.pos[t0 + i] > mx ? a.pos[t0 + i] : mx;
+        int mx = 0, mn = a.pos[t0];
+        for (int i = 0; i < nq; i++) {
+            mx = a.pos[t0 + i] > mx ? a.pos[t0 + i] : mx;
+            mn = a.pos[t0 + i] < mn ? a.pos[t0 + i] : mn;
+        }
         skmax[0] = mx;
+        skmax[1] = am_window_first(mn, a.window);   /* the first key any row reads */
     }
     const int nc4 = D / 4;
     for (int c = tid; c < BR * nc4; c += KA_NT) {
@@ -445,13 +464,14 @@ __global__ void __launch_bounds__(KA_NT, 1) cuk__attn_prefill(ka_params a, int T
         *reinterpret_cast<float4 *>(Qs + r * ld + 4 * part) = x;
     }
     __syncthreads();
-    const int kmax = skmax[0];
-    int pq[RPT];
+    const int kmax = skmax[0], klo = skmax[1];
+    int pq[RPT], plo[RPT];
     float m[RPT], l[RPT], o[RPT][NC][4];
 KA_UNROLL
     for (int i = 0; i < RPT; i++) {
         const int tq = (ty + 16 * i) / Gu;
         pq[i] = tq < nq ? a.pos[t0 + tq] : kmax;   /* idle rows see every key */
+        plo[i] = am_window_first(pq[i], a.window);
         m[i] = -INFINITY;
         l[i] = 0.0f;
 KA_UNROLL
@@ -465,14 +485,17 @@ KA_UNROLL
     const E *vbase = static_cast<const E *>(a.v) + head_off;
     const int nc8 = D / 8;
 
-    for (int kt = 0; kt <= kmax; kt += BK) {
-        /* K and V tiles, converted; positions past kmax are zeros (and masked) */
+    /* key tiles stay on multiples of BK, the window only skips the leading ones: a tile
+     * that is all masked for a row changes nothing of it (alpha 1, p 0) */
+    for (int kt = klo / BK * BK; kt <= kmax; kt += BK) {
+        /* K and V tiles, converted; positions past kmax or before klo are zeros (and masked;
+         * before klo the table may hold -1) */
         for (int c = tid; c < BK * nc8; c += KA_NT) {
             const int kk = c / nc8, part = c - kk * nc8, p = kt + kk;
             float x[8], y[8];
 KA_UNROLL
             for (int e = 0; e < 8; e++) x[e] = y[e] = 0.0f;
-            if (p <= kmax) {
+            if (p <= kmax && p >= klo) {
                 const int b = ka__blk(p, a.bs, a.bs_shift);
                 const size_t off = (size_t)a.tables[b] * bstride + (size_t)(p - b * a.bs) * D +
                                    8 * part;
@@ -524,7 +547,7 @@ KA_UNROLL
 KA_UNROLL
             for (int jj = 0; jj < KPT; jj++) {
                 const int p = kt + tx + 8 * jj;
-                s[i][jj] = p <= pq[i] ? s[i][jj] * a.scale : -INFINITY;
+                s[i][jj] = p <= pq[i] && p >= plo[i] ? s[i][jj] * a.scale : -INFINITY;
                 mt = fmaxf(mt, s[i][jj]);
             }
             for (int off = 1; off < 8; off *= 2) mt = fmaxf(mt, __shfl_xor_sync(KA_FULL, mt, off));
@@ -601,7 +624,7 @@ static int ka__check(const cuk_attn_args *a, const float *out, const float *q,
     if (a->D < 8 || a->D > 256 || a->D % 8 != 0) return 0;
     if (a->H < 1 || a->Hkv < 1 || a->group < 1 || a->block_size < 1 || a->max_blocks < 1)
         return 0;
-    if (a->head0 < 0 || a->kv_head0 < 0) return 0;
+    if (a->head0 < 0 || a->kv_head0 < 0 || a->window < 0) return 0;
     if (!ka__aligned(a->k) || !ka__aligned(a->v) || !ka__aligned(q) || !ka__aligned(out))
         return 0;
     return am_unit_count(a->H, a->head0, a->group) <= 65535;
@@ -631,6 +654,7 @@ static ka_params ka__params(const cuk_attn_args *a, float *out, const float *q,
     p.kv_head0 = a->kv_head0;
     p.ns = 1;
     p.qpt = 1;
+    p.window = a->window;
     p.scale = a->scale;
     return p;
 }

@@ -54,8 +54,10 @@ __global__ void cuk__embed(float *__restrict__ out, const uint8_t *__restrict__ 
 static int cuk__block_size(int type) {
     switch (type) {
     case QT_F32: case QT_F16: case QT_BF16: return 1;
-    case QT_Q8_0: case QT_Q4_0: return 32;
-    case QT_Q4_K: case QT_Q6_K: return QK_K;
+    case QT_Q8_0: case QT_Q4_0: case QT_Q4_1: case QT_Q5_0: case QT_Q5_1: case QT_IQ4_NL:
+        return 32;
+    case QT_Q2_K: case QT_Q3_K: case QT_Q4_K: case QT_Q5_K: case QT_Q6_K: case QT_IQ4_XS:
+        return QK_K;
     default: return 0;
     }
 }
@@ -86,8 +88,16 @@ extern "C" int cuk_dequant(void *out, int out_type, const void *w, int type, int
         CUK__DQ_CASE(QT_BF16)
         CUK__DQ_CASE(QT_Q8_0)
         CUK__DQ_CASE(QT_Q4_0)
+        CUK__DQ_CASE(QT_Q4_1)
+        CUK__DQ_CASE(QT_Q5_0)
+        CUK__DQ_CASE(QT_Q5_1)
+        CUK__DQ_CASE(QT_IQ4_NL)
+        CUK__DQ_CASE(QT_Q2_K)
+        CUK__DQ_CASE(QT_Q3_K)
         CUK__DQ_CASE(QT_Q4_K)
+        CUK__DQ_CASE(QT_Q5_K)
         CUK__DQ_CASE(QT_Q6_K)
+        CUK__DQ_CASE(QT_IQ4_XS)
     }
     return CU_LAST_ERROR();
 }
@@ -113,8 +123,16 @@ extern "C" int cuk_embed(float *out, const void *w, int type, int64_t n_rows, in
         CUK__EMB_CASE(QT_BF16)
         CUK__EMB_CASE(QT_Q8_0)
         CUK__EMB_CASE(QT_Q4_0)
+        CUK__EMB_CASE(QT_Q4_1)
+        CUK__EMB_CASE(QT_Q5_0)
+        CUK__EMB_CASE(QT_Q5_1)
+        CUK__EMB_CASE(QT_IQ4_NL)
+        CUK__EMB_CASE(QT_Q2_K)
+        CUK__EMB_CASE(QT_Q3_K)
         CUK__EMB_CASE(QT_Q4_K)
+        CUK__EMB_CASE(QT_Q5_K)
         CUK__EMB_CASE(QT_Q6_K)
+        CUK__EMB_CASE(QT_IQ4_XS)
     }
     return CU_LAST_ERROR();
 }

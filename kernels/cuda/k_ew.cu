@@ -1,12 +1,14 @@
 /* kernels/cuda/k_ew.cu — the forward pass's element-wise ops that are not norms or RoPE:
- * SwiGLU, residual add, bias over rows, row gather, the tensor-parallel column interleave and
- * the -inf padding of logit rows.
+ * SwiGLU, GeGLU, scaling, residual add, bias over rows, row gather, the tensor-parallel column
+ * interleave and the -inf padding of logit rows.
  *
  * All are bound by memory: grid-stride loops with consecutive threads on consecutive floats
  * (coalesced), a grid capped at a few waves of blocks. Row-shaped ops put rows on grid.y (a
  * stride over rows when there are more than 65535) and columns on grid.x, so no thread divides
  * by the row length. Values are the CPU's bit for bit except SwiGLU, whose exp is CUDA's expf
- * (2 ulp; the CPU's AVX2 exp has its own error): within 1e-6 relative.
+ * (2 ulp; the CPU's AVX2 exp has its own error): within 1e-6 relative. GeGLU is bit for bit
+ * because it does not evaluate tanhf on the device: it looks the gate up (om_gelu_lookup) in
+ * the CPU's own table of halves, built on the host with glibc's tanhf (om_gelu_fill).
  */
 #include "cu_common.h"
 #include "cuk_ops.h"
@@ -29,6 +31,20 @@ __global__ void cuk__swiglu(float *out, const float *gate, const float *up, size
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
         out[i] = om_silu(gate[i]) * up[i];
+}
+
+/* table: om_gelu_fill's 65536 halves, uploaded once by the backend (reads hit L2: 128 KB) */
+__global__ void cuk__geglu(float *out, const float *gate, const float *up,
+                           const qt_f16 *__restrict__ table, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        out[i] = om_gelu_lookup(gate[i], table) * up[i];
+}
+
+__global__ void cuk__scale(float *__restrict__ x, float s, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        x[i] *= s;
 }
 
 __global__ void cuk__add(float *__restrict__ x, const float *__restrict__ y, size_t n) {
@@ -85,6 +101,21 @@ extern "C" int cuk_swiglu(float *out, const float *gate, const float *up, size_t
     if (n == 0) return 0;
     CU_LAUNCH(cuk__swiglu, cuk__grid1(n), dim3(CUK_EW_THREADS), 0, (cudaStream_t)stream, out,
               gate, up, n);
+    return CU_LAST_ERROR();
+}
+
+extern "C" int cuk_geglu(float *out, const float *gate, const float *up, const uint16_t *table,
+                         size_t n, cuk_stream stream) {
+    if (n == 0) return 0;
+    if (!table) return (int)cudaErrorInvalidValue;
+    CU_LAUNCH(cuk__geglu, cuk__grid1(n), dim3(CUK_EW_THREADS), 0, (cudaStream_t)stream, out,
+              gate, up, (const qt_f16 *)table, n);
+    return CU_LAST_ERROR();
+}
+
+extern "C" int cuk_scale(float *x, float s, size_t n, cuk_stream stream) {
+    if (n == 0) return 0;
+    CU_LAUNCH(cuk__scale, cuk__grid1(n), dim3(CUK_EW_THREADS), 0, (cudaStream_t)stream, x, s, n);
     return CU_LAST_ERROR();
 }
 

@@ -10,7 +10,8 @@
  * the same whatever max_ctx and the batch; bad arguments are refused.
  * Coverage: F32/F16/BF16 x D in {16, 32, 64, 128} x G in {1, 2, 4, 8} for both kernels,
  * contexts 1..300 across block and split boundaries, plus D = 24, 40, 256, G = 3, 7, 16,
- * block sizes 1, 5, 16, 32.
+ * block sizes 1, 5, 16, 32; sliding windows (ta_window_case) with the table entries before
+ * each window set to -1 or to a block of NaN.
  */
 #include "kernels/cuda/k_attn.cu"
 #include "test_k_util.h"
@@ -25,6 +26,7 @@ struct ta_cache {
     int type, D, group, head0, H, kv_head0, Hkv, bs, n_blocks, max_blocks;
     std::vector<uint8_t> k, v;   /* (n_blocks, Hkv, bs, D) of type */
     std::vector<std::vector<int32_t>> seqs;   /* block table of each sequence */
+    int spare;                                /* a block no sequence uses, all NaN */
     void *dk = nullptr, *dv = nullptr;
 };
 
@@ -67,6 +69,12 @@ static void ta_cache_make(ta_cache &c, int type, int D, int group, int n_kv_glob
         ta_put(c.k, type, i, tk_unif(-1.0f, 1.0f));
         ta_put(c.v, type, i, tk_unif(-1.0f, 1.0f));
     }
+    c.spare = pool[c.n_blocks - 1];
+    const size_t blk_el = (size_t)c.Hkv * bs * D;
+    for (size_t i = 0; i < blk_el; i++) {
+        ta_put(c.k, type, (size_t)c.spare * blk_el + i, NAN);
+        ta_put(c.v, type, (size_t)c.spare * blk_el + i, NAN);
+    }
     c.dk = tk_dev(c.k.data(), c.k.size());
     c.dv = tk_dev(c.v.data(), c.v.size());
 }
@@ -79,6 +87,7 @@ static void ta_cache_free(ta_cache &c) {
 /* a batch: query t of sequence seq[t] at position pos[t] */
 struct ta_batch {
     int T;
+    int window = 0;                          /* sliding window W, 0: none */
     std::vector<int32_t> pos, seq, tables;   /* tables (T, max_blocks) */
     std::vector<float> q;                    /* (T, H, D) */
 };
@@ -92,7 +101,18 @@ static void ta_batch_fill(ta_batch &b, const ta_cache &c) {
     for (auto &x : b.q) x = tk_unif(-3.0f, 3.0f);   /* peaked enough that the mask matters */
 }
 
-/* the CPU's answer: kern_attn_group over each run of local heads that share a KV head */
+/* Table entries of the blocks wholly before each query's window set to `poison`: -1 (as the
+ * scheduler leaves them), or the cache's NaN block, which turns any read of them into NaN */
+static void ta_poison(ta_batch &b, const ta_cache &c, int poison) {
+    for (int t = 0; t < b.T; t++) {
+        const int lo = am_window_first(b.pos[t], b.window);
+        for (int blk = 0; (blk + 1) * c.bs <= lo; blk++)
+            b.tables[(size_t)t * c.max_blocks + blk] = poison;
+    }
+}
+
+/* the CPU's answer: kern_attn_group over each run of local heads that share a KV head (with
+ * a window: the view starts at its first position, as runtime/backend_cpu.c does) */
 static void ta_reference(std::vector<float> &ref, const ta_cache &c, const ta_batch &b) {
     const int D = c.D;
     ref.assign((size_t)b.T * c.H * D, 0.0f);
@@ -114,9 +134,10 @@ static void ta_reference(std::vector<float> &ref, const ta_cache &c, const ta_ba
             kv.block_stride = (size_t)c.Hkv * c.bs * D;
             kv.slot_stride = (size_t)D;
             kv.type = c.type;
+            kv.first = am_window_first(b.pos[t], b.window);
             const size_t row = ((size_t)t * c.H + h0) * D;
             kern_attn_group(&ref[row], &b.q[row], h1 - h0, D, 1.0f / sqrtf((float)D),
-                            b.pos[t] + 1, &kv, att.data());
+                            b.pos[t] + 1 - kv.first, &kv, att.data());
             h0 = h1;
         }
     }
@@ -142,11 +163,12 @@ static void ta_exact(std::vector<float> &ex, const ta_cache &c, const ta_batch &
     for (int t = 0; t < b.T; t++)
         for (int h = 0; h < c.H; h++) {
             const int kvh = (c.head0 + h) / c.group - c.kv_head0, n = b.pos[t] + 1;
+            const int first = am_window_first(b.pos[t], b.window);
             const float *q = &b.q[((size_t)t * c.H + h) * D];
             std::vector<double> w(n);
             std::vector<size_t> row(n);
             double mx = -INFINITY, l = 0.0;
-            for (int p = 0; p < n; p++) {
+            for (int p = first; p < n; p++) {
                 const int32_t blk = b.tables[(size_t)t * c.max_blocks + p / c.bs];
                 row[p] = (((size_t)blk * c.Hkv + kvh) * c.bs + p % c.bs) * D;
                 double s = 0.0;
@@ -154,10 +176,10 @@ static void ta_exact(std::vector<float> &ex, const ta_cache &c, const ta_batch &
                 w[p] = s / sqrt((double)D);
                 mx = w[p] > mx ? w[p] : mx;
             }
-            for (int p = 0; p < n; p++) l += (w[p] = exp(w[p] - mx));
+            for (int p = first; p < n; p++) l += (w[p] = exp(w[p] - mx));
             for (int d = 0; d < D; d++) {
                 double o = 0.0;
-                for (int p = 0; p < n; p++) o += w[p] * ta_get(c.v, c.type, row[p] + d);
+                for (int p = first; p < n; p++) o += w[p] * ta_get(c.v, c.type, row[p] + d);
                 ex[((size_t)t * c.H + h) * D + d] = (float)(o / l);
             }
         }
@@ -199,6 +221,7 @@ static int ta_run(std::vector<float> &got, const ta_cache &c, const ta_batch &b,
     a.group = c.group;
     a.kv_head0 = c.kv_head0;
     a.scale = 1.0f / sqrtf((float)c.D);
+    a.window = b.window;
     a.tables = dtab;
     a.max_blocks = c.max_blocks;
     const size_t sb = cuk_attn_scratch_bytes(&a, b.T, max_ctx);
@@ -280,17 +303,21 @@ static void ta_prefill_case(ta_cache &c, int order, int p0, int T) {
 
 /* cuk_attention on a mixed batch: decodes, a prefill run (>= CUK_ATTN_PREFILL_MIN), a short
  * run (decoded), more decodes; and with no sequence ids (all decoded) */
-static void ta_mixed_case(int type, int order) {
-    ta_cache c;
-    ta_cache_make(c, type, 32, 4, 2, 2, 1, 16, 3, 300);
-    ta_batch b;
-    const int plan[][3] = {{0, 290, 1}, {1, 40, 20}, {2, 5, 3}, {0, 299, 1}, {2, 8, 1}};
+static void ta_mixed_batch(ta_batch &b, const ta_cache &c, int last, int run0) {
+    const int plan[][3] = {{0, last - 10, 1}, {1, run0, 20}, {2, 5, 3}, {0, 299, 1}, {2, 8, 1}};
     for (const auto &r : plan)
         for (int i = 0; i < r[2]; i++) {
             b.pos.push_back(r[1] + i);
             b.seq.push_back(r[0]);
         }
     ta_batch_fill(b, c);
+}
+
+static void ta_mixed_case(int type, int order) {
+    ta_cache c;
+    ta_cache_make(c, type, 32, 4, 2, 2, 1, 16, 3, 300);
+    ta_batch b;
+    ta_mixed_batch(b, c, 300, 40);
     ta_check("cuk_attention", c, b, TA_MIXED, 300, order);
     ta_check("cuk_attention, no seq ids", c, b, TA_MIXED_NOSEQ, 300, order);
     ta_cache_free(c);
@@ -349,6 +376,77 @@ static void ta_invariance_case(int order) {
     ta_cache_free(c);
 }
 
+/* Sliding windows: W of 1, inside a block (7), one block (16), straddling a split (100 at
+ * positions past 256), one split (256), longer than some contexts (300, 700), on a cache of
+ * 600 positions (three splits). The blocks wholly before each query's window are poisoned in
+ * its table: -1, as the scheduler leaves them, or the NaN block, which would turn any read of
+ * them (even a masked one) into NaN. Decode must give the same bits for max_ctx = the longest
+ * context and 1000 and for a query alone; prefill runs of consecutive positions from several
+ * starts; cuk_attention on a mixed batch. */
+static void ta_window_case(int type, int order) {
+    ta_cache c;
+    ta_cache_make(c, type, 32, 4, 2, 2, 1, 16, 3, 600);
+    static const int edge[] = {0, 6, 7, 15, 16, 99, 100, 255, 256, 257, 299, 355, 511, 513, 599};
+    for (int W : {1, 7, 16, 100, 256, 300, 700}) {
+        for (int poison : {-1, c.spare}) {
+            char what[96];
+            snprintf(what, sizeof what, "window %d (poison %d) decode", W, poison);
+            ta_batch b;
+            b.window = W;
+            for (int p : edge) {
+                b.pos.push_back(p);
+                b.seq.push_back(tk_int((int)c.seqs.size()));
+            }
+            ta_batch_fill(b, c);
+            ta_poison(b, c, poison);
+            const int longest = *std::max_element(b.pos.begin(), b.pos.end()) + 1;
+            std::vector<float> g1 = ta_check(what, c, b, TA_DECODE, longest, order);
+            std::vector<float> g2 = ta_check(what, c, b, TA_DECODE, 1000, order);
+            int diff = 0;
+            for (size_t i = 0; i < g1.size(); i++) diff += tk_bits(g1[i]) != tk_bits(g2[i]);
+            TK_CHECK(diff == 0, "%s: %d values differ between max_ctx %d and 1000", what, diff,
+                     longest);
+            /* one query alone, max_ctx its own context */
+            const int t1 = tk_int(b.T);
+            ta_batch one;
+            one.window = W;
+            one.pos = {b.pos[t1]};
+            one.seq = {b.seq[t1]};
+            ta_batch_fill(one, c);
+            ta_poison(one, c, poison);
+            const size_t hd = (size_t)c.H * c.D;
+            one.q.assign(b.q.begin() + t1 * hd, b.q.begin() + (t1 + 1) * hd);
+            std::vector<float> ga = ta_check(what, c, one, TA_DECODE, b.pos[t1] + 1, order);
+            diff = 0;
+            for (size_t i = 0; i < hd; i++) diff += tk_bits(ga[i]) != tk_bits(g2[t1 * hd + i]);
+            TK_CHECK(diff == 0, "%s: position %d alone differs from the batch in %d values",
+                     what, b.pos[t1], diff);
+
+            snprintf(what, sizeof what, "window %d (poison %d) prefill", W, poison);
+            for (int p0 : {0, 90, 250, 470}) {
+                ta_batch pb;
+                pb.window = W;
+                const int s = tk_int((int)c.seqs.size()), T = 17 + tk_int(24);
+                for (int t = 0; t < T; t++) {
+                    pb.pos.push_back(p0 + t);
+                    pb.seq.push_back(s);
+                }
+                ta_batch_fill(pb, c);
+                ta_poison(pb, c, poison);
+                ta_check(what, c, pb, TA_PREFILL, p0 + T, order);
+            }
+
+            snprintf(what, sizeof what, "window %d (poison %d) cuk_attention", W, poison);
+            ta_batch mb;
+            mb.window = W;
+            ta_mixed_batch(mb, c, 600, 240);
+            ta_poison(mb, c, poison);
+            ta_check(what, c, mb, TA_MIXED, 600, order);
+        }
+    }
+    ta_cache_free(c);
+}
+
 static void ta_refusals(void) {
     cuk_attn_args a;
     memset(&a, 0, sizeof a);
@@ -376,6 +474,10 @@ static void ta_refusals(void) {
     TK_CHECK(cuk_attention(&a, buf, buf, ibuf, 1, NULL, NULL, 16, NULL, NULL) ==
                  cudaErrorInvalidValue, "cuk_attention without host positions accepted");
     TK_CHECK(cuk_attn_decode(&a, buf, buf, ibuf, 0, 16, NULL, NULL) == 0, "T = 0 refused");
+    a.window = -1;
+    TK_CHECK(cuk_attn_decode(&a, buf, buf, ibuf, 1, 16, NULL, NULL) == cudaErrorInvalidValue,
+             "window -1 accepted");
+    a.window = 0;
     TK_CHECK(cuk_attn_scratch_bytes(&a, 3, 256) == 0 &&
                  cuk_attn_scratch_bytes(&a, 3, 257) == (size_t)3 * 1 * 2 * (16 + 2) * 4,
              "scratch bytes");
@@ -415,6 +517,7 @@ int main(void) {
         for (int type : types) ta_mixed_case(type, o);
         ta_wrong_case(o);
         ta_invariance_case(o);
+        for (int type : types) ta_window_case(type, o);
     }
     ta_refusals();
 

@@ -3,15 +3,20 @@
  * f16 and bf16 (bit for bit qt_f32_to_f16 / qt_f32_to_bf16 of it), on random bytes (every
  * scale bit pattern, subnormal and nan included) and on quantized random data, with a row
  * stride beyond the row; the embedding lookup with ids outside the rank's rows; and rows of
- * every tensor of ../shared/models/small-llama-{q4_k_m,q8_0}.gguf when present. */
+ * every tensor of ../shared/models/small-llama-{q4_k_m,q8_0}.gguf and of the new-type files of
+ * ../shared/new-types/models when present. */
 #include "kernels/cuda/k_dequant.cu"
 #include "test_k_util.h"
+
+#include <string>
 
 extern "C" {
 #include "gguf.h"
 }
 
-static const int types[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_K, QT_Q6_K};
+static const int types[] = {QT_F32,  QT_F16,    QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_1,
+                            QT_Q5_0, QT_Q5_1,   QT_IQ4_NL, QT_Q2_K, QT_Q3_K, QT_Q4_K,
+                            QT_Q5_K, QT_Q6_K, QT_IQ4_XS};
 
 /* rows of w (n_rows x K of type, stride bytes apart) through the GPU to every output type,
  * compared with to_float; returns the number of elements checked */
@@ -129,6 +134,8 @@ int main(void) {
             if (o == 1) continue;   /* forward and random suffice for the big part */
             real_weights(shared, "small-llama-q4_k_m.gguf", o);
             real_weights(shared, "small-llama-q8_0.gguf", o);
+            const std::string nt = std::string(shared) + "/new-types";
+            for (const char *f : tk_new_type_files) real_weights(nt.c_str(), f, o);
         }
     }
     TK_CHECK(cuk_dequant(NULL, QT_F32, NULL, QT_Q4_K, 1, 100, 144, NULL) == cudaErrorInvalidValue,

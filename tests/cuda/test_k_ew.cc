@@ -1,6 +1,9 @@
 /* tests/cuda/test_k_ew.cc — k_ew.cu under the CPU shim, every thread order: SwiGLU against
- * kern_swiglu within 1e-6 relative (in place too); add, bias, row gather, the tensor-parallel
- * interleave and -inf padding bit for bit against plain loops written from model.c. */
+ * kern_swiglu within 1e-6 relative (in place too); GeGLU bit for bit against kern_geglu over
+ * every half and random values (its table built here as backend_cuda.cu builds it, by
+ * om_gelu_fill in C++, against the C build of kernels/cpu/ops.c); scale, add, bias, row
+ * gather, the tensor-parallel interleave and -inf padding bit for bit against plain loops
+ * written from model.c. */
 #include "kernels/cuda/k_ew.cu"
 #include "test_k_util.h"
 
@@ -39,6 +42,45 @@ int main(void) {
             }
             cudaFree(dg);
             cudaFree(du);
+        }
+        /* geglu: every half (inf and nan among them), then random gates across the +-10
+         * thresholds and beyond, in place like the backend */
+        {
+            static qt_f16 table[1 << 16];
+            om_gelu_fill(table);
+            uint16_t *dtab = (uint16_t *)tk_dev(table, sizeof table);
+            const size_t n = (1u << 16) + 4001;
+            std::vector<float> g(n), u(n), ref(n), got(n);
+            for (size_t i = 0; i < n; i++) {
+                g[i] = i < (1u << 16) ? qt_f16_to_f32((qt_f16)i)
+                       : tk_int(8) == 0 ? tk_unif(-40.0f, 40.0f) : tk_unif(-12.0f, 12.0f);
+                u[i] = tk_unif(-3.0f, 3.0f);
+            }
+            g[n - 1] = -10.0f;
+            g[n - 2] = 10.0f;
+            g[n - 3] = nextafterf(10.0f, 0.0f);
+            g[n - 4] = nextafterf(-10.0f, 0.0f);
+            kern_geglu(ref.data(), g.data(), u.data(), (int)n);
+            float *dg = (float *)tk_dev(g.data(), n * 4), *du = (float *)tk_dev(u.data(), n * 4);
+            TK_CHECK(cuk_geglu(dg, dg, du, dtab, n, NULL) == 0, "geglu rc");
+            tk_get(got.data(), dg, n * 4);
+            cmp_exact("geglu", o, got, ref);
+            cudaFree(dg);
+            cudaFree(du);
+            cudaFree(dtab);
+        }
+        /* scale: cpu__scale's loop */
+        {
+            const size_t n = 3001;
+            std::vector<float> x(n), ref(n), got(n);
+            for (auto &v : x) v = tk_unif(-100.0f, 100.0f);
+            const float s = tk_unif(0.5f, 60.0f);
+            for (size_t i = 0; i < n; i++) ref[i] = x[i] * s;
+            float *dx = (float *)tk_dev(x.data(), n * 4);
+            TK_CHECK(cuk_scale(dx, s, n, NULL) == 0, "scale rc");
+            tk_get(got.data(), dx, n * 4);
+            cmp_exact("scale", o, got, ref);
+            cudaFree(dx);
         }
         /* add and bias */
         {
@@ -112,5 +154,7 @@ int main(void) {
     }
     printf("swiglu: max relative error vs CPU %.3g\n", max_rel);
     TK_CHECK(cuk_pad_rows(NULL, NULL, 1, 5, 4, NULL) == cudaErrorInvalidValue, "P < V accepted");
+    TK_CHECK(cuk_geglu(NULL, NULL, NULL, NULL, 4, NULL) == cudaErrorInvalidValue,
+             "geglu without a table accepted");
     return tk_finish("test_k_ew");
 }

@@ -1,7 +1,8 @@
 /* tests/cuda/test_k_gemv.cc — k_gemv.cu's decode GEMV under the CPU shim, every thread order,
  * T = 1..8, every weight type, N = 7 (not a multiple of the 4 rows of a block), K an odd
  * number of blocks, row strides with and without 16-byte alignment; then rows of real weights
- * of ../shared/models/small-llama-{q4_k_m,q8_0}.gguf when present.
+ * of ../shared/models/small-llama-{q4_k_m,q8_0}.gguf and of ../shared/new-types/models (the
+ * newer types: two small-llama models, one-tensor files) when present.
  *
  * Two references, both in float64 over dequantized weights (to_float):
  *  (a) times the activations as the CPU converts them (vec_dot_type: Q8_0 / Q8_K blocks, f16 or
@@ -16,6 +17,8 @@
 #include "kernels/cuda/k_gemv.cu"
 #include "test_k_util.h"
 
+#include <string>
+
 extern "C" {
 #include "gguf.h"
 }
@@ -27,7 +30,7 @@ static double conv_err(int type, const float *x, int K, int k) {
     if (type == QT_F32) return 0.0;
     if (type == QT_F16) return fabs(x[k]) * 0x1p-11 + 0x1p-25;
     if (type == QT_BF16) return fabs(x[k]) * 0x1p-8;
-    const int bs = (type == QT_Q4_0 || type == QT_Q8_0) ? 32 : 256;
+    const int bs = qt_get(type)->vec_dot_type == QT_Q8_0 ? 32 : 256;
     double amax = 0.0;
     for (int j = k / bs * bs; j < k / bs * bs + bs && j < K; j++) amax = fmax(amax, fabs(x[j]));
     return bs == 32 ? amax * (1.0 / 254 + 0x1p-11) : amax / 254 * 1.001;
@@ -142,13 +145,25 @@ static void real_weights(const char *shared, const char *file, int o) {
         for (int T : {1, 3, 8}) check((const uint8_t *)t->data, t->type, 9, K, qt_row_size(t->type, K), T, what, o);
         n++;
     }
+    if (gguf_n_tensors(g) == 1) {   /* a one-tensor file of ../shared/new-types */
+        const gguf_tensor *t = gguf_tensor_at(g, 0);
+        const int K = (int)t->ne[0];
+        const size_t rs = qt_supported(t->type) ? qt_row_size(t->type, K) : 0;
+        const int rows = rs ? (int)(t->nbytes / rs) : 0;
+        char what[160];
+        snprintf(what, sizeof what, "%s %.*s", file, (int)t->name.len, t->name.ptr);
+        for (int T : {1, 3, 8})
+            if (rows > 0) check((const uint8_t *)t->data, t->type, rows < 9 ? rows : 9, K, rs, T, what, o);
+        n += rows > 0;
+    }
     printf("%s: %d real tensors (order %d)\n", file, n, o);
     gguf_close(g);
 }
 
 int main(void) {
     kern_init(NULL);
-    const int types[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_K, QT_Q6_K};
+    const int types[] = {QT_F32,  QT_F16,  QT_BF16,   QT_Q8_0, QT_Q4_0, QT_Q4_1, QT_Q5_0, QT_Q5_1,
+                         QT_IQ4_NL, QT_Q2_K, QT_Q3_K, QT_Q4_K, QT_Q5_K, QT_Q6_K, QT_IQ4_XS};
     const int N = 7;
     TK_FOR_ORDERS(o) {
         for (int type : types) {
@@ -177,6 +192,8 @@ int main(void) {
             if (o == 1) continue;
             real_weights(shared, "small-llama-q4_k_m.gguf", o);
             real_weights(shared, "small-llama-q8_0.gguf", o);
+            const std::string nt = std::string(shared) + "/new-types";
+            for (const char *f : tk_new_type_files) real_weights(nt.c_str(), f, o);
         }
     }
     printf("gemv: max |gpu - ref(xq)| / (1e-5 S) = %.3g, max |gpu - ref(x)| / bound = %.3g, "

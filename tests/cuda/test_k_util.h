@@ -68,6 +68,15 @@ static inline const char *tk_shared(void) {
     return s && *s ? s : NULL;
 }
 
+/* the files of ../shared/new-types/models (the types beyond the first set): two small-llama
+ * models and one-tensor files */
+static const char *const tk_new_type_files[] = {
+    "small-llama-q5_k_m.gguf", "small-llama-iq4_xs.gguf", "tensor-q4_1.gguf",
+    "tensor-q5_0.gguf",        "tensor-q5_1.gguf",        "tensor-iq4_nl.gguf",
+    "tensor-iq4_xs.gguf",      "tensor-q2_k.gguf",        "tensor-q3_k_m.gguf",
+    "tensor-q5_k_m.gguf",
+};
+
 #define TK_FOR_ORDERS(o)                                                        \
     for (int o = 0; o < cu_shim_n_orders() && (cu_shim_set_order(o), 1); o++)
 

@@ -24,8 +24,12 @@
 #                 F32 within 1e-3 x std (with the F32 KV cache ref_test.py asks for), F16
 #                 1e-2 x std, quantized 0.25 x std with top-1 >= 85% (the CPU's F16 and
 #                 quantized tolerances);
+#      arch       tests/model/arch_test.py: gemma3 (GeGLU, sliding-window attention, the
+#                 embedding scale) and qwen3 on tiny synthetic F32 models against its float64
+#                 reference (1e-4 x max |ref|); needs no model files;
 #      sched      tests/sched/test_sched.c (batch invariance through the scheduler) with
-#                 SAMPAN_TEST_BACKEND=cuda, in the backend's default, invariant mode;
+#                 SAMPAN_TEST_BACKEND=cuda, in the backend's default, invariant mode (also on
+#                 a synthesized all-local sliding-window model, tiny-gemma3-swa);
 #      bench7b    fast mode (SAMPAN_CUDA_INVARIANT=0): decode of a llama-7b-shaped Q4_0 model
 #                 (target >= 60% of HBM peak) and a 512-token prefill of F16 weights (target
 #                 >= 50% of the tensor-core peak): figures, and TARGET met / NOT MET (not
@@ -90,7 +94,7 @@ while [ $# -gt 0 ]; do
 done
 case "$jobs" in ''|*[!0-9]*|0) die "--jobs expects a positive number" ;; esac
 case "${budget:-x}" in x) ;; *[!0-9]*) die "--budget expects seconds" ;; esac
-steps="smoke ref sched bench7b http tp bench schedfast"
+steps="smoke ref arch sched bench7b http tp bench schedfast"
 for s in ${only//,/ }; do
     case " $steps " in *" $s "*) ;; *) die "--only: unknown step '$s' (of: $steps)" ;; esac
 done
@@ -508,21 +512,40 @@ if want ref && fits "ref-* (${#refs[@]} suites)" 60; then
     collect
 fi
 
+# ---- 4b'. architectures: Gemma 3 and Qwen 3 on synthetic models (no files needed) -----------
+if want arch && fits "arch" 60; then
+    timeout -k 10 "$(tmo 300)" "$py" "$root/tests/model/arch_test.py" > "$logs/arch.log" 2>&1
+    result "arch: tests/model/arch_test.py ($tag)" $? "$logs/arch.log"
+fi
+
 # ---- 4c. scheduler: batch invariance in the default (invariant) mode --------------------------
 sched_models=("stories260K" "tiny-llama-f32 --f32" "small-llama-q4_k_m")
 [ "$quick" -eq 1 ] && sched_models=("tiny-llama-f32 --f32")
+# a sliding-window model (every layer local, window 16; as tests/meson.build's
+# sched-tiny-gemma3-swa): blocks that leave the window are dropped (table entries -1) while
+# the rest of the batch attends; synthesized here, so it needs no file. A name with a / is a
+# path rather than a model of $shared/models.
+if ! want sched && ! want schedfast; then
+    :
+elif "$real" model synth -o "$tmp/tiny-gemma3-swa.gguf" --shape tiny-gemma3-swa --type F32 \
+         --seed 3 > "$logs/synth-swa.log" 2>&1; then
+    sched_models+=("$tmp/tiny-gemma3-swa --f32 --no-penalties")
+else
+    note "INFO could not synthesize tiny-gemma3-swa (see synth-swa.log): no sliding-window sched run"
+fi
 # sched_run MODE: test_sched of every model at once with SAMPAN_CUDA_INVARIANT=MODE
 sched_run() {
-    local mode=$1 r name log rc i=0 dt t
+    local mode=$1 r name path log rc i=0 dt t
     local -a names=() spids=()
     t=$(tmo 300)
     for r in "${sched_models[@]}"; do
         set -- $r
         name=$1
         shift
+        case "$name" in */*) path="$name.gguf" name=${name##*/} ;; *) path="$shared/models/$name.gguf" ;; esac
         log="$logs/sched-$name-invariant$mode.log"
         ( s=$SECONDS
-          SAMPAN_CUDA_INVARIANT=$mode timeout -k 10 "$t" "$ts" "$shared/models/$name.gguf" "$@" \
+          SAMPAN_CUDA_INVARIANT=$mode timeout -k 10 "$t" "$ts" "$path" "$@" \
               > "$log" 2>&1
           rc=$?; echo $((SECONDS - s)) > "$tmp/time/sched.${#spids[@]}"; exit $rc ) &
         spids+=($!) names+=("$name")
