@@ -70,10 +70,10 @@ typedef struct {
 
 enum { KERN_ROWS = 0, KERN_X8 = 1 };
 
-/* Packed weights. Q4_0, Q8_0, Q4_K and F16 have a layout of their own for the AVX2 kernels (KERN_X8,
- * described in kernels/cpu/gemm_x8_avx2.c): rows in groups of 8, each block (F16: each value)
- * of the 8 rows stored together, so that one vector lane is one row and 8 rows are one
- * sequential stream.
+/* Packed weights. Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K and F16 have a layout of their own for the
+ * AVX2 kernels (KERN_X8, described in kernels/cpu/gemm_x8_avx2.c): rows in groups of 8, each
+ * block (F16: each value) of the 8 rows stored together, so that one vector lane is one row
+ * and 8 rows are one sequential stream.
  * kern_pack_size(w): bytes of the packed copy of a KERN_ROWS weight, or 0 when its type has no
  * packed layout on this CPU (or the scalar ISA is forced). kern_pack writes it to dst (64-byte
  * aligned) and returns the view over it; the values of kern_matmul are unchanged in meaning

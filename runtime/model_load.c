@@ -515,7 +515,7 @@ static void pack_one(model *m, kern_weight *w, void *ctx) {
     drop_pages(a, (size_t)(b - a));
 }
 
-/* Q4_0, Q8_0, Q4_K and F16 matrices get the KERN_X8 layout of the AVX2 kernels (about 2x
+/* Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K and F16 matrices get the KERN_X8 layout of the AVX2 kernels (about 2x
  * the batched rate for the quantized types, 1.3x for F16) in one anonymous buffer advised into 2 MiB pages (decode reads weights ~20% faster
  * than from 4 KiB page-cache pages). The file's pages of a packed tensor are dropped: resident
  * memory stays at the weights' size. Other types are used from the mapping as stored. */
