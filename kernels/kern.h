@@ -81,6 +81,10 @@ enum { KERN_ROWS = 0, KERN_X8 = 1 };
  * A KERN_X8 weight can only be used by kern_matmul (no row views, no to_float). */
 size_t kern_pack_size(const kern_weight *w);
 kern_weight kern_pack(const kern_weight *w, void *dst);
+/* kern_pack's copy made piece by piece: the groups of rows [r0, r1) (r0 a multiple of 8) into
+ * their place in dst (the whole copy); the view is kern_pack_view(w, dst) once all are done. */
+void kern_pack_rows(const kern_weight *w, int64_t r0, int64_t r1, void *dst);
+kern_weight kern_pack_view(const kern_weight *w, void *dst);
 
 /* out (T,N) = x (T,K) · W^T. `scratch` must hold kern_matmul_scratch(w, T) bytes (the
  * activations converted to vec_dot_type). Work is split over the pool's threads by rows of W;

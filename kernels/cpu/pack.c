@@ -16,10 +16,11 @@ size_t kern_pack_size(const kern_weight *w) {
     return (size_t)((w->n_rows + 7) / 8) * gemm_x8_group_size(w->type, w->n_cols);
 }
 
-/* F16: group g, step k = the 8 rows' f16 w[8g+r][k] (zero past the last row) */
-static void pack__f16(const kern_weight *w, uint16_t *dst) {
-    const int64_t K = w->n_cols, ng = (w->n_rows + 7) / 8;
-    for (int64_t g = 0; g < ng; g++) {
+/* F16: group g, step k = the 8 rows' f16 w[8g+r][k] (zero past the last row); groups of rows
+ * [r0, r1) */
+static void pack__f16(const kern_weight *w, int64_t r0, int64_t r1, uint16_t *dst) {
+    const int64_t K = w->n_cols;
+    for (int64_t g = r0 / 8; g < (r1 + 7) / 8; g++) {
         uint16_t *p = dst + (size_t)g * (size_t)K * 8;
         memset(p, 0, (size_t)K * 16);
         for (int r = 0; r < 8 && g * 8 + r < w->n_rows; r++) {
@@ -87,21 +88,17 @@ static void pack__row(int type, const uint8_t *blk, uint8_t *p, int r) {
     }
 }
 
-kern_weight kern_pack(const kern_weight *w, void *dst) {
-    kern_weight v = *w;
-    v.data = dst;
-    v.layout = KERN_X8;
-    v.row_stride = qt_row_size(w->type, w->n_cols);   /* bytes per row, for accounting only */
+void kern_pack_rows(const kern_weight *w, int64_t r0, int64_t r1, void *dst) {
     if (w->type == QT_F16) {
-        pack__f16(w, dst);
-        return v;
+        pack__f16(w, r0, r1, dst);
+        return;
     }
     const qt_traits *t = qt_get(w->type);
     const size_t wbs = t->type_size;
     const size_t pbs = gemm_x8_group_size(w->type, t->block_size);   /* one packed block */
-    const int64_t nb = w->n_cols / t->block_size, ng = (w->n_rows + 7) / 8;
+    const int64_t nb = w->n_cols / t->block_size;
     uint8_t *out = dst;
-    for (int64_t g = 0; g < ng; g++)
+    for (int64_t g = r0 / 8; g < (r1 + 7) / 8; g++)
         for (int64_t b = 0; b < nb; b++) {
             uint8_t *p = out + ((size_t)g * (size_t)nb + (size_t)b) * pbs;
             memset(p, 0, pbs);
@@ -109,5 +106,17 @@ kern_weight kern_pack(const kern_weight *w, void *dst) {
                 pack__row(w->type, (const uint8_t *)w->data + (size_t)(g * 8 + r) * w->row_stride + (size_t)b * wbs,
                           p, r);
         }
+}
+
+kern_weight kern_pack_view(const kern_weight *w, void *dst) {
+    kern_weight v = *w;
+    v.data = dst;
+    v.layout = KERN_X8;
+    v.row_stride = qt_row_size(w->type, w->n_cols);   /* bytes per row, for accounting only */
     return v;
+}
+
+kern_weight kern_pack(const kern_weight *w, void *dst) {
+    kern_pack_rows(w, 0, w->n_rows, dst);
+    return kern_pack_view(w, dst);
 }
