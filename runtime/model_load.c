@@ -318,6 +318,8 @@ static void settle(const void *t, size_t tn, const void *s, size_t sn) {
     drop_pages((const char *)s + sn, (size_t)((const char *)t + tn - ((const char *)s + sn)));
 }
 
+static size_t pack_bytes(const model *m, const kern_weight *w);
+
 static kern_weight rows_of(kern_weight w, int64_t r0, int64_t n) {
     w.data = (const char *)w.data + (size_t)r0 * w.row_stride;
     w.n_rows = n;
@@ -412,7 +414,7 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
     /* vocabulary slices: embedding rows on the first stage, output rows on the last */
     m->tok_embd = rows_of(m->tok_embd, sh->vocab0, sh->n_vocab);
     m->output = rows_of(m->output, sh->vocab0, sh->n_vocab);
-    if (sh->tp > 1 && sh->stage == sh->pp - 1 && !(m->pack && out && kern_pack_size(&m->output))) {
+    if (sh->tp > 1 && sh->stage == sh->pp - 1 && !(out && pack_bytes(m, &m->output))) {
         const gguf_tensor *ot = out ? out : te;
         settle(ot->data, ot->nbytes, m->output.data, m->output.row_stride * (size_t)sh->n_vocab);
     }
@@ -455,7 +457,7 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
                     slice_matrix(m, ts, w, mix, err, errlen))
                     return -1;
                 /* a weight that pack_weights will copy is faulted in there, tensor by tensor */
-                if (sh->tp > 1 && w->data >= t->data && !(m->pack && kern_pack_size(w)) &&
+                if (sh->tp > 1 && w->data >= t->data && !pack_bytes(m, w) &&
                     (const char *)w->data < (const char *)t->data + t->nbytes)
                     settle(t->data, t->nbytes, w->data, w->row_stride * (size_t)w->n_rows);
                 m->weight_bytes += w->row_stride * (size_t)w->n_rows;
@@ -485,9 +487,18 @@ static void each_matrix(model *m, void (*fn)(model *m, kern_weight *w, void *ctx
     if (!m->cfg.tied_output && sh->stage == sh->pp - 1) fn(m, &m->output, ctx);
 }
 
+/* Bytes of w's packed copy, 0 for none. Q5_0 and Q6_K are packed on request only
+ * (model_opts.pack_all): their packed kernels round otherwise than the vec_dot / per-row tiles,
+ * correctly (tests/perf matmul), but that moves Gemma 3 270M's prompt-3 top-1 against
+ * llama.cpp from 36/39 to 32/39, under quickstart's 90% bar; every flip is at a position where
+ * llama.cpp's own top-2 margin is <= 0.06 std (main with SAMPAN_PACK=0 scores 31/39). */
+static size_t pack_bytes(const model *m, const kern_weight *w) {
+    if (!m->pack || (m->pack < 2 && (w->type == QT_Q5_0 || w->type == QT_Q6_K))) return 0;
+    return kern_pack_size(w);
+}
+
 static void pack_size(model *m, kern_weight *w, void *ctx) {
-    (void)m;
-    *(size_t *)ctx += (kern_pack_size(w) + 63) / 64 * 64;
+    *(size_t *)ctx += (pack_bytes(m, w) + 63) / 64 * 64;
 }
 
 /* Packs w at *ctx (a cursor in m->packed), then lets the kernel drop the source pages (or
@@ -495,7 +506,7 @@ static void pack_size(model *m, kern_weight *w, void *ctx) {
  * a mapped source goes in pieces of about 8 MiB, each dropped once packed, so that a large
  * one (an output head) adds a piece to the peak, not itself. */
 static void pack_one(model *m, kern_weight *w, void *ctx) {
-    size_t n = kern_pack_size(w);
+    size_t n = pack_bytes(m, w);
     if (!n) return;
     size_t *at = ctx;
     const void *src = w->data;
@@ -801,7 +812,7 @@ int model_load(const char *path, const model_opts *opts, model **out, char *err,
     backend_opts bo = { opts ? opts->backend : NULL, opts ? opts->n_threads : 0,
                         opts ? opts->device : -1 };
     if (!(m->be = backend_new(&bo, err, errlen))) goto fail;
-    m->pack = !(opts && opts->no_pack) && m->be->i->host_memory;
+    m->pack = !(opts && opts->no_pack) && m->be->i->host_memory ? 1 + !!(opts && opts->pack_all) : 0;
     m->shard.pp_comm = pp > 1 ? opts->pp_comm : NULL;
     m->shard.tp_dev = tp > 1 && opts->tp_dev_comm ? opts->tp_dev_comm : m->shard.tp_comm;
     m->shard.pp_dev = pp > 1 && opts->pp_dev_comm ? opts->pp_dev_comm : m->shard.pp_comm;
