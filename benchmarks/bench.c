@@ -960,7 +960,7 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
     sched *s = NULL;
     int32_t *tok = NULL;
     int rc = -1;
-    const char *pack = getenv("SAMPAN_PACK");   /* as sampan run: 0 none, all with Q5_0, Q6_K */
+    const char *pack = getenv("SAMPAN_PACK");   /* as sampan run: 0 none, all with Q6_K */
     model_opts mo = { .n_threads = nth, .kv_type = o->kv_type, .backend = o->backend,
                       .device = -1, .no_pack = pack && !strcmp(pack, "0"),
                       .pack_all = pack && !strcmp(pack, "all") };

@@ -149,7 +149,7 @@ typedef struct {
     struct comm *tp_dev_comm, *pp_dev_comm;
     int tp_allreduce;   /* Megatron all-reduce where slices fall on block boundaries */
     int no_pack;        /* keep every weight as the file stores it (no kern_pack copies) */
-    int pack_all;       /* pack Q5_0 and Q6_K too (see pack_weights in model_load.c) */
+    int pack_all;       /* pack Q6_K too (see pack_bytes in model_load.c) */
     const char *backend; /* "cpu" (NULL: cpu), "cuda" or "auto" (runtime/backend.h) */
     int device;         /* CUDA device ordinal; < 0: chosen by topo / the first visible */
     int kv_type;        /* KV cache elements: QT_F32 (0, the library default), QT_F16, QT_BF16 */

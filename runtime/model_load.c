@@ -487,13 +487,13 @@ static void each_matrix(model *m, void (*fn)(model *m, kern_weight *w, void *ctx
     if (!m->cfg.tied_output && sh->stage == sh->pp - 1) fn(m, &m->output, ctx);
 }
 
-/* Bytes of w's packed copy, 0 for none. Q5_0 and Q6_K are packed on request only
- * (model_opts.pack_all): their packed kernels round otherwise than the vec_dot / per-row tiles,
- * correctly (tests/perf matmul), but that moves Gemma 3 270M's prompt-3 top-1 against
- * llama.cpp from 36/39 to 32/39, under quickstart's 90% bar; every flip is at a position where
- * llama.cpp's own top-2 margin is <= 0.06 std (main with SAMPAN_PACK=0 scores 31/39). */
+/* Bytes of w's packed copy, 0 for none. Q6_K is packed on request only (model_opts.pack_all):
+ * its packed kernel rounds otherwise than the per-row tiles, correctly (tests/perf matmul), but
+ * that moves Gemma 3 270M's prompt-3 top-1 against llama.cpp from 36/39 to 33/39, under
+ * quickstart's 90% bar; every flip is at a position where llama.cpp's own top-2 margin is
+ * <= 0.06 std (main with SAMPAN_PACK=0 scores 31/39). Packed Q5_0 keeps its vec_dot's bits. */
 static size_t pack_bytes(const model *m, const kern_weight *w) {
-    if (!m->pack || (m->pack < 2 && (w->type == QT_Q5_0 || w->type == QT_Q6_K))) return 0;
+    if (!m->pack || (m->pack < 2 && w->type == QT_Q6_K)) return 0;
     return kern_pack_size(w);
 }
 

@@ -30,18 +30,17 @@
  *
  * Arithmetic of out[t][n], n = 8g + r, fixed for every batch size (lane r of every vector):
  *   per block b: isum = exact int32 dot of row n's 32 quants with token t's 32 int8 activations
- *                (Q4_0, Q5_0: unsigned codes, minus 8 or 16 * sum(y), so it is the dot with
- *                q - 8 or q - 16);
+ *                (Q4_0: unsigned nibbles, minus 8 * sum(y), so it is the dot with q - 8);
  *                acc = fma(d_w * d_y, (float)isum, acc)       one accumulator, blocks in order
  *   out = acc.
- * (K-quants: per super-block, see their section.) A tile of 8 rows x TT tokens shares loads
+ * Q5_0 instead keeps its vec_dot's float order (8 chains per output, gx__q5_0_chains), so its
+ * packed results are the rows' bits; K-quants: per super-block, see their section. A tile of 8 rows x TT tokens shares loads
  * only, so out[t][n] is the same bits whatever T, t's place in the batch, the tile or the
  * thread: batch invariance as in gemm_avx2.c. Decode (T = 1) runs GX_NS groups of a chunk far
  * apart side by side (gx__dec): the same arithmetic per output, more cache-line misses in
  * flight per core.
- * Per block and token the 8 rows cost 8 maddubs + 8 adds (int16 sums are exact: Q4_0 16
- * products of |q*y| <= 15*127 per lane, Q5_0 8 of <= 31*127 before a madd to int32) and 5 ops
- * for the scaling: about 3x fewer operations per multiply-add than the per-row tiles, and no
+ * Per block and token the 8 rows cost 8 maddubs + 8 adds (Q4_0's int16 sums are exact: 16
+ * products of |q*y| <= 15*127 per lane) and 5 ops for the scaling: about 3x fewer operations per multiply-add than the per-row tiles, and no
  * horizontal sums.
  */
 #include <immintrin.h>
@@ -132,8 +131,8 @@ GX_INLINE void gx__codes(const uint8_t *p, const uint8_t *qh, int sh, int hm, __
 
 /* ---- blocks of 32: Q4_0, Q5_0, Q8_0 ------------------------------------------------------- */
 
-/* exact int32 sums s[j] of one packed block with TT tokens' blocks y[j] (Q4_0, Q5_0 already
- * minus 8 or 16 * sum(y)) */
+/* exact int32 sums s[j] of one packed block with TT tokens' blocks y[j] (Q4_0 already minus
+ * 8 * sum(y)); Q4_0, Q8_0 */
 GX_INLINE void gx__blk(int kind, int TT, const uint8_t *blk, const gemm_q8p *const *y, __m256i *s) {
     const __m256i ones = _mm256_set1_epi16(1);
     if (kind == GX_Q8_0) {
@@ -152,36 +151,70 @@ GX_INLINE void gx__blk(int kind, int TT, const uint8_t *blk, const gemm_q8p *con
         }
         return;
     }
-    const int q5 = kind == GX_Q5_0, flush = q5 ? 2 : 4;   /* segments per int16 sum */
     __m256i s16[GX_TT];
     GX_UNROLL
     for (int m = 0; m < 4; m++) {
         __m256i lo, hi;
-        gx__codes(blk + X8_B32_Q + 32 * m, q5 ? blk + X8_Q5_0_H : NULL, m, 0x10, &lo, &hi);
+        gx__codes(blk + X8_B32_Q + 32 * m, NULL, 0, 0, &lo, &hi);
         GX_UNROLL
         for (int j = 0; j < TT; j++) {
             __m256i p = _mm256_maddubs_epi16(lo, gx__bcast4(y[j]->qs + 4 * m));
-            s16[j] = m % flush ? _mm256_add_epi16(s16[j], p) : p;
+            s16[j] = m ? _mm256_add_epi16(s16[j], p) : p;
             s16[j] = _mm256_add_epi16(s16[j], _mm256_maddubs_epi16(hi, gx__bcast4(y[j]->qs + 16 + 4 * m)));
             GX_PIN(s16[j]);
         }
-        if (m % flush == flush - 1)
-            GX_UNROLL
-            for (int j = 0; j < TT; j++) {
-                __m256i t = _mm256_madd_epi16(s16[j], ones);
-                s[j] = m < flush ? t : _mm256_add_epi32(s[j], t);
-            }
     }
     GX_UNROLL
     for (int j = 0; j < TT; j++)
-        s[j] = _mm256_sub_epi32(s[j], _mm256_set1_epi32(q5 ? 2 * y[j]->sy8 : y[j]->sy8));
+        s[j] = _mm256_sub_epi32(_mm256_madd_epi16(s16[j], ones), _mm256_set1_epi32(y[j]->sy8));
+}
+
+/* Q5_0 keeps the float order of its vec_dot (qt_dot_q5_0_avx2, ggml's), so that packing does
+ * not change its bits: 8 chains per output, chain l over the blocks' values 4l..4l+3 (segment
+ * s: chain s for the low nibbles, 4+s for the high ones), acc[l] = fma(d_w * d_y, (float)p_l,
+ * acc[l]) with p_l the exact int32 dot of those 4 values (q - 16), summed at the end as
+ * qt__hsum_ps does. */
+GX_INLINE void gx__q5_0_chains(const uint8_t *blk, const gemm_q8p *y, __m256 *acc) {
+    const __m256i ones = _mm256_set1_epi16(1), sixteen = _mm256_set1_epi8(16);
+    __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk)), _mm256_broadcast_ss(&y->d));
+    GX_UNROLL
+    for (int s = 0; s < 4; s++) {
+        __m256i c[2];
+        gx__codes(blk + X8_B32_Q + 32 * s, blk + X8_Q5_0_H, s, 0x10, &c[0], &c[1]);
+        GX_UNROLL
+        for (int h = 0; h < 2; h++) {
+            __m256i yv = gx__bcast4(y->qs + 16 * h + 4 * s);
+            __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(c[h], yv), _mm256_maddubs_epi16(sixteen, yv));
+            acc[4 * h + s] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc[4 * h + s]);
+        }
+    }
+}
+
+GX_INLINE __m256 gx__q5_0_sum(const __m256 *a) {   /* qt__hsum_ps's order, 8 rows at once */
+    return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6])),
+                         _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7])));
 }
 
 /* 8 rows of group base g x TT tokens starting at x (converted rows x_stride apart), over all
- * nb blocks; results to out[j * N + n0 + r] for r < nr. */
+ * nb blocks; results to out[j * N + n0 + r] for r < nr. Q5_0: a token at a time. */
 GX_INLINE void gx__tile(int kind, int TT, const uint8_t *g, int64_t nb, const uint8_t *x,
                         size_t x_stride, float *out, int64_t N, int64_t n0, int nr) {
     const size_t bsz = gx__bsz(kind);
+    if (kind == GX_Q5_0) {
+        for (int j = 0; j < TT; j++) {
+            const gemm_q8p *y = (const gemm_q8p *)(x + (size_t)j * x_stride);
+            __m256 acc[8];
+            GX_UNROLL
+            for (int l = 0; l < 8; l++) acc[l] = _mm256_setzero_ps();
+            for (int64_t b = 0; b < nb; b++) {
+                if (TT == 1)
+                    for (size_t l = 0; l + 16 < bsz; l += 64) _mm_prefetch((const char *)g + b * bsz + GX_PF + l, _MM_HINT_T0);
+                gx__q5_0_chains(g + (size_t)b * bsz, y + b, acc);
+            }
+            gx__store(out + (size_t)j * (size_t)N + n0, gx__q5_0_sum(acc), nr);
+        }
+        return;
+    }
     __m256 acc[GX_TT];
     GX_UNROLL
     for (int j = 0; j < TT; j++) acc[j] = _mm256_setzero_ps();
@@ -367,6 +400,23 @@ GX_INLINE void gx__dec(int kind, int NS, const uint8_t *const *g, int64_t nb, co
                        float *const *o, const int *nr) {
     const int kq = kind >= GX_Q4_K;
     const size_t bsz = gx__bsz(kind), ysz = kq ? sizeof(block_q8_K) : sizeof(gemm_q8p);
+    if (kind == GX_Q5_0) {   /* 8 chains per stream (gx__q5_0_chains) */
+        __m256 ac[4][8];
+        GX_UNROLL
+        for (int i = 0; i < NS; i++)
+            GX_UNROLL
+            for (int l = 0; l < 8; l++) ac[i][l] = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; b++)
+            GX_UNROLL
+            for (int i = 0; i < NS; i++) {
+                const uint8_t *blk = g[i] + (size_t)b * bsz;
+                for (size_t l = 0; l + 16 < bsz; l += 64) _mm_prefetch((const char *)blk + GX_PF_DEC + l, _MM_HINT_T0);
+                gx__q5_0_chains(blk, (const gemm_q8p *)x + b, ac[i]);
+            }
+        GX_UNROLL
+        for (int i = 0; i < NS; i++) gx__store(o[i], gx__q5_0_sum(ac[i]), nr[i]);
+        return;
+    }
     __m256 acc[4];
     GX_UNROLL
     for (int i = 0; i < NS; i++) acc[i] = _mm256_setzero_ps();

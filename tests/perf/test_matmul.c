@@ -7,7 +7,7 @@
  *      dot product); tolerance TOL_REL * sum_k |w*x| (the only rounding is the f32 accumulation);
  *   2. invariance: the rows of a T = 70 single-thread result must be memcmp-identical to the
  *      same tokens computed with T = 1 (every token alone), T = 7 (a slice from the middle), and
- *      T = 70 on 2 and 3 threads.
+ *      T = 70 on 2 and 3 threads; packed Q5_0 also to the rows' results (same float order).
  * Weights come two ways: quantized from random floats by the type's from_float, and raw random
  * blocks (every bit pattern, with sane scales) for the quantized types.
  */
@@ -198,6 +198,24 @@ static void test_case(const tcase *c, const char *isa, pool *p1, pool *p2, pool 
     free(o);
 }
 
+/* Packed Q5_0 keeps its vec_dot's float order: the same bits as the rows, T = 1 and T = 70 */
+static void same_as_rows(tcase *c, pool *p) {
+    float *a = malloc(sizeof(float) * T_MAX * c->N), *b = malloc(sizeof(float) * T_MAX * c->N);
+    const kern_weight *pw = c->pw;
+    for (int T = 1; T <= T_MAX; T += T_MAX - 1) {
+        run(p, c, a, 0, T);
+        c->pw = NULL;
+        run(p, c, b, 0, T);
+        c->pw = pw;
+        char what[120];
+        snprintf(what, sizeof what, "%s packed%s T=%d: bit-identical to the rows' vec_dot",
+                 qt_get(c->type)->name, c->raw ? " raw" : "", T);
+        check(!memcmp(a, b, sizeof(float) * (size_t)T * (size_t)c->N), what);
+    }
+    free(a);
+    free(b);
+}
+
 /* kern_matmul_n: the same bits as one kern_matmul per weight, for weights that share type and
  * K (one job) and for mixed layouts (the fallback), at T = 1 and T = 9 on 2 threads */
 static void test_multi(pool *p2) {
@@ -292,6 +310,7 @@ int main(void) {
                         kern_weight pw = kern_pack(&w, pbuf);
                         c.pw = &pw;
                         test_case(&c, isa, p1, p2, p3);
+                        if (type == QT_Q5_0) same_as_rows(&c, p2);
                         c.pw = NULL;
                         free(pbuf);
                     } else if (psz) {
