@@ -131,8 +131,7 @@ model *rank_load_model(rank_ctx *r, const char *path, int n_threads, int kv_type
                       .stage = r->stage, .tp_comm = r->tp_comm, .pp_comm = r->pp_comm,
                       .tp_dev_comm = r->tp_nccl, .pp_dev_comm = r->pp_nccl,
                       .tp_allreduce = mix && !strcmp(mix, "allreduce"),
-                      .no_pack = pack && !strcmp(pack, "0"), .pack_all = pack && !strcmp(pack, "all"),
-                      .backend = backend,
+                      .no_pack = pack && !strcmp(pack, "0"), .backend = backend,
                       .device = device, .kv_type = kv_type };
     model *m = NULL;
     int loaded = model_load(path, &mo, &m, err, sizeof err) == 0;

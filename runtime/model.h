@@ -127,7 +127,7 @@ typedef struct model {
     int tp_allreduce;                    /* model_opts.tp_allreduce */
     void **copies;                       /* column slices copied at load (tensor parallel) */
     int n_copies;
-    int pack;                            /* !model_opts.no_pack; 2: model_opts.pack_all */
+    int pack;                            /* !model_opts.no_pack */
     void *packed;                        /* kern_pack copies of the matrices that have a faster
                                             layout (Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K,
                                             F16), in huge pages; owned */
@@ -149,7 +149,6 @@ typedef struct {
     struct comm *tp_dev_comm, *pp_dev_comm;
     int tp_allreduce;   /* Megatron all-reduce where slices fall on block boundaries */
     int no_pack;        /* keep every weight as the file stores it (no kern_pack copies) */
-    int pack_all;       /* pack Q6_K too (see pack_bytes in model_load.c) */
     const char *backend; /* "cpu" (NULL: cpu), "cuda" or "auto" (runtime/backend.h) */
     int device;         /* CUDA device ordinal; < 0: chosen by topo / the first visible */
     int kv_type;        /* KV cache elements: QT_F32 (0, the library default), QT_F16, QT_BF16 */

@@ -487,14 +487,9 @@ static void each_matrix(model *m, void (*fn)(model *m, kern_weight *w, void *ctx
     if (!m->cfg.tied_output && sh->stage == sh->pp - 1) fn(m, &m->output, ctx);
 }
 
-/* Bytes of w's packed copy, 0 for none. Q6_K is packed on request only (model_opts.pack_all):
- * its packed kernel rounds otherwise than the per-row tiles, correctly (tests/perf matmul), but
- * that moves Gemma 3 270M's prompt-3 top-1 against llama.cpp from 36/39 to 33/39, under
- * quickstart's 90% bar; every flip is at a position where llama.cpp's own top-2 margin is
- * <= 0.06 std (main with SAMPAN_PACK=0 scores 31/39). Packed Q5_0 keeps its vec_dot's bits. */
+/* Bytes of w's packed copy, 0 for none (packing off, or no packed layout for its type) */
 static size_t pack_bytes(const model *m, const kern_weight *w) {
-    if (!m->pack || (m->pack < 2 && w->type == QT_Q6_K)) return 0;
-    return kern_pack_size(w);
+    return m->pack ? kern_pack_size(w) : 0;
 }
 
 static void pack_size(model *m, kern_weight *w, void *ctx) {
@@ -812,7 +807,7 @@ int model_load(const char *path, const model_opts *opts, model **out, char *err,
     backend_opts bo = { opts ? opts->backend : NULL, opts ? opts->n_threads : 0,
                         opts ? opts->device : -1 };
     if (!(m->be = backend_new(&bo, err, errlen))) goto fail;
-    m->pack = !(opts && opts->no_pack) && m->be->i->host_memory ? 1 + !!(opts && opts->pack_all) : 0;
+    m->pack = !(opts && opts->no_pack) && m->be->i->host_memory;
     m->shard.pp_comm = pp > 1 ? opts->pp_comm : NULL;
     m->shard.tp_dev = tp > 1 && opts->tp_dev_comm ? opts->tp_dev_comm : m->shard.tp_comm;
     m->shard.pp_dev = pp > 1 && opts->pp_dev_comm ? opts->pp_dev_comm : m->shard.pp_comm;

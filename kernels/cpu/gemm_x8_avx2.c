@@ -190,31 +190,16 @@ GX_INLINE void gx__q5_0_chains(const uint8_t *blk, const gemm_q8p *y, __m256 *ac
     }
 }
 
-GX_INLINE __m256 gx__q5_0_sum(const __m256 *a) {   /* qt__hsum_ps's order, 8 rows at once */
+GX_INLINE __m256 gx__sum8(const __m256 *a) {   /* 8 chains in qt__hsum_ps / ga__hsum order */
     return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6])),
                          _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7])));
 }
 
 /* 8 rows of group base g x TT tokens starting at x (converted rows x_stride apart), over all
- * nb blocks; results to out[j * N + n0 + r] for r < nr. Q5_0: a token at a time. */
+ * nb blocks; results to out[j * N + n0 + r] for r < nr (Q4_0, Q8_0). */
 GX_INLINE void gx__tile(int kind, int TT, const uint8_t *g, int64_t nb, const uint8_t *x,
                         size_t x_stride, float *out, int64_t N, int64_t n0, int nr) {
     const size_t bsz = gx__bsz(kind);
-    if (kind == GX_Q5_0) {
-        for (int j = 0; j < TT; j++) {
-            const gemm_q8p *y = (const gemm_q8p *)(x + (size_t)j * x_stride);
-            __m256 acc[8];
-            GX_UNROLL
-            for (int l = 0; l < 8; l++) acc[l] = _mm256_setzero_ps();
-            for (int64_t b = 0; b < nb; b++) {
-                if (TT == 1)
-                    for (size_t l = 0; l + 16 < bsz; l += 64) _mm_prefetch((const char *)g + b * bsz + GX_PF + l, _MM_HINT_T0);
-                gx__q5_0_chains(g + (size_t)b * bsz, y + b, acc);
-            }
-            gx__store(out + (size_t)j * (size_t)N + n0, gx__q5_0_sum(acc), nr);
-        }
-        return;
-    }
     __m256 acc[GX_TT];
     GX_UNROLL
     for (int j = 0; j < TT; j++) acc[j] = _mm256_setzero_ps();
@@ -253,18 +238,15 @@ GX_INLINE void gx__tile(int kind, int TT, const uint8_t *g, int64_t nb, const ui
  *               (c = 0..7) low nibbles are values 128n + 32a + 4c.., high ones 64 further 1024 B
  *     qh[p]     p = 0..15: row r's qh[4p .. 4p + 3] as stored: for p = 8n + c, the two high
  *               bits of the segments ql[16n + c] (sh = 0) and ql[16n + 8 + c] (sh = 2)   512 B
- * A unit is the work of the sub-block pair held by the low and high nibbles of some segments:
- *   Q4_K, Q5_K: u = 0..3, segments q[u][0..7], sub-blocks 2u (low) and 2u+1 (high);
- *   Q6_K: u = 4n + 2h + a = 0..7, segments ql[16n + 8a + 4h + c] (c = 0..3), sub-blocks
- *         8n + 2a + h (low) and 8n + 2a + h + 4 (high).
- * Activations: Q8_K blocks. Per super-block, row r, token t (exact int32):
+ * Activations: Q8_K blocks. Q4_K, Q5_K: a unit u = 0..3 is the work of segments q[u][0..7],
+ * sub-blocks 2u (low nibbles) and 2u+1 (high). Per super-block, row r, token t (exact int32):
  *   isum = sum_s sc[s][r] * dot_s, dot_s: unsigned codes . y over sub-block s
- *   Q4_K, Q5_K: imin = sum_s mn[s][r] * (sum of y over sub-block s)
- *               acc = fma(d_r * dy, isum, acc); acc = fnmadd(dmin_r * dy, imin, acc)
- *   Q6_K:       isum -= 32 * sum_s sc[s][r] * (sum of y over sub-block s)   (codes are q + 32)
- *               acc = fma(d_r * dy, isum, acc)
+ *   imin = sum_s mn[s][r] * (sum of y over sub-block s)
+ *   acc = fma(d_r * dy, isum, acc); acc = fnmadd(dmin_r * dy, imin, acc)
  * A unit's int16 sums go to isum (madd with the scales) before they could overflow: after
- * 16 products of <= 15 * 128 per lane (Q4_K), 8 of <= 31 * 128 (Q5_K), 4 of <= 63 * 128 (Q6_K). */
+ * 16 products of <= 15 * 128 per lane (Q4_K), 8 of <= 31 * 128 (Q5_K).
+ * Q6_K keeps the float order of gemm_avx2.c's per-row tiles instead (gx__q6k_chains), so its
+ * packed results are the rows' bits. */
 
 GX_INLINE __m256i gx__pair16(const uint8_t *p, int sgn) {   /* 8 bytes -> lane r = (p[r], p[r]) int16 */
     __m128i b = _mm_loadl_epi64((const __m128i *)p);
@@ -276,23 +258,18 @@ GX_INLINE __m256i gx__pair16(const uint8_t *p, int sgn) {   /* 8 bytes -> lane r
     return _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
 }
 
-/* isum[j] += unit u of super-block blk with tokens y[j] (exact) */
+/* isum[j] += unit u of a Q4_K or Q5_K super-block blk with tokens y[j] (exact) */
 GX_INLINE void gx__kunit(int kind, int TT, const uint8_t *blk, const block_q8_K *const *y, int u,
                          __m256i *isum) {
-    const int q6 = kind == GX_Q6_K, nseg = q6 ? 4 : 8;
-    const int flush = kind == GX_Q4_K ? 8 : kind == GX_Q5_K ? 4 : 2;   /* segments per int16 sum */
-    const int n = u >> 2, h = (u >> 1) & 1, a = u & 1;
-    const uint8_t *q = blk + (q6 ? X8_Q6K_QL + 32 * (16 * n + 8 * a + 4 * h) : X8_QK_Q + 256 * u);
-    const uint8_t *qh = q6 ? blk + X8_Q6K_QH + 32 * (8 * n + 4 * h) : kind == GX_Q5_K ? blk + X8_Q5K_H : NULL;
-    const int sh = q6 ? 2 * a : u, hm = q6 ? 0x30 : 0x10;
-    const int ylo = q6 ? 128 * n + 32 * a + 16 * h : 64 * u, yhi = ylo + (q6 ? 64 : 32);
-    const uint8_t *sclo = blk + (q6 ? X8_Q6K_SC + 8 * (8 * n + 2 * a + h) : X8_QK_SC + 16 * u);
-    const uint8_t *schi = sclo + (q6 ? 32 : 8);
+    const int flush = kind == GX_Q4_K ? 8 : 4;   /* segments per int16 sum */
+    const uint8_t *q = blk + X8_QK_Q + 256 * u, *qh = kind == GX_Q5_K ? blk + X8_Q5K_H : NULL;
+    const int ylo = 64 * u, yhi = ylo + 32;
+    const uint8_t *sclo = blk + X8_QK_SC + 16 * u, *schi = sclo + 8;
     __m256i slo[GX_TT], shi[GX_TT];
     GX_UNROLL
-    for (int c = 0; c < nseg; c++) {
+    for (int c = 0; c < 8; c++) {
         __m256i lo, hi;
-        gx__codes(q + 32 * c, qh ? qh + 32 * c : NULL, sh, hm, &lo, &hi);
+        gx__codes(q + 32 * c, qh ? qh + 32 * c : NULL, u, 0x10, &lo, &hi);
         GX_UNROLL
         for (int j = 0; j < TT; j++) {
             __m256i pl = _mm256_maddubs_epi16(lo, gx__bcast4(y[j]->qs + ylo + 4 * c));
@@ -303,7 +280,7 @@ GX_INLINE void gx__kunit(int kind, int TT, const uint8_t *blk, const block_q8_K 
             GX_PIN(shi[j]);
         }
         if (c % flush == flush - 1) {
-            __m256i sl = gx__pair16(sclo, q6), sx = gx__pair16(schi, q6);
+            __m256i sl = gx__pair16(sclo, 0), sx = gx__pair16(schi, 0);
             GX_UNROLL
             for (int j = 0; j < TT; j++) {
                 isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(slo[j], sl));
@@ -326,36 +303,69 @@ GX_INLINE void gx__ysums(int kind, const block_q8_K *y, int32_t ys2[8]) {
                                                       _mm256_extracti128_si256(ys, 1)));
 }
 
-/* lane r = sum_s m[s][r] * ys[s] (exact) over np pairs of sub-blocks, m[s][r] the bytes at
- * p + 8s + r (signed if sgn), ys2 from gx__ysums */
+/* lane r = m[2i][r] * ys[2i] + m[2i+1][r] * ys[2i+1] (exact), m[s][r] the bytes at p + 8s + r
+ * (signed if sgn), ys2 from gx__ysums */
+GX_INLINE __m256i gx__wpair(const uint8_t *p, int i, int sgn, const int32_t *ys2) {
+    __m128i m = _mm_loadu_si128((const __m128i *)(p + 16 * i));
+    __m128i il = _mm_unpacklo_epi8(m, _mm_srli_si128(m, 8));
+    __m256i w = sgn ? _mm256_cvtepi8_epi16(il) : _mm256_cvtepu8_epi16(il);
+    return _mm256_madd_epi16(w, _mm256_set1_epi32(ys2[i]));
+}
+
+/* lane r = sum_s m[s][r] * ys[s] (exact) over np pairs of sub-blocks */
 GX_INLINE __m256i gx__wsum(const uint8_t *p, int np, int sgn, const int32_t *ys2) {
     __m256i s = _mm256_setzero_si256();
     GX_UNROLL
-    for (int i = 0; i < np; i++) {   /* lane r: (m[2i][r], m[2i+1][r]) . (ys[2i], ys[2i+1]) */
-        __m128i m = _mm_loadu_si128((const __m128i *)(p + 16 * i));
-        __m128i il = _mm_unpacklo_epi8(m, _mm_srli_si128(m, 8));
-        __m256i w = sgn ? _mm256_cvtepi8_epi16(il) : _mm256_cvtepu8_epi16(il);
-        s = _mm256_add_epi32(s, _mm256_madd_epi16(w, _mm256_set1_epi32(ys2[i])));
-    }
+    for (int i = 0; i < np; i++) s = _mm256_add_epi32(s, gx__wpair(p, i, sgn, ys2));
     return s;
 }
 
-/* acc after super-block blk for token y, given its isum (all units) and ys2 = gx__ysums(y) */
-GX_INLINE __m256 gx__kfinish(int kind, const uint8_t *blk, const block_q8_K *y,
-                             const int32_t *ys2, __m256i isum, __m256 acc) {
+/* Q6_K keeps the float order of its per-row tiles (ga__tile_q6k in gemm_avx2.c), so that
+ * packing does not change its bits: 8 chains per output; chain l's int32 per super-block is
+ * sum over the values v = 32k + 4l..32k + 4l + 3 (k = 0..7) of sc[v / 16] * code * y, minus
+ * 32 * (sc[2l] * bsum[2l] + sc[2l+1] * bsum[2l+1]); acc[l] = fma(d * dy, (float)that, acc[l]);
+ * summed at the end as ga__hsum (gx__sum8). Segment ql[16n + 8a + c] holds values of
+ * chain c in both nibbles. */
+GX_INLINE void gx__q6k_chains(const uint8_t *blk, const block_q8_K *y, const int32_t *bs2, __m256 *acc) {
+    const uint8_t *sc = blk + X8_Q6K_SC;
+    __m256i A[8];
+    GX_UNROLL
+    for (int c = 0; c < 8; c++) A[c] = _mm256_setzero_si256();
+    for (int na = 0; na < 4; na++) {
+        const int n = na >> 1, a = na & 1;
+        GX_UNROLL
+        for (int c = 0; c < 8; c++) {
+            __m256i lo, hi;
+            gx__codes(blk + X8_Q6K_QL + 32 * (16 * n + 8 * a + c), blk + X8_Q6K_QH + 32 * (8 * n + c),
+                      2 * a, 0x30, &lo, &hi);
+            const int v = 128 * n + 32 * a + 4 * c;   /* the low nibbles' values; high: v + 64 */
+            __m256i pl = _mm256_maddubs_epi16(lo, gx__bcast4(y->qs + v));
+            __m256i ph = _mm256_maddubs_epi16(hi, gx__bcast4(y->qs + v + 64));
+            A[c] = _mm256_add_epi32(A[c], _mm256_madd_epi16(pl, gx__pair16(sc + 8 * (v / 16), 1)));
+            A[c] = _mm256_add_epi32(A[c], _mm256_madd_epi16(ph, gx__pair16(sc + 8 * (v / 16 + 4), 1)));
+        }
+    }
+    __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk)), _mm256_broadcast_ss(&y->d));
+    GX_UNROLL
+    for (int l = 0; l < 8; l++) {
+        __m256i sm = _mm256_sub_epi32(A[l], _mm256_slli_epi32(gx__wpair(sc, l, 1, bs2), 5));
+        acc[l] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sm), acc[l]);
+    }
+}
+
+/* acc after Q4_K/Q5_K super-block blk for token y, given its isum (all units) and
+ * ys2 = gx__ysums(y) */
+GX_INLINE __m256 gx__kfinish(const uint8_t *blk, const block_q8_K *y, const int32_t *ys2,
+                             __m256i isum, __m256 acc) {
     __m256 dy = _mm256_broadcast_ss(&y->d);
     __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
-    if (kind == GX_Q6_K) {
-        isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(gx__wsum(blk + X8_Q6K_SC, 8, 1, ys2), 5));
-        return _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(isum), acc);
-    }
     __m256i imin = gx__wsum(blk + X8_QK_MN, 4, 0, ys2);
     __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16)));
     acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(isum), acc);
     return _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(imin), acc);
 }
 
-/* gx__tile for the K-quants: nb super-blocks */
+/* gx__tile for Q4_K, Q5_K: nb super-blocks */
 GX_INLINE void gx__tile_k(int kind, int TT, const uint8_t *g, int64_t nb, const uint8_t *x,
                           size_t x_stride, float *out, int64_t N, int64_t n0, int nr) {
     const size_t bsz = gx__bsz(kind);
@@ -372,16 +382,49 @@ GX_INLINE void gx__tile_k(int kind, int TT, const uint8_t *g, int64_t nb, const 
         __m256i isum[GX_TT];
         GX_UNROLL
         for (int j = 0; j < TT; j++) isum[j] = _mm256_setzero_si256();
-        for (int u = 0; u < (kind == GX_Q6_K ? 8 : 4); u++) gx__kunit(kind, TT, blk, y, u, isum);
+        for (int u = 0; u < 4; u++) gx__kunit(kind, TT, blk, y, u, isum);
         GX_UNROLL
         for (int j = 0; j < TT; j++) {
             int32_t ys2[8];
             gx__ysums(kind, y[j], ys2);
-            acc[j] = gx__kfinish(kind, blk, y[j], ys2, isum[j], acc[j]);
+            acc[j] = gx__kfinish(blk, y[j], ys2, isum[j], acc[j]);
         }
     }
     GX_UNROLL
     for (int j = 0; j < TT; j++) gx__store(out + (size_t)j * (size_t)N + n0, acc[j], nr);
+}
+
+/* one block (Q5_0) or super-block (Q6_K) of an 8-chain kind into acc[8]; y: its activations */
+GX_INLINE void gx__chains(int kind, const uint8_t *blk, const uint8_t *y, __m256 *acc) {
+    if (kind == GX_Q6_K) {
+        int32_t ys2[8];
+        gx__ysums(kind, (const block_q8_K *)y, ys2);
+        gx__q6k_chains(blk, (const block_q8_K *)y, ys2, acc);
+    } else {
+        gx__q5_0_chains(blk, (const gemm_q8p *)y, acc);
+    }
+}
+
+GX_INLINE size_t gx__ysz(int kind) {   /* bytes of a block's activations */
+    return kind >= GX_Q4_K ? sizeof(block_q8_K) : sizeof(gemm_q8p);
+}
+
+/* gx__tile for the 8-chain kinds (Q5_0, Q6_K): a token at a time */
+GX_INLINE void gx__tile_chains(int kind, int TT, const uint8_t *g, int64_t nb, const uint8_t *x,
+                               size_t x_stride, float *out, int64_t N, int64_t n0, int nr) {
+    const size_t bsz = gx__bsz(kind), ysz = gx__ysz(kind);
+    for (int j = 0; j < TT; j++) {
+        __m256 acc[8];
+        GX_UNROLL
+        for (int l = 0; l < 8; l++) acc[l] = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = g + (size_t)b * bsz;
+            if (TT == 1)
+                for (size_t i = 0; i < bsz; i += 64) _mm_prefetch((const char *)blk + GX_PF + i, _MM_HINT_T0);
+            gx__chains(kind, blk, x + (size_t)j * x_stride + (size_t)b * ysz, acc);
+        }
+        gx__store(out + (size_t)j * (size_t)N + n0, gx__sum8(acc), nr);
+    }
 }
 
 typedef void (*gx__fn)(const uint8_t *g, int64_t nb, const uint8_t *x, size_t x_stride,
@@ -393,14 +436,14 @@ typedef void (*gx__fn)(const uint8_t *g, int64_t nb, const uint8_t *x, size_t x_
  * bus's rate. The decode path therefore runs NS groups of a chunk far apart side by side
  * (groups i, i + q, i + 2q, ... of the chunk's groups), NS independent streams and NS
  * independent chains. The arithmetic of every output is gx__tile's (gx__tile_k's) with
- * TT = 1. K-quant streams interleave by quarter super-block (Q6_K: two units at a time). */
+ * TT = 1. Q4_K/Q5_K streams interleave by quarter super-block (a unit at a time). */
 
 /* NS groups g[i] of one kind, one token x, to o[i][0..nr[i]) */
 GX_INLINE void gx__dec(int kind, int NS, const uint8_t *const *g, int64_t nb, const uint8_t *x,
                        float *const *o, const int *nr) {
     const int kq = kind >= GX_Q4_K;
-    const size_t bsz = gx__bsz(kind), ysz = kq ? sizeof(block_q8_K) : sizeof(gemm_q8p);
-    if (kind == GX_Q5_0) {   /* 8 chains per stream (gx__q5_0_chains) */
+    const size_t bsz = gx__bsz(kind), ysz = gx__ysz(kind);
+    if (kind == GX_Q5_0 || kind == GX_Q6_K) {   /* 8 chains per stream (gx__chains) */
         __m256 ac[4][8];
         GX_UNROLL
         for (int i = 0; i < NS; i++)
@@ -410,11 +453,11 @@ GX_INLINE void gx__dec(int kind, int NS, const uint8_t *const *g, int64_t nb, co
             GX_UNROLL
             for (int i = 0; i < NS; i++) {
                 const uint8_t *blk = g[i] + (size_t)b * bsz;
-                for (size_t l = 0; l + 16 < bsz; l += 64) _mm_prefetch((const char *)blk + GX_PF_DEC + l, _MM_HINT_T0);
-                gx__q5_0_chains(blk, (const gemm_q8p *)x + b, ac[i]);
+                for (size_t l = 0; l < bsz; l += 64) _mm_prefetch((const char *)blk + GX_PF_DEC + l, _MM_HINT_T0);
+                gx__chains(kind, blk, x + (size_t)b * ysz, ac[i]);
             }
         GX_UNROLL
-        for (int i = 0; i < NS; i++) gx__store(o[i], gx__q5_0_sum(ac[i]), nr[i]);
+        for (int i = 0; i < NS; i++) gx__store(o[i], gx__sum8(ac[i]), nr[i]);
         return;
     }
     __m256 acc[4];
@@ -424,7 +467,6 @@ GX_INLINE void gx__dec(int kind, int NS, const uint8_t *const *g, int64_t nb, co
         const uint8_t *y = x + (size_t)b * ysz;
         if (kq) {
             const block_q8_K *yk = (const block_q8_K *)y;
-            const int upq = kind == GX_Q6_K ? 2 : 1;   /* units per quarter */
             const int lines = (int)((bsz + 255) / 256);   /* prefetched per quarter (not all at once) */
             int32_t ys2[8];
             gx__ysums(kind, yk, ys2);   /* once for all streams */
@@ -437,12 +479,11 @@ GX_INLINE void gx__dec(int kind, int NS, const uint8_t *const *g, int64_t nb, co
                     const uint8_t *blk = g[i] + (size_t)b * bsz;
                     for (int l = 0; l < lines; l++)
                         _mm_prefetch((const char *)blk + GX_PF_DEC + 64 * (lines * qt + l), _MM_HINT_T0);
-                    GX_UNROLL
-                    for (int k = 0; k < upq; k++) gx__kunit(kind, 1, blk, &yk, upq * qt + k, &isum[i]);
+                    gx__kunit(kind, 1, blk, &yk, qt, &isum[i]);
                 }
             GX_UNROLL
             for (int i = 0; i < NS; i++)
-                acc[i] = gx__kfinish(kind, g[i] + (size_t)b * bsz, yk, ys2, isum[i], acc[i]);
+                acc[i] = gx__kfinish(g[i] + (size_t)b * bsz, yk, ys2, isum[i], acc[i]);
             continue;
         }
         GX_UNROLL
@@ -469,7 +510,8 @@ typedef void (*gx__dfn)(const uint8_t *const *g, int64_t nb, const uint8_t *x, f
 #define GX_FN(kind, TT) \
     static void gx__t_##kind##_##TT(const uint8_t *g, int64_t nb, const uint8_t *x, size_t x_stride, \
                                     float *out, int64_t N, int64_t n0, int nr) { \
-        if (kind >= GX_Q4_K) gx__tile_k(kind, TT, g, nb, x, x_stride, out, N, n0, nr); \
+        if (kind == GX_Q5_0 || kind == GX_Q6_K) gx__tile_chains(kind, TT, g, nb, x, x_stride, out, N, n0, nr); \
+        else if (kind >= GX_Q4_K) gx__tile_k(kind, TT, g, nb, x, x_stride, out, N, n0, nr); \
         else gx__tile(kind, TT, g, nb, x, x_stride, out, N, n0, nr); }
 #define GXD_FN(kind, NS) \
     static void gx__d_##kind##_##NS(const uint8_t *const *g, int64_t nb, const uint8_t *x, \

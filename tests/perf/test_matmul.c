@@ -7,7 +7,7 @@
  *      dot product); tolerance TOL_REL * sum_k |w*x| (the only rounding is the f32 accumulation);
  *   2. invariance: the rows of a T = 70 single-thread result must be memcmp-identical to the
  *      same tokens computed with T = 1 (every token alone), T = 7 (a slice from the middle), and
- *      T = 70 on 2 and 3 threads; packed Q5_0 also to the rows' results (same float order).
+ *      T = 70 on 2 and 3 threads; packed Q5_0 and Q6_K also to the rows' (same float order).
  * Weights come two ways: quantized from random floats by the type's from_float, and raw random
  * blocks (every bit pattern, with sane scales) for the quantized types.
  */
@@ -198,7 +198,7 @@ static void test_case(const tcase *c, const char *isa, pool *p1, pool *p2, pool 
     free(o);
 }
 
-/* Packed Q5_0 keeps its vec_dot's float order: the same bits as the rows, T = 1 and T = 70 */
+/* Packed Q5_0 and Q6_K keep the float order of their rows' kernels: the same bits, T = 1 and 70 */
 static void same_as_rows(tcase *c, pool *p) {
     float *a = malloc(sizeof(float) * T_MAX * c->N), *b = malloc(sizeof(float) * T_MAX * c->N);
     const kern_weight *pw = c->pw;
@@ -208,7 +208,7 @@ static void same_as_rows(tcase *c, pool *p) {
         run(p, c, b, 0, T);
         c->pw = pw;
         char what[120];
-        snprintf(what, sizeof what, "%s packed%s T=%d: bit-identical to the rows' vec_dot",
+        snprintf(what, sizeof what, "%s packed%s T=%d: bit-identical to the rows' kernel",
                  qt_get(c->type)->name, c->raw ? " raw" : "", T);
         check(!memcmp(a, b, sizeof(float) * (size_t)T * (size_t)c->N), what);
     }
@@ -310,7 +310,7 @@ int main(void) {
                         kern_weight pw = kern_pack(&w, pbuf);
                         c.pw = &pw;
                         test_case(&c, isa, p1, p2, p3);
-                        if (type == QT_Q5_0) same_as_rows(&c, p2);
+                        if (type == QT_Q5_0 || type == QT_Q6_K) same_as_rows(&c, p2);
                         c.pw = NULL;
                         free(pbuf);
                     } else if (psz) {
