@@ -955,8 +955,9 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
     sched *s = NULL;
     int32_t *tok = NULL;
     int rc = -1;
+    const char *pack = getenv("SAMPAN_PACK");   /* as sampan run: 0 keeps the file's layout */
     model_opts mo = { .n_threads = nth, .kv_type = o->kv_type, .backend = o->backend,
-                      .device = -1 };
+                      .device = -1, .no_pack = pack && !strcmp(pack, "0") };
     if (model_load(path, &mo, &m, err, errlen) != 0) return -1;
     const model_cfg *c = &m->cfg;
     /* a GPU: its peaks are the ceilings (the host read probe would measure the wrong memory) */

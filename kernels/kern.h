@@ -70,10 +70,10 @@ typedef struct {
 
 enum { KERN_ROWS = 0, KERN_X8 = 1 };
 
-/* Packed weights. Q4_0, Q8_0, Q4_K and F16 have a layout of their own for the AVX2 kernels (KERN_X8,
- * described in kernels/cpu/gemm_x8_avx2.c): rows in groups of 8, each block (F16: each value)
- * of the 8 rows stored together, so that one vector lane is one row and 8 rows are one
- * sequential stream.
+/* Packed weights. Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K and F16 have a layout of their own for the
+ * AVX2 kernels (KERN_X8, described in kernels/cpu/gemm_x8_avx2.c): rows in groups of 8, each
+ * block (F16: each value) of the 8 rows stored together, so that one vector lane is one row
+ * and 8 rows are one sequential stream.
  * kern_pack_size(w): bytes of the packed copy of a KERN_ROWS weight, or 0 when its type has no
  * packed layout on this CPU (or the scalar ISA is forced). kern_pack writes it to dst (64-byte
  * aligned) and returns the view over it; the values of kern_matmul are unchanged in meaning
@@ -81,6 +81,10 @@ enum { KERN_ROWS = 0, KERN_X8 = 1 };
  * A KERN_X8 weight can only be used by kern_matmul (no row views, no to_float). */
 size_t kern_pack_size(const kern_weight *w);
 kern_weight kern_pack(const kern_weight *w, void *dst);
+/* kern_pack's copy made piece by piece: the groups of rows [r0, r1) (r0 a multiple of 8) into
+ * their place in dst (the whole copy); the view is kern_pack_view(w, dst) once all are done. */
+void kern_pack_rows(const kern_weight *w, int64_t r0, int64_t r1, void *dst);
+kern_weight kern_pack_view(const kern_weight *w, void *dst);
 
 /* out (T,N) = x (T,K) · W^T. `scratch` must hold kern_matmul_scratch(w, T) bytes (the
  * activations converted to vec_dot_type). Work is split over the pool's threads by rows of W;

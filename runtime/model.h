@@ -138,7 +138,8 @@ typedef struct model {
     int n_copies;
     int pack;                            /* !model_opts.no_pack */
     void *packed;                        /* kern_pack copies of the matrices that have a faster
-                                            layout (Q4_0, Q8_0, Q4_K, F16), in huge pages; owned */
+                                            layout (Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K,
+                                            F16), in huge pages; owned */
     size_t packed_bytes;
     struct backend *be;                  /* where the forward pass runs; owned */
     void *dev_vectors;                   /* device backends: every norm/bias vector, uploaded

@@ -378,6 +378,8 @@ static void settle(const void *t, size_t tn, const void *s, size_t sn) {
     drop_pages((const char *)s + sn, (size_t)((const char *)t + tn - ((const char *)s + sn)));
 }
 
+static size_t pack_bytes(const model *m, const kern_weight *w);
+
 static kern_weight rows_of(kern_weight w, int64_t r0, int64_t n) {
     w.data = (const char *)w.data + (size_t)r0 * w.row_stride;
     w.n_rows = n;
@@ -472,7 +474,7 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
     /* vocabulary slices: embedding rows on the first stage, output rows on the last */
     m->tok_embd = rows_of(m->tok_embd, sh->vocab0, sh->n_vocab);
     m->output = rows_of(m->output, sh->vocab0, sh->n_vocab);
-    if (sh->tp > 1 && sh->stage == sh->pp - 1 && !(m->pack && out && kern_pack_size(&m->output))) {
+    if (sh->tp > 1 && sh->stage == sh->pp - 1 && !(out && pack_bytes(m, &m->output))) {
         const gguf_tensor *ot = out ? out : te;
         settle(ot->data, ot->nbytes, m->output.data, m->output.row_stride * (size_t)sh->n_vocab);
     }
@@ -527,7 +529,7 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
                     slice_matrix(m, ts, w, mix, err, errlen))
                     return -1;
                 /* a weight that pack_weights will copy is faulted in there, tensor by tensor */
-                if (sh->tp > 1 && w->data >= t->data && !(m->pack && kern_pack_size(w)) &&
+                if (sh->tp > 1 && w->data >= t->data && !pack_bytes(m, w) &&
                     (const char *)w->data < (const char *)t->data + t->nbytes)
                     settle(t->data, t->nbytes, w->data, w->row_stride * (size_t)w->n_rows);
                 m->weight_bytes += w->row_stride * (size_t)w->n_rows;
@@ -557,20 +559,35 @@ static void each_matrix(model *m, void (*fn)(model *m, kern_weight *w, void *ctx
     if (!m->cfg.tied_output && sh->stage == sh->pp - 1) fn(m, &m->output, ctx);
 }
 
+/* Bytes of w's packed copy, 0 for none (packing off, or no packed layout for its type) */
+static size_t pack_bytes(const model *m, const kern_weight *w) {
+    return m->pack ? kern_pack_size(w) : 0;
+}
+
 static void pack_size(model *m, kern_weight *w, void *ctx) {
-    (void)m;
-    *(size_t *)ctx += (kern_pack_size(w) + 63) / 64 * 64;
+    *(size_t *)ctx += (pack_bytes(m, w) + 63) / 64 * 64;
 }
 
 /* Packs w at *ctx (a cursor in m->packed), then lets the kernel drop the source pages (or
- * frees the column-slice copy it came from), so the peak stays one tensor above the result. */
+ * frees the column-slice copy it came from), so the peak stays one tensor above the result;
+ * a mapped source goes in pieces of about 8 MiB, each dropped once packed, so that a large
+ * one (an output head) adds a piece to the peak, not itself. */
 static void pack_one(model *m, kern_weight *w, void *ctx) {
-    size_t n = kern_pack_size(w);
+    size_t n = pack_bytes(m, w);
     if (!n) return;
     size_t *at = ctx;
     const void *src = w->data;
     size_t src_bytes = w->row_stride * (size_t)w->n_rows;
-    *w = kern_pack(w, (char *)m->packed + *at);
+    const char *lo = (const char *)gguf_base(m->gguf), *hi = lo + gguf_file_size(m->gguf);
+    const int mapped = (const char *)src >= lo && (const char *)src < hi;
+    int64_t piece = ((int64_t)(8 << 20) / (int64_t)w->row_stride + 7) / 8 * 8;   /* rows */
+    if (piece < 8) piece = 8;
+    for (int64_t r0 = 0; r0 < w->n_rows; r0 += piece) {
+        int64_t r1 = r0 + piece < w->n_rows ? r0 + piece : w->n_rows;
+        kern_pack_rows(w, r0, r1, (char *)m->packed + *at);
+        if (mapped) drop_pages((const char *)src + (size_t)r0 * w->row_stride, (size_t)(r1 - r0) * w->row_stride);
+    }
+    *w = kern_pack_view(w, (char *)m->packed + *at);
     *at += (n + 63) / 64 * 64;
     for (int i = 0; i < m->n_copies; i++)
         if (m->copies[i] == src) {
@@ -580,20 +597,24 @@ static void pack_one(model *m, kern_weight *w, void *ctx) {
         }
     /* the slice, and the large folios around it that reading it mapped (up to 2 MiB each way;
      * dropping a mapped page only means a later fault from the page cache) */
-    const char *lo = (const char *)gguf_base(m->gguf), *hi = lo + gguf_file_size(m->gguf);
     const char *a = (const char *)src, *b = a + src_bytes;
     a = a - lo > (ptrdiff_t)(2 << 20) ? a - (2 << 20) : lo;
     b = hi - b > (ptrdiff_t)(2 << 20) ? b + (2 << 20) : hi;
     drop_pages(a, (size_t)(b - a));
 }
 
-/* Q4_0, Q8_0, Q4_K and F16 matrices get the KERN_X8 layout of the AVX2 kernels (about 2x
- * the batched rate for the quantized types, 1.3x for F16) in one anonymous buffer advised into 2 MiB pages (decode reads weights ~20% faster
- * than from 4 KiB page-cache pages). The file's pages of a packed tensor are dropped: resident
- * memory stays at the weights' size. Other types are used from the mapping as stored. */
+/* Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K and F16 matrices get the KERN_X8 layout of the AVX2
+ * kernels (about 2x the batched rate for the quantized types, 1.3x for F16) in one anonymous
+ * buffer advised into 2 MiB pages (decode reads weights ~20% faster than from 4 KiB page-cache
+ * pages). The file's pages of a packed tensor are dropped: resident memory stays at the
+ * weights' size. A tied output head gets a packed copy of its own (it is most of a small
+ * model's decode reads: Gemma 3 270M's is 73%); the embedding keeps the file's rows, whose
+ * pages fault back in one row per token. Other types are used from the mapping as stored. */
 static int pack_weights(model *m, char *err, size_t errlen) {
     size_t total = 0;
+    const int tied_head = m->cfg.tied_output && m->shard.stage == m->shard.pp - 1;
     each_matrix(m, pack_size, &total);
+    if (tied_head) pack_size(m, &m->output, &total);
     if (!total) return 0;
     const size_t huge = (size_t)2 << 20;
     size_t bytes = (total + huge - 1) / huge * huge;
@@ -606,6 +627,7 @@ static int pack_weights(model *m, char *err, size_t errlen) {
     m->packed_bytes = total;
     size_t at = 0;
     each_matrix(m, pack_one, &at);
+    if (tied_head) pack_one(m, &m->output, &at);   /* its source is no copy: only pages drop */
     return 0;
 }
 

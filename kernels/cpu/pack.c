@@ -1,7 +1,8 @@
 /* kernels/cpu/pack.c — kern_pack: a weight's rows rearranged into the KERN_X8 layout of
- * gemm_x8_avx2.c (8-row groups, each block of the 8 rows together). Plain C: a copy, done once
- * at load time.
+ * gemm_x8_avx2.c (8-row groups, each block of the 8 rows together; the layouts and the X8_
+ * offsets are described there and in gemm_impl.h). Plain C: a copy, done once at load time.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "gemm_impl.h"
@@ -15,10 +16,11 @@ size_t kern_pack_size(const kern_weight *w) {
     return (size_t)((w->n_rows + 7) / 8) * gemm_x8_group_size(w->type, w->n_cols);
 }
 
-/* F16: group g, step k = the 8 rows' f16 w[8g+r][k] (zero past the last row) */
-static void pack__f16(const kern_weight *w, uint16_t *dst) {
-    const int64_t K = w->n_cols, ng = (w->n_rows + 7) / 8;
-    for (int64_t g = 0; g < ng; g++) {
+/* F16: group g, step k = the 8 rows' f16 w[8g+r][k] (zero past the last row); groups of rows
+ * [r0, r1) */
+static void pack__f16(const kern_weight *w, int64_t r0, int64_t r1, uint16_t *dst) {
+    const int64_t K = w->n_cols;
+    for (int64_t g = r0 / 8; g < (r1 + 7) / 8; g++) {
         uint16_t *p = dst + (size_t)g * (size_t)K * 8;
         memset(p, 0, (size_t)K * 16);
         for (int r = 0; r < 8 && g * 8 + r < w->n_rows; r++) {
@@ -29,65 +31,92 @@ static void pack__f16(const kern_weight *w, uint16_t *dst) {
     }
 }
 
-/* Q4_K: see the Q4_K section of gemm_x8_avx2.c */
-static void pack__q4k(const kern_weight *w, uint8_t *dst) {
-    const int64_t nb = w->n_cols / QK_K, ng = (w->n_rows + 7) / 8;
-    const size_t pbs = gemm_x8_group_size(QT_Q4_K, QK_K);
-    for (int64_t g = 0; g < ng; g++)
-        for (int64_t b = 0; b < nb; b++) {
-            uint8_t *p = dst + ((size_t)g * (size_t)nb + (size_t)b) * pbs;
-            memset(p, 0, pbs);
-            for (int r = 0; r < 8 && g * 8 + r < w->n_rows; r++) {
-                const block_q4_K *blk = (const block_q4_K *)((const uint8_t *)w->data +
-                                                             (size_t)(g * 8 + r) * w->row_stride) + b;
-                memcpy(p + 2 * r, &blk->d, 2);
-                memcpy(p + 16 + 2 * r, &blk->dmin, 2);
-                for (int s = 0; s < 8; s++) {   /* the 6-bit scale and min of sub-block s */
-                    const uint8_t *q = blk->scales;
-                    uint8_t sc = s < 4 ? q[s] & 63 : (uint8_t)((q[s + 4] & 0xF) | ((q[s - 4] >> 6) << 4));
-                    uint8_t mn = s < 4 ? q[s + 4] & 63 : (uint8_t)((q[s + 4] >> 4) | ((q[s] >> 6) << 4));
-                    p[32 + 8 * s + r] = sc;
-                    p[96 + 8 * s + r] = mn;
-                }
-                for (int j = 0; j < 4; j++)
-                    for (int c = 0; c < 8; c++)
-                        memcpy(p + 160 + 32 * (8 * j + c) + 4 * r, blk->qs + 32 * j + 4 * c, 4);
+/* An h segment byte (the header of gemm_x8_avx2.c): bit sh = bit lo[sh], bit 4 + sh = bit
+ * hi[sh] of the source, for the 4 segments sh = 0..3 of a family (one bit each: Q5_0, Q5_K). */
+static uint8_t pack__hbyte(uint32_t src, const int lo[4], const int hi[4]) {
+    uint8_t v = 0;
+    for (int s = 0; s < 4; s++)
+        v |= (uint8_t)(((src >> lo[s]) & 1) << s | ((src >> hi[s]) & 1) << (4 + s));
+    return v;
+}
+
+/* Row r of one packed block p (8 rows) from the row's block blk. */
+static void pack__row(int type, const uint8_t *blk, uint8_t *p, int r) {
+    switch (type) {
+    case QT_Q4_0:
+    case QT_Q5_0:
+    case QT_Q8_0: {
+        const int q5 = type == QT_Q5_0, S = type == QT_Q8_0 ? 8 : 4;
+        const uint8_t *qs = blk + (q5 ? offsetof(block_q5_0, qs) : 2);
+        memcpy(p + 2 * r, blk, 2);                   /* f16 scale */
+        for (int s = 0; s < S; s++) memcpy(p + X8_B32_Q + 32 * s + 4 * r, qs + 4 * s, 4);
+        if (q5) {   /* byte k: the fifth bits of values 4s + k and 16 + 4s + k */
+            const uint8_t *h = ((const block_q5_0 *)blk)->qh;
+            uint32_t qh = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+            for (int k = 0; k < 4; k++) {
+                const int lo[4] = { k, 4 + k, 8 + k, 12 + k }, hi[4] = { 16 + k, 20 + k, 24 + k, 28 + k };
+                p[X8_Q5_0_H + 4 * r + k] = pack__hbyte(qh, lo, hi);
             }
+        }
+        return;
+    }
+    case QT_Q4_K:
+    case QT_Q5_K: {
+        const int q5 = type == QT_Q5_K;
+        const uint8_t *scales = blk + offsetof(block_q4_K, scales);
+        const uint8_t *qs = blk + (q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs));
+        memcpy(p + 2 * r, blk, 2);              /* d */
+        memcpy(p + 16 + 2 * r, blk + 2, 2);     /* dmin */
+        for (int s = 0; s < 8; s++) qt_q4k_scale_min(s, scales, p + X8_QK_SC + 8 * s + r, p + X8_QK_MN + 8 * s + r);
+        for (int u = 0; u < 4; u++)
+            for (int c = 0; c < 8; c++) memcpy(p + X8_QK_Q + 32 * (8 * u + c) + 4 * r, qs + 32 * u + 4 * c, 4);
+        if (q5) {   /* qh[l] bits 2u, 2u+1: the fifth bits of values 64u + l and 64u + 32 + l */
+            static const int lo[4] = { 0, 2, 4, 6 }, hi[4] = { 1, 3, 5, 7 };
+            const uint8_t *qh = ((const block_q5_K *)blk)->qh;
+            for (int l = 0; l < 32; l++) p[X8_Q5K_H + 32 * (l / 4) + 4 * r + l % 4] = pack__hbyte(qh[l], lo, hi);
+        }
+        return;
+    }
+    default: {   /* Q6_K: ql and qh as stored, segment by segment */
+        const block_q6_K *q = (const block_q6_K *)blk;
+        memcpy(p + 2 * r, &q->d, 2);
+        for (int s = 0; s < 16; s++) memcpy(p + X8_Q6K_SC + 8 * s + r, &q->scales[s], 1);
+        for (int i = 0; i < 32; i++) memcpy(p + X8_Q6K_QL + 32 * i + 4 * r, q->ql + 4 * i, 4);
+        for (int i = 0; i < 16; i++) memcpy(p + X8_Q6K_QH + 32 * i + 4 * r, q->qh + 4 * i, 4);
+        return;
+    }
+    }
+}
+
+void kern_pack_rows(const kern_weight *w, int64_t r0, int64_t r1, void *dst) {
+    if (w->type == QT_F16) {
+        pack__f16(w, r0, r1, dst);
+        return;
+    }
+    const qt_traits *t = qt_get(w->type);
+    const size_t wbs = t->type_size;
+    const size_t pbs = gemm_x8_group_size(w->type, t->block_size);   /* one packed block */
+    const int64_t nb = w->n_cols / t->block_size;
+    uint8_t *out = dst;
+    for (int64_t g = r0 / 8; g < (r1 + 7) / 8; g++)
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *p = out + ((size_t)g * (size_t)nb + (size_t)b) * pbs;
+            memset(p, 0, pbs);
+            for (int r = 0; r < 8 && g * 8 + r < w->n_rows; r++)
+                pack__row(w->type, (const uint8_t *)w->data + (size_t)(g * 8 + r) * w->row_stride + (size_t)b * wbs,
+                          p, r);
         }
 }
 
-kern_weight kern_pack(const kern_weight *w, void *dst) {
+kern_weight kern_pack_view(const kern_weight *w, void *dst) {
     kern_weight v = *w;
     v.data = dst;
     v.layout = KERN_X8;
     v.row_stride = qt_row_size(w->type, w->n_cols);   /* bytes per row, for accounting only */
-    if (w->type == QT_F16) {
-        pack__f16(w, dst);
-        return v;
-    }
-    if (w->type == QT_Q4_K) {
-        pack__q4k(w, dst);
-        return v;
-    }
-    const int q4 = w->type == QT_Q4_0;
-    const size_t wbs = q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
-    const int S = q4 ? 4 : 8;                    /* 32-byte segments per packed block */
-    const size_t pbs = 16 + 32 * (size_t)S;      /* bytes of a packed block of 8 rows */
-    const int64_t nb = w->n_cols / 32, ng = (w->n_rows + 7) / 8;
-    uint8_t *out = dst;
-    for (int64_t g = 0; g < ng; g++) {
-        for (int64_t b = 0; b < nb; b++) {
-            uint8_t *p = out + ((size_t)g * (size_t)nb + (size_t)b) * pbs;
-            memset(p, 0, pbs);
-            for (int r = 0; r < 8; r++) {
-                int64_t n = g * 8 + r;
-                if (n >= w->n_rows) break;
-                const uint8_t *blk = (const uint8_t *)w->data + (size_t)n * w->row_stride + (size_t)b * wbs;
-                memcpy(p + 2 * r, blk, 2);                       /* f16 scale */
-                for (int s = 0; s < S; s++)                      /* quants 4s..4s+3 */
-                    memcpy(p + 16 + 32 * s + 4 * r, blk + 2 + 4 * s, 4);
-            }
-        }
-    }
     return v;
+}
+
+kern_weight kern_pack(const kern_weight *w, void *dst) {
+    kern_pack_rows(w, 0, w->n_rows, dst);
+    return kern_pack_view(w, dst);
 }

@@ -1,13 +1,13 @@
 /* tests/perf/test_matmul.c — kern_matmul against a float64 reference, and its batch invariance.
  *
- * For each weight type (F32, F16, Q8_0, Q4_0, Q4_K, Q6_K, BF16 when supported) and each ISA path
- * (best available, then "scalar"):
+ * For each weight type (F32, F16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K, BF16 when supported) and
+ * each ISA path (best available, then "scalar"):
  *   1. accuracy: out[t][n] vs sum_k dequant(W)[n][k] * back(x)[t][k] in double, where back(x) is
  *      x converted to the type's vec_dot_type and dequantized again (the exact operands of the
  *      dot product); tolerance TOL_REL * sum_k |w*x| (the only rounding is the f32 accumulation);
  *   2. invariance: the rows of a T = 70 single-thread result must be memcmp-identical to the
  *      same tokens computed with T = 1 (every token alone), T = 7 (a slice from the middle), and
- *      T = 70 on 2 and 3 threads.
+ *      T = 70 on 2 and 3 threads; packed Q5_0 and Q6_K also to the rows' (same float order).
  * Weights come two ways: quantized from random floats by the type's from_float, and raw random
  * blocks (every bit pattern, with sane scales) for the quantized types.
  */
@@ -57,8 +57,10 @@ static void fill_raw(int type, uint8_t *dst, size_t bytes, int64_t n_blocks, siz
         qt_f16 d = qt_f32_to_f16(rnd_f() * 0.01f), dm = qt_f32_to_f16(rnd_f() * 0.01f);
         switch (type) {
         case QT_Q8_0:
-        case QT_Q4_0: memcpy(p, &d, 2); break;
-        case QT_Q4_K: memcpy(p, &d, 2); memcpy(p + 2, &dm, 2); break;
+        case QT_Q4_0:
+        case QT_Q5_0: memcpy(p, &d, 2); break;
+        case QT_Q4_K:
+        case QT_Q5_K: memcpy(p, &d, 2); memcpy(p + 2, &dm, 2); break;
         case QT_Q6_K: memcpy(p + offsetof(block_q6_K, d), &d, 2); break;
         default: break;
         }
@@ -196,6 +198,24 @@ static void test_case(const tcase *c, const char *isa, pool *p1, pool *p2, pool 
     free(o);
 }
 
+/* Packed Q5_0 and Q6_K keep the float order of their rows' kernels: the same bits, T = 1 and 70 */
+static void same_as_rows(tcase *c, pool *p) {
+    float *a = malloc(sizeof(float) * T_MAX * c->N), *b = malloc(sizeof(float) * T_MAX * c->N);
+    const kern_weight *pw = c->pw;
+    for (int T = 1; T <= T_MAX; T += T_MAX - 1) {
+        run(p, c, a, 0, T);
+        c->pw = NULL;
+        run(p, c, b, 0, T);
+        c->pw = pw;
+        char what[120];
+        snprintf(what, sizeof what, "%s packed%s T=%d: bit-identical to the rows' kernel",
+                 qt_get(c->type)->name, c->raw ? " raw" : "", T);
+        check(!memcmp(a, b, sizeof(float) * (size_t)T * (size_t)c->N), what);
+    }
+    free(a);
+    free(b);
+}
+
 /* kern_matmul_n: the same bits as one kern_matmul per weight, for weights that share type and
  * K (one job) and for mixed layouts (the fallback), at T = 1 and T = 9 on 2 threads */
 static void test_multi(pool *p2) {
@@ -257,7 +277,8 @@ int main(void) {
         printf("pool_new failed\n0 passed, 1 failed\n");
         return 1;
     }
-    static const int types[] = { QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_K, QT_Q6_K };
+    static const int types[] = { QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q5_0, QT_Q4_K, QT_Q5_K,
+                                 QT_Q6_K };
     const char *isas[2] = { NULL, "scalar" };
     for (int ii = 0; ii < 2; ii++) {
         if (kern_init(isas[ii]) != 0) continue;
@@ -289,6 +310,7 @@ int main(void) {
                         kern_weight pw = kern_pack(&w, pbuf);
                         c.pw = &pw;
                         test_case(&c, isa, p1, p2, p3);
+                        if (type == QT_Q5_0 || type == QT_Q6_K) same_as_rows(&c, p2);
                         c.pw = NULL;
                         free(pbuf);
                     } else if (psz) {
