@@ -3,7 +3,9 @@
 
 Checks the structure (machine, ceilings per thread count, one pp and one tg run per model and
 thread count), that every number is finite and positive, and that the fractions of the measured
-ceilings are plausible (<= 1.5: a run cannot beat the machine by much). Speed itself is not
+ceilings are plausible: the read fractions <= 1.5 (a run cannot beat the machine by much), the
+FMA fraction <= 4 (the ceiling is the f32 FMA rate; int8 vpmaddubsw products of the quantized
+types do up to 4x its multiply-adds: 2026-12-02's idle machine measured 1.66). Speed itself is not
 asserted: the machine is shared. Usage: check_bench.py WORKDIR (models and JSON go there);
 the sampan binary comes from $SAMPAN.
 """
@@ -88,12 +90,12 @@ def main():
         if positive(r.get("tokens")) and positive(r.get("seconds")):
             check(abs(r["tokens"] / r["seconds"] - r["tokens_per_s"]) <= 1e-6 * r["tokens_per_s"],
                   tag + ": tokens_per_s == tokens / seconds")
-        for k in ("frac_fma_peak", "frac_read_bw"):
+        for k, top in (("frac_fma_peak", 4.0), ("frac_read_bw", 1.5)):
             v = r.get(k)
-            ok = isinstance(v, (int, float)) and 0 <= v <= 1.5
+            ok = isinstance(v, (int, float)) and 0 <= v <= top
             if k == "frac_fma_peak" and m.get("isa") == "scalar":
                 ok = isinstance(v, (int, float))
-            check(ok, tag + ": 0 <= %s <= 1.5 (got %r)" % (k, v))
+            check(ok, tag + ": 0 <= %s <= %g (got %r)" % (k, top, v))
         if r.get("test") == "tg":   # adjacent read passes, and the fractions derived from them
             adj, frac = r.get("read_adjacent_gbs"), r.get("frac_read_adjacent")
             reps = r.get("frac_read_adjacent_reps")
