@@ -65,14 +65,17 @@ void gemm_avx2_convert(int type, const float *x, int64_t K, int64_t c0, int64_t 
 /* out[t][n] for all t < T and n0 <= n < n1 */
 void gemm_avx2_rows(const gemm_args *a, int64_t n0, int64_t n1);
 
-/* KERN_X8 weights (gemm_x8_avx2.c; layout in its header): Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K
- * and F16. Activations are gemm_q8p blocks (Q4_0, Q5_0, Q8_0; a block of 32 values per
+/* KERN_X8 weights (gemm_x8_avx2.c; layout in its header): Q4_0, Q5_0, Q8_0, IQ4_NL, Q4_1, Q5_1,
+ * Q4_K, Q5_K, Q6_K and F16. Activations are gemm_q8p blocks (the blocks of 32; 32 values per
  * conversion chunk), Q8_K blocks (the K-quants; a block of 256 per chunk) or f32 rows rounded
  * to f16 (F16; a row per chunk); a->w is the packed base, n0 a multiple of 8. */
 /* byte offsets in the packed blocks, shared by kern_pack (pack.c) and the kernels */
 enum {
-    X8_B32_Q = 16,      /* Q4_0, Q5_0, Q8_0: the q segments, after the 8 scales */
+    X8_B32_Q = 16,      /* blocks of 32: the q segments, after the 8 scales */
     X8_Q5_0_H = 144,    /* Q5_0: the h segment */
+    X8_Q4_1_M = 144,    /* Q4_1: the 8 rows' f16 mins */
+    X8_Q5_1_H = 144,    /* Q5_1: the h segment */
+    X8_Q5_1_M = 176,    /* Q5_1: the 8 rows' f16 mins */
     X8_QK_SC = 32,      /* Q4_K, Q5_K: sc[s][r] at X8_QK_SC + 8s + r */
     X8_QK_MN = 96,      /* Q4_K, Q5_K: mn[s][r] */
     X8_QK_Q = 160,      /* Q4_K, Q5_K: q[u][c] at X8_QK_Q + 32 (8u + c) */

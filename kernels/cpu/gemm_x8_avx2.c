@@ -1,7 +1,7 @@
 /* kernels/cpu/gemm_x8_avx2.c — AVX2 kernels for weights packed in 8-row groups (KERN_X8, made
- * by kern_pack in pack.c): Q4_0, Q5_0, Q8_0 (blocks of 32 values), Q4_K, Q5_K, Q6_K
- * (super-blocks of 256, their own section below) and F16 (its own section), for every batch
- * size from decode to prompt.
+ * by kern_pack in pack.c): Q4_0, Q5_0, Q8_0, IQ4_NL, Q4_1, Q5_1 (blocks of 32 values), Q4_K,
+ * Q5_K, Q6_K (super-blocks of 256, their own section below) and F16 (its own section), for
+ * every batch size from decode to prompt.
  *
  * Layout of a packed weight (N, K): ceil(N/8) groups, group g = rows 8g..8g+7 (rows past N are
  * zero), each the sequence of its packed blocks; packed block b holds block b of the 8 rows.
@@ -10,12 +10,14 @@
  * sequential stream (one prefetch stream per thread in decode, instead of 8). Blocks of 32:
  *   d[8]      the 8 rows' f16 scales of block b                                   16 B
  *   q[S][8]   S 32-byte segments; segment s holds 4 bytes of each row r at 4r:
- *             Q4_0, Q5_0 (S = 4): row r's qs[4s..4s+3], i.e. values 4s..4s+3 (low nibbles)
- *                           and 16+4s..16+4s+3 (high nibbles)                       128 B
+ *             Q4_0, Q5_0, IQ4_NL, Q4_1, Q5_1 (S = 4): row r's qs[4s..4s+3], i.e. values
+ *                           4s..4s+3 (low nibbles) and 16+4s..16+4s+3 (high nibbles) 128 B
  *             Q8_0 (S = 8): row r's qs[4s..4s+3], values 4s..4s+3                   256 B
- *   h[8]      Q5_0: row r's 32 fifth bits, rearranged so that byte k of lane r holds those of
- *             the codes in byte k of every segment: bit s = value 4s+k's, bit 4+s = value
- *             16+4s+k's                                                             32 B
+ *   h[8]      Q5_0, Q5_1: row r's 32 fifth bits, rearranged so that byte k of lane r holds
+ *             those of the codes in byte k of every segment: bit s = value 4s+k's, bit 4+s =
+ *             value 16+4s+k's                                                       32 B
+ *   m[8]      Q4_1, Q5_1: the 8 rows' f16 mins of block b (x = d*q + m)              16 B
+ * (Q4_0, IQ4_NL: 144 B; Q4_1: 160 B; Q5_0: 176 B; Q5_1: 192 B; Q8_0: 272 B.)
  * High bits in general (Q5_0, Q5_K, Q6_K): a 32-byte h segment goes with a family of q
  * segments, and byte k of lane r holds the high bits of the two codes (low and high nibble) in
  * byte k of lane r of each of them: the low nibble's at bit sh, the high nibble's at bit 4+sh
@@ -30,9 +32,15 @@
  *
  * Arithmetic of out[t][n], n = 8g + r, fixed for every batch size (lane r of every vector):
  *   per block b: isum = exact int32 dot of row n's 32 quants with token t's 32 int8 activations
- *                (Q4_0: unsigned nibbles, minus 8 * sum(y), so it is the dot with q - 8);
+ *                (Q4_0: unsigned nibbles, minus 8 * sum(y), so it is the dot with q - 8;
+ *                IQ4_NL: the int8 levels qt_iq4nl_values[q], looked up with vpshufb, times y
+ *                with the sign trick as Q8_0; Q4_1, Q5_1: the unsigned codes q);
  *                acc = fma(d_w * d_y, (float)isum, acc)       one accumulator, blocks in order
- *   out = acc.
+ *                Q4_1, Q5_1 then acc = fma(m_w, d_y * (float)sum(y), acc) (d_y * sum(y) one
+ *                f32 product, sum(y) exact and shared by the 8 rows)
+ *   out = acc. (Not the float order of the per-row dots of dot_avx2_q32.c, which keep two
+ *   blocks per step and a separate accumulator for the mins: those types' results differ
+ *   from the rows' in the last bits, as Q4_0's and Q8_0's do.)
  * Q5_0 instead keeps its vec_dot's float order (8 chains per output, gx__q5_0_chains), so its
  * packed results are the rows' bits; K-quants: per super-block, see their section. A tile of 8 rows x TT tokens shares loads
  * only, so out[t][n] is the same bits whatever T, t's place in the batch, the tile or the
@@ -40,7 +48,8 @@
  * apart side by side (gx__dec): the same arithmetic per output, more cache-line misses in
  * flight per core.
  * Per block and token the 8 rows cost 8 maddubs + 8 adds (Q4_0's int16 sums are exact: 16
- * products of |q*y| <= 15*127 per lane) and 5 ops for the scaling: about 3x fewer operations per multiply-add than the per-row tiles, and no
+ * products of |q*y| <= 15*127 per lane; Q5_1's are flushed to int32 after 8, IQ4_NL's and Q8_0's
+ * after each vpmaddubsw) and 5 ops for the scaling: about 3x fewer operations per multiply-add than the per-row tiles, and no
  * horizontal sums.
  */
 #include <immintrin.h>
@@ -64,13 +73,16 @@
 _Static_assert(sizeof(gemm_q8p) == 40, "gemm_q8p layout");
 
 /* the packed kinds; Q4_K and after are the K-quants (Q8_K activations) */
-enum { GX_Q4_0, GX_Q8_0, GX_Q5_0, GX_Q4_K, GX_Q5_K, GX_Q6_K, GX_NKIND };
+enum { GX_Q4_0, GX_Q8_0, GX_Q5_0, GX_IQ4_NL, GX_Q4_1, GX_Q5_1, GX_Q4_K, GX_Q5_K, GX_Q6_K, GX_NKIND };
 
 static int gx__kind(int type) {
     switch (type) {
     case QT_Q4_0: return GX_Q4_0;
     case QT_Q8_0: return GX_Q8_0;
     case QT_Q5_0: return GX_Q5_0;
+    case QT_IQ4_NL: return GX_IQ4_NL;
+    case QT_Q4_1: return GX_Q4_1;
+    case QT_Q5_1: return GX_Q5_1;
     case QT_Q4_K: return GX_Q4_K;
     case QT_Q5_K: return GX_Q5_K;
     case QT_Q6_K: return GX_Q6_K;
@@ -84,6 +96,9 @@ GX_INLINE size_t gx__bsz(int kind) {
     case GX_Q4_0: return X8_B32_Q + 128;
     case GX_Q8_0: return X8_B32_Q + 256;
     case GX_Q5_0: return X8_Q5_0_H + 32;
+    case GX_IQ4_NL: return X8_B32_Q + 128;
+    case GX_Q4_1: return X8_Q4_1_M + 16;
+    case GX_Q5_1: return X8_Q5_1_M + 16;
     case GX_Q4_K: return X8_QK_Q + 1024;
     case GX_Q5_K: return X8_Q5K_H + 256;
     default: return X8_Q6K_QH + 512;
@@ -132,41 +147,73 @@ GX_INLINE void gx__codes(const uint8_t *p, const uint8_t *qh, int sh, int hm, __
 /* ---- blocks of 32: Q4_0, Q5_0, Q8_0 ------------------------------------------------------- */
 
 /* exact int32 sums s[j] of one packed block with TT tokens' blocks y[j] (Q4_0 already minus
- * 8 * sum(y)); Q4_0, Q8_0 */
+ * 8 * sum(y)); Q4_0, Q8_0, IQ4_NL, Q4_1, Q5_1 */
 GX_INLINE void gx__blk(int kind, int TT, const uint8_t *blk, const gemm_q8p *const *y, __m256i *s) {
     const __m256i ones = _mm256_set1_epi16(1);
-    if (kind == GX_Q8_0) {
+    GX_UNROLL
+    for (int j = 0; j < TT; j++) s[j] = _mm256_setzero_si256();
+    if (kind == GX_Q8_0 || kind == GX_IQ4_NL) {   /* signed x signed: the sign trick */
+        static const int8_t levels[16] __attribute__((aligned(16))) = QT_IQ4NL_VALUES;
+        const __m256i lut = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)levels));
+        __m256i lo = lut, hi = lut;
         GX_UNROLL
-        for (int j = 0; j < TT; j++) s[j] = _mm256_setzero_si256();
-        GX_UNROLL
-        for (int c = 0; c < 8; c++) {
-            __m256i w = _mm256_loadu_si256((const __m256i *)(blk + X8_B32_Q + 32 * c));
+        for (int c = 0; c < 8; c++) {   /* 8 vectors of 32 quants; IQ4_NL: segment c/2's levels */
+            __m256i w;
+            int yo = 4 * c;
+            if (kind == GX_Q8_0) {
+                w = _mm256_loadu_si256((const __m256i *)(blk + X8_B32_Q + 32 * c));
+            } else {
+                if (c % 2 == 0) gx__codes(blk + X8_B32_Q + 16 * c, NULL, 0, 0, &lo, &hi);
+                w = _mm256_shuffle_epi8(lut, c % 2 ? hi : lo);
+                yo = 16 * (c % 2) + 2 * (c - c % 2);
+            }
             __m256i aw = _mm256_sign_epi8(w, w);
             GX_UNROLL
             for (int j = 0; j < TT; j++) {
-                __m256i ys = _mm256_sign_epi8(gx__bcast4(y[j]->qs + 4 * c), w);
+                __m256i ys = _mm256_sign_epi8(gx__bcast4(y[j]->qs + yo), w);
                 s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, ys), ones));
                 GX_PIN(s[j]);
             }
         }
         return;
     }
+    /* unsigned codes: int16 sums of pairs <= 2 * 15 * 127 (Q4_0, Q4_1: 8 maddubs, 4 segments)
+     * or 2 * 31 * 127 (Q5_1: 4 maddubs, 2 segments) before a vpmaddwd */
+    const int flush = kind == GX_Q5_1 ? 2 : 4;
+    const uint8_t *qh = kind == GX_Q5_1 ? blk + X8_Q5_1_H : NULL;
     __m256i s16[GX_TT];
     GX_UNROLL
     for (int m = 0; m < 4; m++) {
         __m256i lo, hi;
-        gx__codes(blk + X8_B32_Q + 32 * m, NULL, 0, 0, &lo, &hi);
+        gx__codes(blk + X8_B32_Q + 32 * m, qh, m, 0x10, &lo, &hi);
         GX_UNROLL
         for (int j = 0; j < TT; j++) {
             __m256i p = _mm256_maddubs_epi16(lo, gx__bcast4(y[j]->qs + 4 * m));
-            s16[j] = m ? _mm256_add_epi16(s16[j], p) : p;
+            s16[j] = m % flush ? _mm256_add_epi16(s16[j], p) : p;
             s16[j] = _mm256_add_epi16(s16[j], _mm256_maddubs_epi16(hi, gx__bcast4(y[j]->qs + 16 + 4 * m)));
             GX_PIN(s16[j]);
         }
+        if (m % flush == flush - 1) {
+            GX_UNROLL
+            for (int j = 0; j < TT; j++) s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(s16[j], ones));
+        }
     }
-    GX_UNROLL
-    for (int j = 0; j < TT; j++)
-        s[j] = _mm256_sub_epi32(_mm256_madd_epi16(s16[j], ones), _mm256_set1_epi32(y[j]->sy8));
+    if (kind == GX_Q4_0) {
+        GX_UNROLL
+        for (int j = 0; j < TT; j++) s[j] = _mm256_sub_epi32(s[j], _mm256_set1_epi32(y[j]->sy8));
+    }
+}
+
+/* acc plus one block's terms for a token y, s its gx__blk sum: acc = fma(d_w * d_y, s, acc);
+ * Q4_1, Q5_1 then acc = fma(m_w, d_y * sum(y), acc) (sum(y) exact, shared by the 8 rows) */
+GX_INLINE __m256 gx__scale(int kind, const uint8_t *blk, const gemm_q8p *y, __m256i s, __m256 acc) {
+    __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&y->d)), _mm256_cvtepi32_ps(s), acc);
+    if (kind == GX_Q4_1 || kind == GX_Q5_1) {
+        __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + (kind == GX_Q4_1 ? X8_Q4_1_M : X8_Q5_1_M))));
+        acc = _mm256_fmadd_ps(mw, _mm256_set1_ps(y->d * (float)(y->sy8 / 8)), acc);
+    }
+    return acc;
 }
 
 /* Q5_0 keeps the float order of its vec_dot (qt_dot_q5_0_avx2, ggml's), so that packing does
@@ -196,7 +243,7 @@ GX_INLINE __m256 gx__sum8(const __m256 *a) {   /* 8 chains in qt__hsum_ps / ga__
 }
 
 /* 8 rows of group base g x TT tokens starting at x (converted rows x_stride apart), over all
- * nb blocks; results to out[j * N + n0 + r] for r < nr (Q4_0, Q8_0). */
+ * nb blocks; results to out[j * N + n0 + r] for r < nr (the kinds of gx__blk). */
 GX_INLINE void gx__tile(int kind, int TT, const uint8_t *g, int64_t nb, const uint8_t *x,
                         size_t x_stride, float *out, int64_t N, int64_t n0, int nr) {
     const size_t bsz = gx__bsz(kind);
@@ -212,11 +259,8 @@ GX_INLINE void gx__tile(int kind, int TT, const uint8_t *g, int64_t nb, const ui
         for (int j = 0; j < TT; j++) y[j] = (const gemm_q8p *)(x + (size_t)j * x_stride) + b;
         __m256i s[GX_TT];
         gx__blk(kind, TT, blk, y, s);
-        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
         GX_UNROLL
-        for (int j = 0; j < TT; j++)
-            acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&y[j]->d)),
-                                     _mm256_cvtepi32_ps(s[j]), acc[j]);
+        for (int j = 0; j < TT; j++) acc[j] = gx__scale(kind, blk, y[j], s[j], acc[j]);
     }
     GX_UNROLL
     for (int j = 0; j < TT; j++) gx__store(out + (size_t)j * (size_t)N + n0, acc[j], nr);
@@ -494,9 +538,7 @@ GX_INLINE void gx__dec(int kind, int NS, const uint8_t *const *g, int64_t nb, co
             const gemm_q8p *yq = (const gemm_q8p *)y;
             __m256i si;
             gx__blk(kind, 1, blk, &yq, &si);
-            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
-            acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(&yq->d)),
-                                     _mm256_cvtepi32_ps(si), acc[i]);
+            acc[i] = gx__scale(kind, blk, yq, si, acc[i]);
         }
     }
     GX_UNROLL
@@ -522,12 +564,13 @@ typedef void (*gx__dfn)(const uint8_t *const *g, int64_t nb, const uint8_t *x, f
     GXD_FN(kind, 1) GXD_FN(kind, 2) GXD_FN(kind, 3) GXD_FN(kind, 4)
 #define GX_TROW(kind) { gx__t_##kind##_1, gx__t_##kind##_2, gx__t_##kind##_3, gx__t_##kind##_4 }
 #define GX_DROW(kind) { gx__d_##kind##_1, gx__d_##kind##_2, gx__d_##kind##_3, gx__d_##kind##_4 }
-GX_KIND(GX_Q4_0) GX_KIND(GX_Q8_0) GX_KIND(GX_Q5_0) GX_KIND(GX_Q4_K) GX_KIND(GX_Q5_K) GX_KIND(GX_Q6_K)
+GX_KIND(GX_Q4_0) GX_KIND(GX_Q8_0) GX_KIND(GX_Q5_0) GX_KIND(GX_IQ4_NL) GX_KIND(GX_Q4_1) GX_KIND(GX_Q5_1)
+GX_KIND(GX_Q4_K) GX_KIND(GX_Q5_K) GX_KIND(GX_Q6_K)
 static const gx__fn gx__tiles[GX_NKIND][GX_TT] = {
-    GX_TROW(GX_Q4_0), GX_TROW(GX_Q8_0), GX_TROW(GX_Q5_0),
+    GX_TROW(GX_Q4_0), GX_TROW(GX_Q8_0), GX_TROW(GX_Q5_0), GX_TROW(GX_IQ4_NL), GX_TROW(GX_Q4_1), GX_TROW(GX_Q5_1),
     GX_TROW(GX_Q4_K), GX_TROW(GX_Q5_K), GX_TROW(GX_Q6_K) };
 static const gx__dfn gx__decs[GX_NKIND][4] = {
-    GX_DROW(GX_Q4_0), GX_DROW(GX_Q8_0), GX_DROW(GX_Q5_0),
+    GX_DROW(GX_Q4_0), GX_DROW(GX_Q8_0), GX_DROW(GX_Q5_0), GX_DROW(GX_IQ4_NL), GX_DROW(GX_Q4_1), GX_DROW(GX_Q5_1),
     GX_DROW(GX_Q4_K), GX_DROW(GX_Q5_K), GX_DROW(GX_Q6_K) };
 _Static_assert(GX_NS >= 1 && GX_NS <= 4, "GX_NS streams: 1..4");
 

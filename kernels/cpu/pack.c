@@ -45,17 +45,25 @@ static void pack__row(int type, const uint8_t *blk, uint8_t *p, int r) {
     switch (type) {
     case QT_Q4_0:
     case QT_Q5_0:
-    case QT_Q8_0: {
-        const int q5 = type == QT_Q5_0, S = type == QT_Q8_0 ? 8 : 4;
-        const uint8_t *qs = blk + (q5 ? offsetof(block_q5_0, qs) : 2);
+    case QT_Q8_0:
+    case QT_IQ4_NL:
+    case QT_Q4_1:
+    case QT_Q5_1: {
+        const int S = type == QT_Q8_0 ? 8 : 4;
+        const uint8_t *h = type == QT_Q5_0 ? ((const block_q5_0 *)blk)->qh
+                         : type == QT_Q5_1 ? ((const block_q5_1 *)blk)->qh : NULL;
+        const uint8_t *qs = type == QT_Q5_0 ? ((const block_q5_0 *)blk)->qs
+                          : type == QT_Q4_1 ? ((const block_q4_1 *)blk)->qs
+                          : type == QT_Q5_1 ? ((const block_q5_1 *)blk)->qs : blk + 2;
         memcpy(p + 2 * r, blk, 2);                   /* f16 scale */
+        if (type == QT_Q4_1 || type == QT_Q5_1)      /* f16 min, after d */
+            memcpy(p + (type == QT_Q4_1 ? X8_Q4_1_M : X8_Q5_1_M) + 2 * r, blk + 2, 2);
         for (int s = 0; s < S; s++) memcpy(p + X8_B32_Q + 32 * s + 4 * r, qs + 4 * s, 4);
-        if (q5) {   /* byte k: the fifth bits of values 4s + k and 16 + 4s + k */
-            const uint8_t *h = ((const block_q5_0 *)blk)->qh;
+        if (h) {   /* byte k: the fifth bits of values 4s + k and 16 + 4s + k */
             uint32_t qh = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
             for (int k = 0; k < 4; k++) {
                 const int lo[4] = { k, 4 + k, 8 + k, 12 + k }, hi[4] = { 16 + k, 20 + k, 24 + k, 28 + k };
-                p[X8_Q5_0_H + 4 * r + k] = pack__hbyte(qh, lo, hi);
+                p[(type == QT_Q5_0 ? X8_Q5_0_H : X8_Q5_1_H) + 4 * r + k] = pack__hbyte(qh, lo, hi);
             }
         }
         return;

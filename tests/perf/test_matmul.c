@@ -1,6 +1,7 @@
 /* tests/perf/test_matmul.c — kern_matmul against a float64 reference, and its batch invariance.
  *
- * For each weight type (F32, F16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K, BF16 when supported) and
+ * For each weight type (F32, F16, Q8_0, Q4_0, Q5_0, IQ4_NL, Q4_1, Q5_1, Q4_K, Q5_K, Q6_K, BF16
+ * when supported) and
  * each ISA path (best available, then "scalar"):
  *   1. accuracy: out[t][n] vs sum_k dequant(W)[n][k] * back(x)[t][k] in double, where back(x) is
  *      x converted to the type's vec_dot_type and dequantized again (the exact operands of the
@@ -58,7 +59,10 @@ static void fill_raw(int type, uint8_t *dst, size_t bytes, int64_t n_blocks, siz
         switch (type) {
         case QT_Q8_0:
         case QT_Q4_0:
-        case QT_Q5_0: memcpy(p, &d, 2); break;
+        case QT_Q5_0:
+        case QT_IQ4_NL: memcpy(p, &d, 2); break;
+        case QT_Q4_1:
+        case QT_Q5_1:
         case QT_Q4_K:
         case QT_Q5_K: memcpy(p, &d, 2); memcpy(p + 2, &dm, 2); break;
         case QT_Q6_K: memcpy(p + offsetof(block_q6_K, d), &d, 2); break;
@@ -277,8 +281,8 @@ int main(void) {
         printf("pool_new failed\n0 passed, 1 failed\n");
         return 1;
     }
-    static const int types[] = { QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q5_0, QT_Q4_K, QT_Q5_K,
-                                 QT_Q6_K };
+    static const int types[] = { QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q5_0, QT_IQ4_NL, QT_Q4_1,
+                                 QT_Q5_1, QT_Q4_K, QT_Q5_K, QT_Q6_K };
     const char *isas[2] = { NULL, "scalar" };
     for (int ii = 0; ii < 2; ii++) {
         if (kern_init(isas[ii]) != 0) continue;
