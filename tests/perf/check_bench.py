@@ -3,9 +3,10 @@
 
 Checks the structure (machine, ceilings per thread count, one pp and one tg run per model and
 thread count), that every number is finite and positive, and that the fractions of the measured
-ceilings are plausible: the read fractions <= 1.5 (a run cannot beat the machine by much), the
-FMA fraction <= 4 (the ceiling is the f32 FMA rate; int8 vpmaddubsw products of the quantized
-types do up to 4x its multiply-adds: 2026-12-02's idle machine measured 1.66). Speed itself is not
+ceilings are plausible, i.e. at most 4: the FMA ceiling is the f32 rate, and int8 vpmaddubsw
+products of the quantized types do up to 4x its multiply-adds; --quick's one-layer model (about
+60 MB) partly stays in a large L3, so its decode can beat the DRAM read ceiling (2026-12-02's
+idle machine measured 1.66 for both). Speed itself is not
 asserted: the machine is shared. Usage: check_bench.py WORKDIR (models and JSON go there);
 the sampan binary comes from $SAMPAN.
 """
@@ -90,7 +91,7 @@ def main():
         if positive(r.get("tokens")) and positive(r.get("seconds")):
             check(abs(r["tokens"] / r["seconds"] - r["tokens_per_s"]) <= 1e-6 * r["tokens_per_s"],
                   tag + ": tokens_per_s == tokens / seconds")
-        for k, top in (("frac_fma_peak", 4.0), ("frac_read_bw", 1.5)):
+        for k, top in (("frac_fma_peak", 4.0), ("frac_read_bw", 4.0)):
             v = r.get(k)
             ok = isinstance(v, (int, float)) and 0 <= v <= top
             if k == "frac_fma_peak" and m.get("isa") == "scalar":
@@ -101,8 +102,8 @@ def main():
             reps = r.get("frac_read_adjacent_reps")
             check(positive(adj), tag + ": read_adjacent_gbs > 0 (got %r)" % (adj,))
             ok = isinstance(reps, list) and len(reps) == opts.get("reps") and \
-                all(isinstance(v, (int, float)) and 0 < v <= 1.5 for v in reps)
-            check(ok, tag + ": one frac_read_adjacent_reps entry in (0, 1.5] per repetition (got %r)" % (reps,))
+                all(isinstance(v, (int, float)) and 0 < v <= 4.0 for v in reps)
+            check(ok, tag + ": one frac_read_adjacent_reps entry in (0, 4] per repetition (got %r)" % (reps,))
             if ok:
                 v, n = sorted(reps), len(reps)
                 med = v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
