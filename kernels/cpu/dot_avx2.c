@@ -156,70 +156,38 @@ float qt_dot_q5_0_avx2(int64_t n, const void *w, const void *x) {
 
 /* ---- Q4_K against Q8_K ---------------------------------------------------------------- */
 
-/* Per block: nibbles (0..15) x activations with vpmaddubsw (pairs <= 2*15*128), times the
- * sub-block scale (<= 63) with vpmaddwd; mins x bsums pair sums with one vpmaddwd. */
-float qt_dot_q4_K_avx2(int64_t n, const void *w, const void *x) {
-    const block_q4_K *a = w;
-    const block_q8_K *b = x;
-    const int64_t nb = n / QK_K;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        qt__prefetch(a + i, (int)sizeof(block_q4_K));
-        const __m128 dd = qt__dd(&a[i].d, b[i].d); /* d, dmin */
-        const __m128i sm = qt__q4k_scales(a[i].scales);
-        const __m256i mins = qt__q4k_mins(sm, b[i].bsums);
-        accm = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)), _mm256_cvtepi32_ps(mins), accm);
-        const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* 8 x int16, twice */
-        const uint8_t *q = a[i].qs;
-        const int8_t *y = b[i].qs;
-        __m256i s_lo = _mm256_setzero_si256(), s_hi = _mm256_setzero_si256();
-#define QT__Q4K_CHUNK(c)                                                                                   \
-    do {                                                                                                   \
-        const __m256i q4 = _mm256_loadu_si256((const __m256i *)(q + 32 * (c)));                            \
-        const __m256i lo = _mm256_and_si256(q4, m4);                                                       \
-        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);                                \
-        const __m256i p_lo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * (c))));      \
-        const __m256i p_hi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * (c) + 32))); \
-        s_lo = _mm256_add_epi32(s_lo, _mm256_madd_epi16(p_lo, _mm256_shuffle_epi8(sc, qt__word_bcast(2 * (c)))));     \
-        s_hi = _mm256_add_epi32(s_hi, _mm256_madd_epi16(p_hi, _mm256_shuffle_epi8(sc, qt__word_bcast(2 * (c) + 1)))); \
-    } while (0)
-        QT__Q4K_CHUNK(0);
-        QT__Q4K_CHUNK(1);
-        QT__Q4K_CHUNK(2);
-        QT__Q4K_CHUNK(3);
-#undef QT__Q4K_CHUNK
-        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(_mm256_add_epi32(s_lo, s_hi)), acc);
-    }
-    return qt__hsum_ps(_mm256_sub_ps(acc, accm));
-}
-
-/* Q5_K: Q4_K's pipeline with the fifth bits from qh (bit 2c of each byte for chunk c's low
- * half, 2c+1 for its high half) or-ed in at bit 4; pairs <= 2*31*127, exact in vpmaddubsw. */
-float qt_dot_q5_K_avx2(int64_t n, const void *w, const void *x) {
-    const block_q5_K *a = w;
-    const block_q8_K *b = x;
+/* Q4_K and Q5_K (qh != NULL: the fifth bits, bit 2c of each qh byte for chunk c's low half,
+ * 2c+1 for its high half, or-ed in at bit 4). Per block: quants (0..15, or 0..31) x activations
+ * with vpmaddubsw (pairs <= 2*31*127), times the sub-block scale (<= 63) with vpmaddwd; mins x
+ * bsums pair sums with one vpmaddwd. Inlined into each wrapper with stride and qh constant. */
+static inline __attribute__((always_inline)) float qt__dot_q45_K(int64_t n, const uint8_t *w,
+                                                                 size_t bs, int five,
+                                                                 const block_q8_K *b) {
     const int64_t nb = n / QK_K;
     const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
     __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        qt__prefetch(a + i, (int)sizeof(block_q5_K));
-        const __m128 dd = qt__dd(&a[i].d, b[i].d); /* d, dmin */
-        const __m128i sm = qt__q4k_scales(a[i].scales);
+    for (int64_t i = 0; i < nb; i++, w += bs) {
+        const block_q4_K *k4 = (const block_q4_K *)w;
+        const block_q5_K *k5 = (const block_q5_K *)w;   /* Q5_K: qh[32] before qs */
+        const uint8_t *q = five ? k5->qs : k4->qs;
+        qt__prefetch(w, (int)bs);
+        const __m128 dd = qt__dd(five ? &k5->d : &k4->d, b[i].d); /* d, dmin */
+        const __m128i sm = qt__q4k_scales(five ? k5->scales : k4->scales);
         const __m256i mins = qt__q4k_mins(sm, b[i].bsums);
         accm = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)), _mm256_cvtepi32_ps(mins), accm);
         const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* 8 x int16, twice */
-        const uint8_t *q = a[i].qs;
         const int8_t *y = b[i].qs;
-        const __m256i qh = _mm256_loadu_si256((const __m256i *)a[i].qh);
+        const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)k5->qh) : _mm256_setzero_si256();
         __m256i s_lo = _mm256_setzero_si256(), s_hi = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             const __m256i q4 = _mm256_loadu_si256((const __m256i *)(q + 32 * c));
-            const __m256i b_lo = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c)), one);
-            const __m256i b_hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c + 1)), one);
-            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q4, m4), _mm256_slli_epi16(b_lo, 4));
-            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4, 4), m4),
-                                               _mm256_slli_epi16(b_hi, 4));
+            __m256i lo = _mm256_and_si256(q4, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+            if (five) {
+                const __m256i b_lo = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c)), one);
+                const __m256i b_hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c + 1)), one);
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(b_lo, 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(b_hi, 4));
+            }
             const __m256i p_lo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * c)));
             const __m256i p_hi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * c + 32)));
             s_lo = _mm256_add_epi32(s_lo, _mm256_madd_epi16(p_lo, _mm256_shuffle_epi8(sc, qt__word_bcast(2 * c))));
@@ -228,6 +196,14 @@ float qt_dot_q5_K_avx2(int64_t n, const void *w, const void *x) {
         acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(_mm256_add_epi32(s_lo, s_hi)), acc);
     }
     return qt__hsum_ps(_mm256_sub_ps(acc, accm));
+}
+
+float qt_dot_q4_K_avx2(int64_t n, const void *w, const void *x) {
+    return qt__dot_q45_K(n, w, sizeof(block_q4_K), 0, x);
+}
+
+float qt_dot_q5_K_avx2(int64_t n, const void *w, const void *x) {
+    return qt__dot_q45_K(n, w, sizeof(block_q5_K), 1, x);
 }
 
 /* ---- Q6_K against Q8_K ---------------------------------------------------------------- */
