@@ -81,25 +81,18 @@ float qt_dot_bf16_avx2(int64_t n, const void *w, const void *x) {
 /* ---- Q8_0 and Q4_0 against Q8_0 ------------------------------------------------------- */
 
 float qt_dot_q8_0_avx2(int64_t n, const void *w, const void *x) {
+    /* ggml's AVX2 Q8_0 float order: one accumulator, blocks in order, 8 lanes of 4 consecutive
+     * elements, fma(d_w * d_y, (float)lane sum, acc), then qt__hsum_ps */
     const block_q8_0 *a = w, *b = x;
     const int64_t nb = n / QK8_0;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        qt__prefetch(a + i, 2 * (int)sizeof(block_q8_0));
-        const __m256i p0 = qt__dot_s8(_mm256_loadu_si256((const __m256i *)a[i].qs),
-                                      _mm256_loadu_si256((const __m256i *)b[i].qs));
-        const __m256i p1 = qt__dot_s8(_mm256_loadu_si256((const __m256i *)a[i + 1].qs),
-                                      _mm256_loadu_si256((const __m256i *)b[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(qt__scale(a[i].d, b[i].d), _mm256_cvtepi32_ps(p0), acc0);
-        acc1 = _mm256_fmadd_ps(qt__scale(a[i + 1].d, b[i + 1].d), _mm256_cvtepi32_ps(p1), acc1);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        qt__prefetch(a + i, (int)sizeof(block_q8_0));
+        const __m256i p = qt__dot_s8(_mm256_loadu_si256((const __m256i *)a[i].qs),
+                                     _mm256_loadu_si256((const __m256i *)b[i].qs));
+        acc = _mm256_fmadd_ps(qt__scale(a[i].d, b[i].d), _mm256_cvtepi32_ps(p), acc);
     }
-    if (i < nb) {
-        const __m256i p0 = qt__dot_s8(_mm256_loadu_si256((const __m256i *)a[i].qs),
-                                      _mm256_loadu_si256((const __m256i *)b[i].qs));
-        acc0 = _mm256_fmadd_ps(qt__scale(a[i].d, b[i].d), _mm256_cvtepi32_ps(p0), acc0);
-    }
-    return qt__hsum_ps(_mm256_add_ps(acc0, acc1));
+    return qt__hsum_ps(acc);
 }
 
 /* Q4_0 (five = 0) and Q5_0 (five = 1, the fifth bits from qh or-ed in: qt__q5_hbits_pair).

@@ -40,9 +40,10 @@
  *                f32 product, sum(y) exact and shared by the 8 rows)
  *   out = acc. (Not the float order of the per-row dots of dot_avx2_q32.c, which keep two
  *   blocks per step and a separate accumulator for the mins: those types' results differ
- *   from the rows' in the last bits, as Q4_0's and Q8_0's do.)
- * Q5_0 instead keeps its vec_dot's float order (8 chains per output, gx__q5_0_chains), so its
- * packed results are the rows' bits; K-quants: per super-block, see their section. A tile of 8 rows x TT tokens shares loads
+ *   from the rows' in the last bits, as Q4_0's does.)
+ * Q5_0 and Q8_0 instead keep their vec_dots' float order (8 chains per output,
+ * gx__q5_0_chains, gx__q8_0_chains; ggml's AVX2 order), so their packed results are the rows'
+ * bits; K-quants: per super-block, see their section. A tile of 8 rows x TT tokens shares loads
  * only, so out[t][n] is the same bits whatever T, t's place in the batch, the tile or the
  * thread: batch invariance as in gemm_avx2.c. Decode (T = 1) runs GX_NS groups of a chunk far
  * apart side by side (gx__dec): the same arithmetic per output, more cache-line misses in
@@ -237,6 +238,21 @@ GX_INLINE void gx__q5_0_chains(const uint8_t *blk, const gemm_q8p *y, __m256 *ac
     }
 }
 
+/* Q8_0 keeps the float order of ggml's AVX2 Q8_0 dot (qt_dot_q8_0_avx2): 8 chains per output,
+ * chain c over the blocks' values 4c..4c+3 (segment c), acc[c] = fma(d_w * d_y, (float)p_c,
+ * acc[c]) with p_c the exact int32 dot of those 4 values, summed at the end as qt__hsum_ps. */
+GX_INLINE void gx__q8_0_chains(const uint8_t *blk, const gemm_q8p *y, __m256 *acc) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk)), _mm256_broadcast_ss(&y->d));
+    GX_UNROLL
+    for (int c = 0; c < 8; c++) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)(blk + X8_B32_Q + 32 * c));
+        __m256i ys = _mm256_sign_epi8(gx__bcast4(y->qs + 4 * c), w);
+        __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), ys), ones);
+        acc[c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[c]);
+    }
+}
+
 GX_INLINE __m256 gx__sum8(const __m256 *a) {   /* 8 chains in qt__hsum_ps / ga__hsum order */
     return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6])),
                          _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7])));
@@ -286,7 +302,11 @@ GX_INLINE void gx__tile(int kind, int TT, const uint8_t *g, int64_t nb, const ui
  * sub-blocks 2u (low nibbles) and 2u+1 (high). Per super-block, row r, token t (exact int32):
  *   isum = sum_s sc[s][r] * dot_s, dot_s: unsigned codes . y over sub-block s
  *   imin = sum_s mn[s][r] * (sum of y over sub-block s)
- *   acc = fma(d_r * dy, isum, acc); acc = fnmadd(dmin_r * dy, imin, acc)
+ *   Q5_K: acc = fma(d_r * dy, isum, acc); acc = fnmadd(dmin_r * dy, imin, acc)
+ *   Q4_K: the float order of ggml's repacked AVX2 Q4_K gemm, which llama.cpp's CPU backend
+ *   runs for prompts (and Gemma 3's references come from): per unit u, in order,
+ *   accd = fma((float)isum_u, d_r * dy, accd), accm = fma((float)imin_u, dmin_r * dy, accm)
+ *   with isum_u, imin_u the unit's two sub-blocks; out = accd - accm (gx__kunit_acc)
  * A unit's int16 sums go to isum (madd with the scales) before they could overflow: after
  * 16 products of <= 15 * 128 per lane (Q4_K), 8 of <= 31 * 128 (Q5_K).
  * Q6_K keeps the float order of gemm_avx2.c's per-row tiles instead (gx__q6k_chains), so its
@@ -409,13 +429,26 @@ GX_INLINE __m256 gx__kfinish(const uint8_t *blk, const block_q8_K *y, const int3
     return _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(imin), acc);
 }
 
+/* Q4_K in the float order of ggml's repacked AVX2 Q4_K gemm (block_q4_Kx8): two accumulators
+ * per output, per unit u (sub-blocks 2u, 2u+1) in order: accd = fma((float)isum_u, d_r * dy,
+ * accd), accm = fma((float)imin_u, dmin_r * dy, accm); out = accd - accm. */
+GX_INLINE void gx__kunit_acc(const uint8_t *blk, const block_q8_K *y, const int32_t *ys2, int u,
+                             __m256i isum, __m256 *accd, __m256 *accm) {
+    __m256 dy = _mm256_broadcast_ss(&y->d);
+    __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
+    __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16)));
+    __m256i imin = gx__wpair(blk + X8_QK_MN, u, 0, ys2);
+    *accd = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, dy), *accd);
+    *accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), _mm256_mul_ps(dmin, dy), *accm);
+}
+
 /* gx__tile for Q4_K, Q5_K: nb super-blocks */
 GX_INLINE void gx__tile_k(int kind, int TT, const uint8_t *g, int64_t nb, const uint8_t *x,
                           size_t x_stride, float *out, int64_t N, int64_t n0, int nr) {
     const size_t bsz = gx__bsz(kind);
-    __m256 acc[GX_TT];
+    __m256 acc[GX_TT], accm[GX_TT];
     GX_UNROLL
-    for (int j = 0; j < TT; j++) acc[j] = _mm256_setzero_ps();
+    for (int j = 0; j < TT; j++) acc[j] = accm[j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = g + (size_t)b * bsz;
         if (TT == 1)
@@ -424,6 +457,19 @@ GX_INLINE void gx__tile_k(int kind, int TT, const uint8_t *g, int64_t nb, const 
         GX_UNROLL
         for (int j = 0; j < TT; j++) y[j] = (const block_q8_K *)(x + (size_t)j * x_stride) + b;
         __m256i isum[GX_TT];
+        if (kind == GX_Q4_K) {
+            int32_t ys2[GX_TT][8];
+            GX_UNROLL
+            for (int j = 0; j < TT; j++) gx__ysums(kind, y[j], ys2[j]);
+            for (int u = 0; u < 4; u++) {
+                GX_UNROLL
+                for (int j = 0; j < TT; j++) isum[j] = _mm256_setzero_si256();
+                gx__kunit(kind, TT, blk, y, u, isum);
+                GX_UNROLL
+                for (int j = 0; j < TT; j++) gx__kunit_acc(blk, y[j], ys2[j], u, isum[j], &acc[j], &accm[j]);
+            }
+            continue;
+        }
         GX_UNROLL
         for (int j = 0; j < TT; j++) isum[j] = _mm256_setzero_si256();
         for (int u = 0; u < 4; u++) gx__kunit(kind, TT, blk, y, u, isum);
@@ -435,15 +481,21 @@ GX_INLINE void gx__tile_k(int kind, int TT, const uint8_t *g, int64_t nb, const 
         }
     }
     GX_UNROLL
-    for (int j = 0; j < TT; j++) gx__store(out + (size_t)j * (size_t)N + n0, acc[j], nr);
+    for (int j = 0; j < TT; j++)
+        gx__store(out + (size_t)j * (size_t)N + n0, kind == GX_Q4_K ? _mm256_sub_ps(acc[j], accm[j]) : acc[j], nr);
 }
 
-/* one block (Q5_0) or super-block (Q6_K) of an 8-chain kind into acc[8]; y: its activations */
+/* the kinds that keep 8 float chains per output (their vec_dot's order) */
+#define GX_CHAINED(kind) ((kind) == GX_Q5_0 || (kind) == GX_Q8_0 || (kind) == GX_Q6_K)
+
+/* one block (Q5_0, Q8_0) or super-block (Q6_K) of an 8-chain kind into acc[8]; y: its activations */
 GX_INLINE void gx__chains(int kind, const uint8_t *blk, const uint8_t *y, __m256 *acc) {
     if (kind == GX_Q6_K) {
         int32_t ys2[8];
         gx__ysums(kind, (const block_q8_K *)y, ys2);
         gx__q6k_chains(blk, (const block_q8_K *)y, ys2, acc);
+    } else if (kind == GX_Q8_0) {
+        gx__q8_0_chains(blk, (const gemm_q8p *)y, acc);
     } else {
         gx__q5_0_chains(blk, (const gemm_q8p *)y, acc);
     }
@@ -487,7 +539,7 @@ GX_INLINE void gx__dec(int kind, int NS, const uint8_t *const *g, int64_t nb, co
                        float *const *o, const int *nr) {
     const int kq = kind >= GX_Q4_K;
     const size_t bsz = gx__bsz(kind), ysz = gx__ysz(kind);
-    if (kind == GX_Q5_0 || kind == GX_Q6_K) {   /* 8 chains per stream (gx__chains) */
+    if (GX_CHAINED(kind)) {   /* 8 chains per stream (gx__chains) */
         __m256 ac[4][8];
         GX_UNROLL
         for (int i = 0; i < NS; i++)
@@ -504,9 +556,9 @@ GX_INLINE void gx__dec(int kind, int NS, const uint8_t *const *g, int64_t nb, co
         for (int i = 0; i < NS; i++) gx__store(o[i], gx__sum8(ac[i]), nr[i]);
         return;
     }
-    __m256 acc[4];
+    __m256 acc[4], accm[4];
     GX_UNROLL
-    for (int i = 0; i < NS; i++) acc[i] = _mm256_setzero_ps();
+    for (int i = 0; i < NS; i++) acc[i] = accm[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *y = x + (size_t)b * ysz;
         if (kq) {
@@ -517,17 +569,21 @@ GX_INLINE void gx__dec(int kind, int NS, const uint8_t *const *g, int64_t nb, co
             __m256i isum[4];
             GX_UNROLL
             for (int i = 0; i < NS; i++) isum[i] = _mm256_setzero_si256();
-            for (int qt = 0; qt < 4; qt++)
+            for (int qt = 0; qt < 4; qt++) {
                 GX_UNROLL
                 for (int i = 0; i < NS; i++) {
                     const uint8_t *blk = g[i] + (size_t)b * bsz;
                     for (int l = 0; l < lines; l++)
                         _mm_prefetch((const char *)blk + GX_PF_DEC + 64 * (lines * qt + l), _MM_HINT_T0);
+                    if (kind == GX_Q4_K) isum[i] = _mm256_setzero_si256();
                     gx__kunit(kind, 1, blk, &yk, qt, &isum[i]);
+                    if (kind == GX_Q4_K) gx__kunit_acc(blk, yk, ys2, qt, isum[i], &acc[i], &accm[i]);
                 }
-            GX_UNROLL
-            for (int i = 0; i < NS; i++)
-                acc[i] = gx__kfinish(g[i] + (size_t)b * bsz, yk, ys2, isum[i], acc[i]);
+            }
+            if (kind != GX_Q4_K)
+                GX_UNROLL
+                for (int i = 0; i < NS; i++)
+                    acc[i] = gx__kfinish(g[i] + (size_t)b * bsz, yk, ys2, isum[i], acc[i]);
             continue;
         }
         GX_UNROLL
@@ -542,7 +598,7 @@ GX_INLINE void gx__dec(int kind, int NS, const uint8_t *const *g, int64_t nb, co
         }
     }
     GX_UNROLL
-    for (int i = 0; i < NS; i++) gx__store(o[i], acc[i], nr[i]);
+    for (int i = 0; i < NS; i++) gx__store(o[i], kind == GX_Q4_K ? _mm256_sub_ps(acc[i], accm[i]) : acc[i], nr[i]);
 }
 
 typedef void (*gx__dfn)(const uint8_t *const *g, int64_t nb, const uint8_t *x, float *const *o,
@@ -552,7 +608,7 @@ typedef void (*gx__dfn)(const uint8_t *const *g, int64_t nb, const uint8_t *x, f
 #define GX_FN(kind, TT) \
     static void gx__t_##kind##_##TT(const uint8_t *g, int64_t nb, const uint8_t *x, size_t x_stride, \
                                     float *out, int64_t N, int64_t n0, int nr) { \
-        if (kind == GX_Q5_0 || kind == GX_Q6_K) gx__tile_chains(kind, TT, g, nb, x, x_stride, out, N, n0, nr); \
+        if (GX_CHAINED(kind)) gx__tile_chains(kind, TT, g, nb, x, x_stride, out, N, n0, nr); \
         else if (kind >= GX_Q4_K) gx__tile_k(kind, TT, g, nb, x, x_stride, out, N, n0, nr); \
         else gx__tile(kind, TT, g, nb, x, x_stride, out, N, n0, nr); }
 #define GXD_FN(kind, NS) \
