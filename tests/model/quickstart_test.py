@@ -92,11 +92,13 @@ check(n_eq >= 4, f"greedy starts with the reference's tokens: {n_eq} of the firs
 # the model against all four references (tests/model/ref_test.py), at the issue's bars except
 # greedy. Measured 2026-12-02 after the Q8_0, Q4_K and attention-value float orders were made
 # llama.cpp's: worst 0.188 x std, top-1 >= 92% on every prompt, full prompt logits top-1 on
-# every position (24/24), the first 3/4/3 prompt positions of prompts 1-3 bit-identical; first
+# every position (24/24), the first 3/8/6 prompt positions of prompts 1-3 bit-identical (all
+# 262144 logits; the test asserts 3, which every reordered float sum breaks); first
 # 16 greedy tokens equal on 2 of 4 prompts (issue: 3; both misses are decode-step near-ties)
 r = subprocess.run([sys.executable, os.path.join(here, "ref_test.py"), "gemma-3-270m-q4_k_m",
                     "--model-path", model, "--tol", "0.25", "--top1", "0.9", "--greedy-prefix", "16",
-                    "--greedy-min", "2", "--full-top1", "0.9"], capture_output=True, text=True,
+                    "--greedy-min", "2", "--full-top1", "0.9",
+                    "--exact-positions", "3"], capture_output=True, text=True,
                    timeout=900, env=dict(os.environ, SAMPAN=sampan, SAMPAN_SHARED=shared))
 print(r.stdout[-3000:])
 check(r.returncode == 0, f"ref_test on gemma-3-270m-q4_k_m (exit {r.returncode})")

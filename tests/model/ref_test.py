@@ -7,7 +7,8 @@ For one model of ../shared/models and each ../shared/reference/<model>/prompt-N.
   2. `sampan score --tokens <prompt + greedy[:-1]> --logits F`: at every position and every
      listed id, |ours - ref| <= tol * std; top-1 must agree at >= --top1 of the positions;
   3. where <prompt>.prompt_logits.f32 exists: the full prompt logits match within --full-rel
-     (max-norm relative).
+     (max-norm relative), agree in top-1 (--full-top1), and their first --exact-positions rows
+     are bit-identical (for implementations that keep llama.cpp's float orders).
 Prints one line per check and "N passed, N failed"; exits 77 when ../shared is absent.
 """
 import atexit, shutil, tempfile
@@ -26,6 +27,8 @@ ap.add_argument("--full-top1", type=float, default=None,
 ap.add_argument("--greedy-prefix", type=int, default=0,
                 help="the first N greedy tokens must equal the reference's on >= --greedy-min prompts")
 ap.add_argument("--greedy-min", type=int, default=0)
+ap.add_argument("--exact-positions", type=int, default=0,
+                help="the first N rows of each .prompt_logits.f32 must be bit-identical to ours")
 ap.add_argument("--threads", default="2")
 ap.add_argument("--launcher", default="", help="prefix for every sampan command, e.g. 'mpirun -np 4'")
 ap.add_argument("--sampan-args", default="", help="extra arguments for run and score, e.g. '--tp 2 --pp 2'")
@@ -118,6 +121,14 @@ for pf in prompts:
         mx = max(abs(x) for x in full)
         d = max(abs(full[j] - logits[j]) for j in range(n))
         check(d / mx <= args.full_rel, f"{name}: full prompt logits max-norm relative error {d / mx:.3g} (tol {args.full_rel:g})")
+    if args.exact_positions and os.path.exists(fp):
+        full = array.array("f")
+        with open(fp, "rb") as f:
+            full.frombytes(f.read())
+        k = min(args.exact_positions, len(full) // V)
+        n_diff = sum(1 for j in range(k * V) if full[j] != logits[j])
+        check(n_diff == 0, f"{name}: full prompt logits of the first {k} positions bit-identical "
+                           f"({n_diff} of {k * V} differ)")
     if args.full_top1 is not None and os.path.exists(fp):
         full = array.array("f")
         with open(fp, "rb") as f:
