@@ -6,7 +6,8 @@
  * 8-lane chain per position; softmax as kern_softmax; out[d] = sum_p a_p * v_p[d] as 8 fma
  * chains per element (positions p mod 8) summed as hsum_8. Both are the float order of
  * llama.cpp's F32 sgemm (8 lanes), which its CPU attention (KV cache F32, flash attention
- * off) uses, so references made with it are met bit for bit. Four positions are scored at once (independent chains).
+ * off) uses, so references made with it are met bit for bit. Four positions are scored at
+ * once (independent chains).
  * The G query heads that share a KV head are done in one call: each K row is loaded once and
  * scored against every head (then from L1); each head's arithmetic is the one above.
  * F16 and BF16 caches: each 8-element load is widened to f32 exactly (vcvtph2ps, a shift),
@@ -64,20 +65,21 @@ AT_INLINE void at__score4(float *att, const float *q, int D, float scale, int p,
  * run over 8 output elements at a time, so each c_l is one accumulator. */
 AT_INLINE void at__values(float *out, const float *att, int D, int n, const kern_kv_view *kv,
                           int type) {
-    for (int d0 = 0; d0 < D; d0 += 8) {
-        __m256 c[8];
-        for (int l = 0; l < 8; l++) c[l] = _mm256_setzero_ps();
-        int pp = 0;
-        for (; pp + 8 <= n; pp += 8)
-            for (int l = 0; l < 8; l++)
-                c[l] = _mm256_fmadd_ps(_mm256_broadcast_ss(att + pp + l),
-                                       at__load(at__row(kv->v, kv, pp + l, type), d0, type), c[l]);
-        for (int l = 0; pp + l < n; l++)
-            c[l] = _mm256_fmadd_ps(_mm256_broadcast_ss(att + pp + l),
-                                   at__load(at__row(kv->v, kv, pp + l, type), d0, type), c[l]);
-        __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c[0], c[4]), _mm256_add_ps(c[2], c[6])),
-                                 _mm256_add_ps(_mm256_add_ps(c[1], c[5]), _mm256_add_ps(c[3], c[7])));
-        _mm256_storeu_ps(out + d0, s);
+    for (int d0 = 0; d0 < D; d0 += 64) {   /* up to 8 vectors of outputs, 8 chains each */
+        const int nv = (D - d0 < 64 ? D - d0 : 64) / 8;
+        __m256 c[8][8];   /* [chain][vector] */
+        for (int l = 0; l < 8; l++)
+            for (int i = 0; i < 8; i++) c[l][i] = _mm256_setzero_ps();
+        for (int pp = 0; pp < n; pp++) {
+            const char *v = at__row(kv->v, kv, pp, type);   /* once per position and chunk */
+            const __m256 a = _mm256_broadcast_ss(att + pp);
+            __m256 *cl = c[pp % 8];
+            for (int i = 0; i < nv; i++) cl[i] = _mm256_fmadd_ps(a, at__load(v, d0 + 8 * i, type), cl[i]);
+        }
+        for (int i = 0; i < nv; i++)
+            _mm256_storeu_ps(out + d0 + 8 * i,
+                             _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c[0][i], c[4][i]), _mm256_add_ps(c[2][i], c[6][i])),
+                                           _mm256_add_ps(_mm256_add_ps(c[1][i], c[5][i]), _mm256_add_ps(c[3][i], c[7][i]))));
     }
 }
 

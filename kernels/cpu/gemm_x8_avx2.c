@@ -49,7 +49,7 @@
  * apart side by side (gx__dec): the same arithmetic per output, more cache-line misses in
  * flight per core.
  * Per block and token the 8 rows cost 8 maddubs + 8 adds (Q4_0's int16 sums are exact: 16
- * products of |q*y| <= 15*127 per lane; Q5_1's are flushed to int32 after 8, IQ4_NL's and Q8_0's
+ * products of |q*y| <= 15*127 per lane; Q5_1's are flushed to int32 after 8, IQ4_NL's
  * after each vpmaddubsw) and 5 ops for the scaling: about 3x fewer operations per multiply-add than the per-row tiles, and no
  * horizontal sums.
  */
@@ -148,26 +148,21 @@ GX_INLINE void gx__codes(const uint8_t *p, const uint8_t *qh, int sh, int hm, __
 /* ---- blocks of 32: Q4_0, Q5_0, Q8_0 ------------------------------------------------------- */
 
 /* exact int32 sums s[j] of one packed block with TT tokens' blocks y[j] (Q4_0 already minus
- * 8 * sum(y)); Q4_0, Q8_0, IQ4_NL, Q4_1, Q5_1 */
+ * 8 * sum(y)); Q4_0, IQ4_NL, Q4_1, Q5_1 (Q5_0 and Q8_0 keep 8 chains: gx__q5_0_chains,
+ * gx__q8_0_chains) */
 GX_INLINE void gx__blk(int kind, int TT, const uint8_t *blk, const gemm_q8p *const *y, __m256i *s) {
     const __m256i ones = _mm256_set1_epi16(1);
     GX_UNROLL
     for (int j = 0; j < TT; j++) s[j] = _mm256_setzero_si256();
-    if (kind == GX_Q8_0 || kind == GX_IQ4_NL) {   /* signed x signed: the sign trick */
+    if (kind == GX_IQ4_NL) {   /* signed x signed: the sign trick */
         static const int8_t levels[16] __attribute__((aligned(16))) = QT_IQ4NL_VALUES;
         const __m256i lut = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)levels));
         __m256i lo = lut, hi = lut;
         GX_UNROLL
         for (int c = 0; c < 8; c++) {   /* 8 vectors of 32 quants; IQ4_NL: segment c/2's levels */
-            __m256i w;
-            int yo = 4 * c;
-            if (kind == GX_Q8_0) {
-                w = _mm256_loadu_si256((const __m256i *)(blk + X8_B32_Q + 32 * c));
-            } else {
-                if (c % 2 == 0) gx__codes(blk + X8_B32_Q + 16 * c, NULL, 0, 0, &lo, &hi);
-                w = _mm256_shuffle_epi8(lut, c % 2 ? hi : lo);
-                yo = 16 * (c % 2) + 2 * (c - c % 2);
-            }
+            if (c % 2 == 0) gx__codes(blk + X8_B32_Q + 16 * c, NULL, 0, 0, &lo, &hi);
+            const __m256i w = _mm256_shuffle_epi8(lut, c % 2 ? hi : lo);
+            const int yo = 16 * (c % 2) + 2 * (c - c % 2);
             __m256i aw = _mm256_sign_epi8(w, w);
             GX_UNROLL
             for (int j = 0; j < TT; j++) {
@@ -417,7 +412,7 @@ GX_INLINE void gx__q6k_chains(const uint8_t *blk, const block_q8_K *y, const int
     }
 }
 
-/* acc after Q4_K/Q5_K super-block blk for token y, given its isum (all units) and
+/* acc after Q5_K super-block blk for token y, given its isum (all units) and
  * ys2 = gx__ysums(y) */
 GX_INLINE __m256 gx__kfinish(const uint8_t *blk, const block_q8_K *y, const int32_t *ys2,
                              __m256i isum, __m256 acc) {
@@ -431,15 +426,19 @@ GX_INLINE __m256 gx__kfinish(const uint8_t *blk, const block_q8_K *y, const int3
 
 /* Q4_K in the float order of ggml's repacked AVX2 Q4_K gemm (block_q4_Kx8): two accumulators
  * per output, per unit u (sub-blocks 2u, 2u+1) in order: accd = fma((float)isum_u, d_r * dy,
- * accd), accm = fma((float)imin_u, dmin_r * dy, accm); out = accd - accm. */
-GX_INLINE void gx__kunit_acc(const uint8_t *blk, const block_q8_K *y, const int32_t *ys2, int u,
-                             __m256i isum, __m256 *accd, __m256 *accm) {
+ * accd), accm = fma((float)imin_u, dmin_r * dy, accm); out = accd - accm. dd[0], dd[1]: the
+ * super-block's d_r * dy and dmin_r * dy (gx__kscales). */
+GX_INLINE void gx__kscales(const uint8_t *blk, const block_q8_K *y, __m256 dd[2]) {
     __m256 dy = _mm256_broadcast_ss(&y->d);
-    __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
-    __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16)));
+    dd[0] = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk)), dy);
+    dd[1] = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16))), dy);
+}
+
+GX_INLINE void gx__kunit_acc(const uint8_t *blk, const __m256 dd[2], const int32_t *ys2, int u,
+                             __m256i isum, __m256 *accd, __m256 *accm) {
     __m256i imin = gx__wpair(blk + X8_QK_MN, u, 0, ys2);
-    *accd = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, dy), *accd);
-    *accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), _mm256_mul_ps(dmin, dy), *accm);
+    *accd = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), dd[0], *accd);
+    *accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), dd[1], *accm);
 }
 
 /* gx__tile for Q4_K, Q5_K: nb super-blocks */
@@ -459,14 +458,18 @@ GX_INLINE void gx__tile_k(int kind, int TT, const uint8_t *g, int64_t nb, const 
         __m256i isum[GX_TT];
         if (kind == GX_Q4_K) {
             int32_t ys2[GX_TT][8];
+            __m256 dd[GX_TT][2];
             GX_UNROLL
-            for (int j = 0; j < TT; j++) gx__ysums(kind, y[j], ys2[j]);
+            for (int j = 0; j < TT; j++) {
+                gx__ysums(kind, y[j], ys2[j]);
+                gx__kscales(blk, y[j], dd[j]);
+            }
             for (int u = 0; u < 4; u++) {
                 GX_UNROLL
                 for (int j = 0; j < TT; j++) isum[j] = _mm256_setzero_si256();
                 gx__kunit(kind, TT, blk, y, u, isum);
                 GX_UNROLL
-                for (int j = 0; j < TT; j++) gx__kunit_acc(blk, y[j], ys2[j], u, isum[j], &acc[j], &accm[j]);
+                for (int j = 0; j < TT; j++) gx__kunit_acc(blk, dd[j], ys2[j], u, isum[j], &acc[j], &accm[j]);
             }
             continue;
         }
@@ -567,8 +570,12 @@ GX_INLINE void gx__dec(int kind, int NS, const uint8_t *const *g, int64_t nb, co
             int32_t ys2[8];
             gx__ysums(kind, yk, ys2);   /* once for all streams */
             __m256i isum[4];
+            __m256 dd[4][2];
             GX_UNROLL
-            for (int i = 0; i < NS; i++) isum[i] = _mm256_setzero_si256();
+            for (int i = 0; i < NS; i++) {
+                isum[i] = _mm256_setzero_si256();
+                if (kind == GX_Q4_K) gx__kscales(g[i] + (size_t)b * bsz, yk, dd[i]);
+            }
             for (int qt = 0; qt < 4; qt++) {
                 GX_UNROLL
                 for (int i = 0; i < NS; i++) {
@@ -577,7 +584,7 @@ GX_INLINE void gx__dec(int kind, int NS, const uint8_t *const *g, int64_t nb, co
                         _mm_prefetch((const char *)blk + GX_PF_DEC + 64 * (lines * qt + l), _MM_HINT_T0);
                     if (kind == GX_Q4_K) isum[i] = _mm256_setzero_si256();
                     gx__kunit(kind, 1, blk, &yk, qt, &isum[i]);
-                    if (kind == GX_Q4_K) gx__kunit_acc(blk, yk, ys2, qt, isum[i], &acc[i], &accm[i]);
+                    if (kind == GX_Q4_K) gx__kunit_acc(blk, dd[i], ys2, qt, isum[i], &acc[i], &accm[i]);
                 }
             }
             if (kind != GX_Q4_K)
