@@ -135,14 +135,17 @@ typedef struct {
     int type;                    /* QT_F32, QT_F16 or QT_BF16 */
     int first;                   /* position of row 0: a sliding window's view starts there, so
                                     table entries of blocks wholly before it are never read */
+    int v_dim;                   /* Dv: elements of a value (and of out); 0: D. Latent attention
+                                    (MLA) reads its values as the first Dv elements of the key
+                                    rows: v == k there */
 } kern_kv_view;
 
-/* One query head's causal attention: out (D) = sum_p softmax_p(scale * q . k_p) v_p over
- * positions p < n; att: n floats of scratch. The arithmetic of a call depends only on its
+/* One query head's causal attention: out (Dv) = sum_p softmax_p(scale * q . k_p) v_p over
+ * positions p < n (Dv = kv->v_dim, or D); att: n floats of scratch. The arithmetic of a call depends only on its
  * operands (batch invariant); AVX2 when the ISA allows and D % 8 == 0, else scalar. */
 void kern_attn(float *out, const float *q, int D, float scale, int n, const kern_kv_view *kv,
                float *att);
-/* G query heads that share one KV head (grouped-query attention): q and out are (G, D), att
+/* G query heads that share one KV head (grouped-query attention): q (G, D) and out (G, Dv), att
  * G*n floats. Each head's output is bit for bit kern_attn's on it; the K and V rows are read
  * once for the group instead of once per head. */
 void kern_attn_group(float *out, const float *q, int G, int D, float scale, int n,

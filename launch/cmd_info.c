@@ -114,6 +114,24 @@ int cmd_info(int argc, char **argv) {
         if (c->rope_scaling == ROPE_SCALING_YARN) printf(" of %d positions", c->rope_ctx_orig);
         printf("; rms eps %g; qkv bias %s; output %s\n", c->norm_eps, c->qkv_bias ? "yes" : "no",
                c->tied_output ? "tied to token_embd" : "separate");
+        if (c->attn == ATTN_MLA)
+            printf("attention: multi-head latent, q_lora_rank %d%s, kv_lora_rank %d, query/key "
+                   "head %d (%d + %d rope), value head %d, scale %g\n", c->q_lora,
+                   c->q_lora ? "" : " (plain attn_q)", c->kv_lora, c->head_dim,
+                   c->head_dim - c->n_rot, c->n_rot, c->v_dim, (double)c->attn_scale);
+        if (c->n_expert)
+            printf("moe: %d experts (%d used, %d shared), expert ffn %d, groups %d (%d used), "
+                   "gating %s%s, weights %sx %g; %d leading dense blocks\n", c->n_expert,
+                   c->n_expert_used, c->n_expert_shared, c->expert_ffn, c->n_group,
+                   c->n_group_used, c->gating == GATE_SIGMOID ? "sigmoid" : "softmax",
+                   m->layers[c->n_dense < c->n_layers ? c->n_dense : 0].exp_bias
+                       ? " + selection bias" : "",
+                   c->expert_norm ? "normalised " : "", (double)c->expert_scale, c->n_dense);
+        int kvv = model_kv_values(m);
+        printf("kv cache: %d values per token and layer (%s), %d bytes f16 / %d bytes f32; "
+               "%zu bytes f16 per token\n", kvv,
+               c->attn == ATTN_MLA ? "the latent and the RoPE key" : "K and V", kvv * 2, kvv * 4,
+               (size_t)kvv * 2 * (size_t)c->n_layers * (size_t)m->shard.n_kv_heads);
         printf("weights: %.2f MiB used for inference\n", (double)m->weight_bytes / (1 << 20));
         model_free(m);
     } else {

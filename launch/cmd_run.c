@@ -24,7 +24,7 @@
 
 typedef struct {
     const char *model, *prompt, *backend;
-    long n_predict, threads, n_ctx, batch, tp, pp;
+    long n_predict, threads, n_ctx, batch, tp, pp, ep;
     int kv_type;
     sample_params sp;
     int json, ignore_eos;
@@ -48,6 +48,8 @@ static void run_usage(void) {
           "  --backend B         cpu, cuda or auto (default cpu)\n"
           "  --tp N --pp N       tensor x pipeline parallel ranks (under mpirun/srun; default:\n"
           "                      every rank in one tensor-parallel group)\n"
+          "  --ep N              expert parallel ranks for MoE models (world = tp x ep x pp):\n"
+          "                      each holds 1/N of the routed experts\n"
           "  --json              print one JSON object instead of streaming text\n",
           stdout);
 }
@@ -78,6 +80,7 @@ static int parse(int argc, char **argv, run_opts *o) {
         else if (!strcmp(a, "-b")) { if (cli_int(a, v, 1, 1 << 16, &o->batch)) return -1; }
         else if (!strcmp(a, "--tp")) { if (cli_int(a, v, 1, 4096, &o->tp)) return -1; }
         else if (!strcmp(a, "--pp")) { if (cli_int(a, v, 1, 4096, &o->pp)) return -1; }
+        else if (!strcmp(a, "--ep")) { if (cli_int(a, v, 1, 4096, &o->ep)) return -1; }
         else if (!strcmp(a, "--kv-type")) { if (cli_kv_type(a, v, &o->kv_type)) return -1; }
         else if (!strcmp(a, "--backend")) { if (cli_backend(a, v, &o->backend)) return -1; }
         else if (!strcmp(a, "--temp")) { if (cli_float(a, v, 0, 100, &d)) return -1; o->sp.temp = (float)d; }
@@ -189,7 +192,7 @@ int cmd_run(int argc, char **argv) {
     if (parse(argc, argv, &o)) return 2;
     char err[512];
     rank_ctx rk;
-    if (rank_init(&argc, &argv, (int)o.tp, (int)o.pp, o.model, &rk)) {
+    if (rank_init(&argc, &argv, (int)o.tp, (int)o.pp, (int)o.ep, o.model, &rk)) {
         comm_world_finalize();
         return 1;
     }

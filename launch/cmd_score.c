@@ -132,13 +132,13 @@ static void score_emit(void *user, const sched_event *ev) {
 int cmd_score(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *ids_arg = NULL, *logits_path = NULL;
     const char *backend = "cpu";
-    long K = 32, threads = 0, batch = 512, tp = 0, pp = 0;
+    long K = 32, threads = 0, batch = 512, tp = 0, pp = 0, ep = 0;
     int kv_type = QT_F32;   /* a scoring tool: the reference tolerances are F32's */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs("usage: sampan score -m MODEL (-p PROMPT | --tokens ID,ID,...) [--top K] [-t N]\n"
-                  "                    [-b BATCH] [--logits FILE] [--tp N --pp N]\n"
+                  "                    [-b BATCH] [--logits FILE] [--tp N --pp N --ep N]\n"
                   "                    [--kv-type f32|f16|bf16 (default f32)] [--backend cpu|cuda|auto]\n",
                   stdout);
             return 0;
@@ -153,6 +153,7 @@ int cmd_score(int argc, char **argv) {
         else if (!strcmp(a, "-b")) { if (cli_int(a, v, 1, 1 << 16, &batch)) return 2; }
         else if (!strcmp(a, "--tp")) { if (cli_int(a, v, 1, 4096, &tp)) return 2; }
         else if (!strcmp(a, "--pp")) { if (cli_int(a, v, 1, 4096, &pp)) return 2; }
+        else if (!strcmp(a, "--ep")) { if (cli_int(a, v, 1, 4096, &ep)) return 2; }
         else if (!strcmp(a, "--kv-type")) { if (cli_kv_type(a, v, &kv_type)) return 2; }
         else if (!strcmp(a, "--backend")) { if (cli_backend(a, v, &backend)) return 2; }
         else {
@@ -166,7 +167,7 @@ int cmd_score(int argc, char **argv) {
     }
     char err[512];
     rank_ctx rk;
-    if (rank_init(&argc, &argv, (int)tp, (int)pp, model_path, &rk)) {
+    if (rank_init(&argc, &argv, (int)tp, (int)pp, (int)ep, model_path, &rk)) {
         comm_world_finalize();
         return 1;
     }

@@ -47,7 +47,7 @@
 typedef struct {
     const char *model, *host, *api_key, *model_name, *chat_template, *backend;
     int kv_type;
-    long port, tp, pp, threads, n_ctx, max_batch_tokens, max_seqs, max_connections, timeout;
+    long port, tp, pp, ep, threads, n_ctx, max_batch_tokens, max_seqs, max_connections, timeout;
     long block_size, request_timeout, max_per_client, drain_seconds;
     size_t kv_mem, max_body;
 } serve_opts;
@@ -83,7 +83,8 @@ static void serve_usage(void) {
           "                         finish this long, then end the rest (default 30; a second\n"
           "                         signal ends them at once)\n"
           "  -t N                   threads (default: the CPUs this process may run on)\n"
-          "  --tp N --pp N          tensor x pipeline parallel ranks (under mpirun/srun)\n",
+          "  --tp N --pp N          tensor x pipeline parallel ranks (under mpirun/srun)\n"
+          "  --ep N                 expert parallel ranks (MoE models; world = tp x ep x pp)\n",
           stdout);
 }
 
@@ -141,6 +142,7 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
         else if (!strcmp(a, "--port")) { if (cli_int(a, v, 0, 65535, &o->port)) return -1; }
         else if (!strcmp(a, "--tp")) { if (cli_int(a, v, 1, 4096, &o->tp)) return -1; }
         else if (!strcmp(a, "--pp")) { if (cli_int(a, v, 1, 4096, &o->pp)) return -1; }
+        else if (!strcmp(a, "--ep")) { if (cli_int(a, v, 1, 4096, &o->ep)) return -1; }
         else if (!strcmp(a, "-t")) { if (cli_int(a, v, 0, 4096, &o->threads)) return -1; }
         else if (!strcmp(a, "-c")) { if (cli_int(a, v, 1, 1 << 24, &o->n_ctx)) return -1; }
         else if (!strcmp(a, "--max-batch-tokens")) { if (cli_int(a, v, 1, 1 << 20, &o->max_batch_tokens)) return -1; }
@@ -274,7 +276,7 @@ int cmd_serve(int argc, char **argv) {
 
     char err[512];
     rank_ctx rk;
-    if (rank_init(&argc, &argv, (int)o.tp, (int)o.pp, o.model, &rk)) {
+    if (rank_init(&argc, &argv, (int)o.tp, (int)o.pp, (int)o.ep, o.model, &rk)) {
         comm_world_finalize();
         return 1;
     }

@@ -31,7 +31,7 @@
 #include "kern.h"
 #include "pool.h"
 
-#define BACKEND_VERSION 3   /* 3: backend_rope.scaling */
+#define BACKEND_VERSION 4   /* 3: backend_rope.scaling; 4: the MLA and MoE slots */
 
 typedef struct backend backend;
 
@@ -77,6 +77,43 @@ typedef struct {
     int window;                    /* W > 0: position p attends to p-W+1..p only (sliding window,
                                       and reads no block-table entry before that); 0: 0..p */
 } backend_attn;
+
+/* Multi-head latent attention (DeepSeek-V2/V3) of this rank's H heads. Its cache is a
+ * backend_kv of one KV head whose head_dim is R + Dr (the RMS-normed latent, then the RoPE
+ * key shared by all heads) and no V: values are the latent, the first R of each row. */
+typedef struct {
+    int n_heads;                   /* H (this rank's) */
+    int rank;                      /* R: kv_lora_rank */
+    int nope_dims, rope_dims;      /* Dn, Dr: a query head is Dn + Dr (no-RoPE part first) */
+    int v_dim;                     /* Dv */
+    float scale;                   /* applied to q . k (1/sqrt(Dn + Dr), YaRN's mscale^2) */
+    const kern_weight *k_b;        /* (H) per head (R, Dn): q_nope into the latent */
+    const kern_weight *v_b;        /* (H) per head (Dv, R): the latent output to values */
+    backend_rope rope;             /* of the Dr RoPE dims, pairs (2i, 2i+1) */
+} backend_mla;
+
+/* DeepSeekMoE routing of T positions. */
+typedef struct {
+    int n_expert;                  /* E */
+    int k;                         /* experts per position */
+    int n_group, n_group_used;     /* group-limited routing; n_group <= 1: none */
+    int gating;                    /* model_gating: 1 softmax, 2 sigmoid */
+    int norm;                      /* the k weights normalised to sum 1 */
+    float scale;                   /* then times this */
+    const float *bias;             /* (E) device: exp_probs_b, added for selection only; or NULL */
+} backend_route;
+
+/* One step of a rank's routed experts, planned on the host (runtime/model_moe.c): expert e
+ * (local index) serves the pairs [off[e], off[e+1]); pair i reads row row[i] of x and writes
+ * w[i] * FFN_e(x_row) to row dst[i] of y. A step's tokens are grouped by expert, so each
+ * expert's weights are read once per step. */
+typedef struct {
+    int n_expert;                  /* El: this rank's experts */
+    const int32_t *off;            /* (El + 1) host */
+    const int32_t *row, *dst;      /* (pairs) host */
+    const float *w;                /* (pairs) host */
+    const kern_weight *gate, *up, *down;  /* (El): (Fe, C), (Fe, C), (C, Fe) */
+} backend_moe;
 
 /* The output head for the positions that want logits. */
 typedef struct {
@@ -151,6 +188,27 @@ typedef struct {
     int (*geglu)(backend *b, float *gate, const float *up, size_t n);
     /* [optional] x (n) *= s (Gemma's embedding scale) */
     int (*scale)(backend *b, float *x, float s, size_t n);
+    /* [optional] MLA cache write: kva (T, R + Dr) is the latent then the RoPE key of each
+     * position; the latent is RMS-normed by norm (R), the key rotated (a->rope), and the R + Dr
+     * values written to layer l of kv */
+    int (*mla_kv_write)(backend *b, const backend_kv *kv, int l, const float *kva,
+                        const float *norm, float eps, int T, const backend_mla *a);
+    /* [optional] out (T, H*Dv) = MLA of q (T, H*(Dn+Dr)) over layer l, absorbed: each head's
+     * RoPE part rotated in place in q, its q_nope taken into the latent by k_b (qlat (T, H,
+     * R + Dr) scratch), all heads attending over the one latent head (olat (T, H, R) scratch),
+     * then v_b per head */
+    int (*mla_attention)(backend *b, const backend_kv *kv, int l, float *out, float *q,
+                         float *qlat, float *olat, int T, const backend_mla *a);
+    /* [optional] MoE routing: from router logits (T, E) (device), each position's k experts in
+     * ascending id order, ids (T, k) and weights (T, k) in HOST memory */
+    int (*moe_route)(backend *b, int32_t *ids, float *w, const float *logits, int T,
+                     const backend_route *r);
+    /* [optional] the routed experts' pairs of backend_moe: y rows (C) from x rows */
+    int (*moe_experts)(backend *b, float *y, const float *x, int C, const backend_moe *m);
+    /* [optional] out (n, C) = the k rows y[i*k .. i*k + k) summed in that order, for i < n */
+    int (*sum_rows)(backend *b, float *out, const float *y, int n, int k, int C);
+    /* [optional] out (n, C): row i = x[rows[i]] (rows: host) */
+    int (*gather_rows)(backend *b, float *out, const float *x, const int32_t *rows, int n, int C);
 } backend_i;
 
 struct backend {

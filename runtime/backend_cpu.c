@@ -22,6 +22,8 @@ typedef struct {
     float *att;             /* (n_threads, att_per) attention scores */
     size_t att_per;
     backend_batch bb;       /* the current pass's positions (host, the caller's) */
+    float *rows;            /* MLA / MoE: gathered rows and their products (grows) */
+    size_t rows_floats;
 } cpu_ctx;
 
 static int cpu__oom(backend *b, const char *what, size_t bytes) {
@@ -35,8 +37,24 @@ static void cpu__free(backend *b) {
     pool_free(c->pool);
     free(c->scratch);
     free(c->att);
+    free(c->rows);
     free(c);
     free(b);
+}
+
+/* c->rows holding at least n floats */
+static float *cpu__rows(backend *b, size_t n) {
+    cpu_ctx *c = b->ctx;
+    if (n > c->rows_floats) {
+        float *p = realloc(c->rows, n * sizeof(float));
+        if (!p) {
+            cpu__oom(b, "gathered rows", n * sizeof(float));
+            return NULL;
+        }
+        c->rows = p;
+        c->rows_floats = n;
+    }
+    return c->rows;
 }
 
 /* ---- memory ------------------------------------------------------------------------------ */
@@ -234,7 +252,7 @@ static void cpu__attn_worker(void *arg, int ith, int nth) {
         kern_kv_view v = { (const char *)kv->k + base, (const char *)kv->v + base,
                            j->c->bb.tables[t], kv->block_size,
                            (size_t)kv->block_size * kv->n_kv_heads * D, (size_t)D, kv->type,
-                           first };
+                           first, 0 };
         kern_attn_group(j->out + ((size_t)t * H + h0) * D, j->q + ((size_t)t * H + h0) * D,
                         h1 - h0, D, a->scale, n - first, &v, att);
     }
@@ -297,6 +315,218 @@ static int cpu__logits(backend *b, float *logits, const float *x, int C, float *
     return 0;
 }
 
+/* ---- multi-head latent attention (DeepSeek) ---------------------------------------------- */
+
+static int cpu__mla_kv_write(backend *b, const backend_kv *kv, int l, const float *kva,
+                             const float *norm, float eps, int T, const backend_mla *a) {
+    const cpu_ctx *c = b->ctx;
+    const int R = a->rank, Dr = a->rope_dims, D = kv->head_dim;   /* D == R + Dr */
+    const size_t es = kv__esize(kv->type);
+    float row[D];
+    for (int t = 0; t < T; t++) {
+        const float *src = kva + (size_t)t * D;
+        int p = c->bb.pos[t];
+        kern_rmsnorm(row, src, norm, R, eps);
+        memcpy(row + R, src + R, (size_t)Dr * sizeof(float));
+        kern_rope(row + R, 1, Dr, Dr, p, a->rope.base, 0, a->rope.freq_factors, &a->rope.scaling);
+        int blk = c->bb.tables[t][p / kv->block_size], off = p % kv->block_size;
+        kv__store((char *)kv->k + kv__index(kv, l, blk, 0, off) * es, row, D, kv->type);
+    }
+    return 0;
+}
+
+/* out (T, n_out per head) for every head h: w[h] . in[:, h] where in is (T, H, stride) from
+ * column c0; the result goes to (T, H, ostride) from column o0. Head by head, each one
+ * matmul over the pool (its rows gathered first), so every value is kern_matmul's. */
+static int cpu__per_head(backend *b, const kern_weight *w, int H, const float *in, int stride,
+                         int c0, float *out, int ostride, int o0, int T) {
+    const int K = (int)w[0].n_cols, N = (int)w[0].n_rows;
+    float *g = cpu__rows(b, (size_t)T * (size_t)(K + N));
+    if (!g) return -1;
+    float *y = g + (size_t)T * K;
+    for (int h = 0; h < H; h++) {
+        for (int t = 0; t < T; t++)
+            memcpy(g + (size_t)t * K, in + ((size_t)t * H + h) * stride + c0, (size_t)K * sizeof(float));
+        if (cpu__matmul(b, y, &w[h], g, T)) return -1;
+        for (int t = 0; t < T; t++)
+            memcpy(out + ((size_t)t * H + h) * ostride + o0, y + (size_t)t * N, (size_t)N * sizeof(float));
+    }
+    return 0;
+}
+
+/* one unit per (position, chunk of heads): all heads read the one latent KV head */
+typedef struct {
+    const cpu_ctx *c;
+    const backend_kv *kv;
+    int l, T, H, R, chunk;
+    float *olat;
+    const float *qlat;
+    float scale;
+} mla_job;
+
+static void cpu__mla_worker(void *arg, int ith, int nth) {
+    const mla_job *j = arg;
+    const backend_kv *kv = j->kv;
+    const int D = kv->head_dim, chunks = (j->H + j->chunk - 1) / j->chunk;
+    const size_t es = kv__esize(kv->type);
+    float *att = j->c->att + (size_t)ith * j->c->att_per;
+    const char *base = (const char *)kv->k + kv__index(kv, j->l, 0, 0, 0) * es;
+    int total = j->T * chunks;
+    for (int u = total * ith / nth; u < total * (ith + 1) / nth; u++) {
+        int t = u / chunks, h0 = (u % chunks) * j->chunk;
+        int h1 = h0 + j->chunk < j->H ? h0 + j->chunk : j->H;
+        const int n = j->c->bb.pos[t] + 1;
+        kern_kv_view v = { base, base, j->c->bb.tables[t], kv->block_size,
+                           (size_t)kv->block_size * D, (size_t)D, kv->type, 0, j->R };
+        kern_attn_group(j->olat + ((size_t)t * j->H + h0) * j->R,
+                        j->qlat + ((size_t)t * j->H + h0) * D, h1 - h0, D, j->scale, n, &v, att);
+    }
+}
+
+static int cpu__mla_attention(backend *b, const backend_kv *kv, int l, float *out, float *q,
+                              float *qlat, float *olat, int T, const backend_mla *a) {
+    cpu_ctx *c = b->ctx;
+    const int H = a->n_heads, R = a->rank, Dn = a->nope_dims, Dr = a->rope_dims;
+    const int Dq = Dn + Dr, D = R + Dr;
+    int n_max = 0;
+    for (int t = 0; t < T; t++) {
+        kern_rope(q + (size_t)t * H * Dq + Dn, H, Dq, Dr, c->bb.pos[t], a->rope.base, 0,
+                  a->rope.freq_factors, &a->rope.scaling);
+        for (int h = 0; h < H; h++)   /* the RoPE part joins the absorbed query as it is */
+            memcpy(qlat + ((size_t)t * H + h) * D + R, q + ((size_t)t * H + h) * Dq + Dn,
+                   (size_t)Dr * sizeof(float));
+        n_max = c->bb.pos[t] + 1 > n_max ? c->bb.pos[t] + 1 : n_max;
+    }
+    if (cpu__per_head(b, a->k_b, H, q, Dq, 0, qlat, D, 0, T)) return -1;   /* q_nope -> latent */
+    /* a thread's unit: a position's heads in chunks, so that one position keeps both busy */
+    int nth = pool_size(c->pool), chunk = T >= nth ? H : (H + nth - 1) / nth;
+    size_t per = (size_t)chunk * (size_t)n_max;
+    if (per > c->att_per) {
+        size_t bytes = per * (size_t)nth * sizeof(float);
+        float *p = realloc(c->att, bytes);
+        if (!p) return cpu__oom(b, "attention scores", bytes);
+        c->att = p;
+        c->att_per = per;
+    }
+    mla_job j = { c, kv, l, T, H, R, chunk, olat, qlat, a->scale };
+    pool_run(c->pool, cpu__mla_worker, &j);
+    return cpu__per_head(b, a->v_b, H, olat, R, 0, out, a->v_dim, 0, T);   /* latent -> values */
+}
+
+/* ---- DeepSeekMoE ------------------------------------------------------------------------- */
+
+/* index of the largest of x[0, n) not yet taken, ties to the lowest index; -1 if none */
+static int cpu__argmax_free(const float *x, const uint8_t *taken, int n) {
+    int best = -1;
+    for (int i = 0; i < n; i++)
+        if (!taken[i] && (best < 0 || x[i] > x[best])) best = i;
+    return best;
+}
+
+static int cpu__moe_route(backend *b, int32_t *ids, float *w, const float *logits, int T,
+                          const backend_route *r) {
+    const size_t E = (size_t)r->n_expert, G = r->n_group > 1 ? (size_t)r->n_group : 1;
+    const int k = r->k;
+    /* scores (E), selection scores (E), group scores (G), then flags: taken (E), chosen (E),
+     * groups kept (G) */
+    float *buf = cpu__rows(b, 2 * E + G + (2 * E + G) / sizeof(float) + 1);
+    if (!buf) return -1;
+    float *prob = buf, *sel = buf + E, *gscore = buf + 2 * E;
+    uint8_t *taken = (uint8_t *)(gscore + G), *chosen = taken + E, *gtaken = chosen + E;
+    for (int t = 0; t < T; t++) {
+        const float *lg = logits + (size_t)t * E;
+        if (r->gating == 1) {   /* softmax */
+            memcpy(prob, lg, (size_t)E * sizeof(float));
+            kern_softmax(prob, (int)E);
+        } else {                /* sigmoid */
+            for (size_t e = 0; e < E; e++) prob[e] = 1.0f / (1.0f + expf(-lg[e]));
+        }
+        for (size_t e = 0; e < E; e++) sel[e] = prob[e] + (r->bias ? r->bias[e] : 0.0f);
+        memset(taken, 0, (size_t)E);
+        if (r->n_group > 1) {   /* keep the n_group_used groups of the best top-2 sums */
+            const int per = E / r->n_group;
+            for (int g = 0; g < r->n_group; g++) {
+                const float *sg = sel + (size_t)g * per;
+                int a = 0;
+                for (int i = 1; i < per; i++) a = sg[i] > sg[a] ? i : a;
+                int c2 = -1;
+                for (int i = 0; i < per; i++)
+                    if (i != a && (c2 < 0 || sg[i] > sg[c2])) c2 = i;
+                gscore[g] = sg[a] + (c2 >= 0 ? sg[c2] : 0.0f);
+            }
+            memset(gtaken, 0, (size_t)r->n_group);
+            for (int i = 0; i < r->n_group_used; i++) gtaken[cpu__argmax_free(gscore, gtaken, r->n_group)] = 1;
+            for (size_t e = 0; e < E; e++) taken[e] = !gtaken[e / per];   /* masked out */
+        }
+        memset(chosen, 0, E);
+        for (int i = 0; i < k; i++) {
+            int e = cpu__argmax_free(sel, taken, (int)E);
+            if (e < 0) {
+                snprintf(b->err, sizeof b->err, "backend cpu: MoE routing found %d of %d experts", i, k);
+                return -1;
+            }
+            taken[e] = chosen[e] = 1;
+        }
+        int32_t *id = ids + (size_t)t * k;
+        float *wt = w + (size_t)t * k, sum = 0.0f;
+        for (int e = 0, i = 0; e < (int)E; e++)   /* ascending ids: the combine order */
+            if (chosen[e]) id[i] = e, wt[i] = prob[e], sum += prob[e], i++;
+        if (r->norm) {   /* llama.cpp clamps the sum at 2^-14 */
+            if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
+            for (int i = 0; i < k; i++) wt[i] /= sum;
+        }
+        for (int i = 0; i < k; i++) wt[i] *= r->scale;
+    }
+    return 0;
+}
+
+static int cpu__moe_experts(backend *b, float *y, const float *x, int C, const backend_moe *mo) {
+    int most = 0;
+    for (int e = 0; e < mo->n_expert; e++)
+        most = mo->off[e + 1] - mo->off[e] > most ? mo->off[e + 1] - mo->off[e] : most;
+    if (!most) return 0;
+    const int Fe = (int)mo->gate[0].n_rows;
+    float *g = cpu__rows(b, (size_t)most * (2 * (size_t)C + 2 * (size_t)Fe));
+    if (!g) return -1;
+    float *hg = g + (size_t)most * C, *hu = hg + (size_t)most * Fe, *yd = hu + (size_t)most * Fe;
+    for (int e = 0; e < mo->n_expert; e++) {
+        const int p0 = mo->off[e], n = mo->off[e + 1] - p0;
+        if (!n) continue;
+        for (int i = 0; i < n; i++)
+            memcpy(g + (size_t)i * C, x + (size_t)mo->row[p0 + i] * C, (size_t)C * sizeof(float));
+        if (cpu__matmul_n(b, 2, (float *const[]){ hg, hu },
+                          (const kern_weight *const[]){ &mo->gate[e], &mo->up[e] }, g, n) ||
+            cpu__swiglu(b, hg, hu, (size_t)n * Fe) || cpu__matmul(b, yd, &mo->down[e], hg, n))
+            return -1;
+        for (int i = 0; i < n; i++) {
+            float *dst = y + (size_t)mo->dst[p0 + i] * C;
+            const float *src = yd + (size_t)i * C, wi = mo->w[p0 + i];
+            for (int d = 0; d < C; d++) dst[d] = src[d] * wi;
+        }
+    }
+    return 0;
+}
+
+static int cpu__sum_rows(backend *b, float *out, const float *y, int n, int k, int C) {
+    (void)b;
+    for (int i = 0; i < n; i++) {
+        float *o = out + (size_t)i * C;
+        const float *yi = y + (size_t)i * k * C;
+        memcpy(o, yi, (size_t)C * sizeof(float));
+        for (int j = 1; j < k; j++)
+            for (int d = 0; d < C; d++) o[d] += yi[(size_t)j * C + d];
+    }
+    return 0;
+}
+
+static int cpu__gather_rows(backend *b, float *out, const float *x, const int32_t *rows, int n,
+                            int C) {
+    (void)b;
+    for (int i = 0; i < n; i++)
+        memcpy(out + (size_t)i * C, x + (size_t)rows[i] * C, (size_t)C * sizeof(float));
+    return 0;
+}
+
 /* ---- host threads ------------------------------------------------------------------------ */
 
 static void cpu__parallel(backend *b, pool_fn fn, void *arg) {
@@ -337,6 +567,12 @@ static const backend_i cpu_iface = {
     /* .parallel    = */ cpu__parallel,
     /* .geglu       = */ cpu__geglu,
     /* .scale       = */ cpu__scale,
+    /* .mla_kv_write = */ cpu__mla_kv_write,
+    /* .mla_attention = */ cpu__mla_attention,
+    /* .moe_route   = */ cpu__moe_route,
+    /* .moe_experts = */ cpu__moe_experts,
+    /* .sum_rows    = */ cpu__sum_rows,
+    /* .gather_rows = */ cpu__gather_rows,
 };
 
 backend *backend_cpu_new(int n_threads, char *err, size_t errlen) {

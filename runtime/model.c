@@ -9,6 +9,8 @@
  * + residual. Then the final norm and the output head, only for positions that asked for
  * logits. The bracketed steps and the choices are the layer's variants (model_layer, filled
  * from the architecture's data by model_load.c): this loop does not know architectures.
+ * The attention half is grouped-query (above) or latent (MLA: DeepSeek), the FFN half dense or
+ * DeepSeekMoE (runtime/model_moe.c, with expert parallelism).
  *
  * Sharded (model_shard): a rank runs the layers of its pipeline stage with its heads and FFN
  * columns; one all-reduce (or two all-gathers, model_mix) per block half combines the tensor
@@ -26,23 +28,6 @@
 #include "comm.h"
 #include "model.h"
 #include "model_state.h"
-
-/* a backend op; on failure the forward pass returns with the backend's message */
-#define BE(call)                                                        \
-    do {                                                                \
-        if (be->i->call) {                                              \
-            snprintf(err, errlen, "model: %s", backend_error(be));      \
-            return -1;                                                  \
-        }                                                               \
-    } while (0)
-/* a collective; on failure the forward pass returns with the communicator's message */
-#define COMM(c, call)                                                   \
-    do {                                                                \
-        if (call) {                                                     \
-            snprintf(err, errlen, "model: %s", comm_error(c));          \
-            return -1;                                                  \
-        }                                                               \
-    } while (0)
 
 /* (T, n) per rank, gathered as (tp, T, n), rearranged to (T, tp*n) in `out` */
 static int gather_cols(const model *m, const float *in, int T, int n, float *tmp, float *out,
@@ -89,7 +74,7 @@ static int embed(const model *m, model_state *s, int T, char *err, size_t errlen
 }
 
 /* x += attention(rmsnorm(x)) for layer l */
-static int attn_half(const model *m, model_state *s, int l, int T, char *err, size_t errlen) {
+static int gqa_half(const model *m, model_state *s, int l, int T, char *err, size_t errlen) {
     backend *be = m->be;
     const model_cfg *c = &m->cfg;
     const model_shard *sh = &m->shard;
@@ -113,6 +98,34 @@ static int attn_half(const model *m, model_state *s, int l, int T, char *err, si
     BE(attention(be, &s->kv, l - sh->layer0, s->xb, s->q, T, &at));   /* xb (T, H*D) */
     if (mix_matmul(m, s, L->wo_mix, &L->wo, s->xb, H * D, T, s->q, err, errlen)) return -1;
     if (L->post_attn_norm) BE(rmsnorm(be, s->q, s->q, L->post_attn_norm, T, C, c->norm_eps));
+    BE(add(be, s->x, s->q, (size_t)T * C));
+    return 0;
+}
+
+/* x += MLA(rmsnorm(x)) for layer l: the query through the q_lora bottleneck (or attn_q), the
+ * latent and RoPE key (kva) cached, attention absorbed per head (runtime/backend.h) */
+static int mla_half(const model *m, model_state *s, int l, int T, char *err, size_t errlen) {
+    backend *be = m->be;
+    const model_cfg *c = &m->cfg;
+    const model_shard *sh = &m->shard;
+    const model_layer *L = &m->layers[l];
+    const int C = c->dim, H = sh->n_heads, Dv = c->v_dim;
+    const backend_mla a = { H, c->kv_lora, c->head_dim - c->n_rot, c->n_rot, Dv, c->attn_scale,
+                            L->wk_b, L->wv_b,
+                            { c->n_rot, L->rope_base, 0, m->rope_freqs, L->rope_scaling } };
+    BE(rmsnorm(be, s->xb, s->x, L->attn_norm, T, C, c->norm_eps));
+    if (c->q_lora) {   /* q = q_b(rmsnorm(q_a x)) */
+        BE(matmul_n(be, 2, (float *const[]){ s->k, s->v },
+                    (const kern_weight *const[]){ &L->wq_a, &L->wkv_a }, s->xb, T));
+        BE(rmsnorm(be, s->k, s->k, L->q_a_norm, T, c->q_lora, c->norm_eps));
+        BE(matmul(be, s->q, &L->wq_b, s->k, T));
+    } else {
+        BE(matmul_n(be, 2, (float *const[]){ s->q, s->v },
+                    (const kern_weight *const[]){ &L->wq, &L->wkv_a }, s->xb, T));
+    }
+    BE(mla_kv_write(be, &s->kv, l - sh->layer0, s->v, L->kv_a_norm, c->norm_eps, T, &a));
+    BE(mla_attention(be, &s->kv, l - sh->layer0, s->xb, s->q, s->qlat, s->olat, T, &a));
+    if (mix_matmul(m, s, L->wo_mix, &L->wo, s->xb, H * Dv, T, s->q, err, errlen)) return -1;
     BE(add(be, s->x, s->q, (size_t)T * C));
     return 0;
 }
@@ -181,8 +194,13 @@ int model_forward(const model *m, model_state *s, const model_batch *b, float *l
     const int T = b->n, C = m->cfg.dim;
 
     if (embed(m, s, T, err, errlen)) return -1;   /* x (T,C) */
-    for (int l = sh->layer0; l < sh->layer1; l++)
-        if (attn_half(m, s, l, T, err, errlen) || ffn_half(m, s, l, T, err, errlen)) return -1;
+    for (int l = sh->layer0; l < sh->layer1; l++) {   /* each half as the layer's variant */
+        int rc = m->cfg.attn == ATTN_MLA ? mla_half(m, s, l, T, err, errlen)
+                                         : gqa_half(m, s, l, T, err, errlen);
+        if (rc || (m->layers[l].moe ? model_moe_half(m, s, l, T, err, errlen)
+                                    : ffn_half(m, s, l, T, err, errlen)))
+            return -1;
+    }
 
     if (sh->stage < sh->pp - 1) {   /* hand the residual stream to the next stage */
         COMM(sh->pp_dev, comm_send(sh->pp_dev, s->x, (size_t)T * C * sizeof(float), sh->stage + 1, 1));

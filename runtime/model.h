@@ -4,11 +4,16 @@
  * architecture descriptions (runtime/model_load.c: which tensors, which options — QKV bias,
  * NeoX RoPE, tied output) and fills a model_cfg plus per-layer weight views into the mapping.
  * Supported now: llama (Llama 2/3, TinyLlama, Mistral without sliding window), qwen2, qwen3
- * (dense: q/k norms, key_length head dim) and gemma3 (q/k norms, pre+post norms, GeGLU,
- * interleaved sliding-window layers); RoPE scaling none, linear or yarn.
+ * (dense: q/k norms, key_length head dim), gemma3 (q/k norms, pre+post norms, GeGLU,
+ * interleaved sliding-window layers) and deepseek2 (DeepSeek-V2/V3/R1: multi-head latent
+ * attention with a latent KV cache, DeepSeekMoE FFN with shared experts, leading dense blocks;
+ * runtime/model_moe.c); RoPE scaling none, linear or yarn.
  *
  * Legend: V = vocab, C = embedding dim, L = layers, H = query heads, Hkv = KV heads, D = head dim,
- * F = FFN hidden dim, T = tokens in a batch, P = context length.
+ * F = FFN hidden dim, T = tokens in a batch, P = context length. MLA: R = kv_lora_rank (the
+ * latent), Dr = RoPE dims (n_rot), Dn = D - Dr, Dv = value head dim, Q = q_lora_rank. MoE:
+ * E = routed experts, k = experts used per token, Fe = an expert's FFN dim, Fs = the shared
+ * experts' FFN dim.
  *
  * A forward pass runs over a batch of T token positions drawn from any number of sequences at
  * once: each position gives its position in its sequence and that sequence's block table,
@@ -29,13 +34,18 @@ struct pool;
 struct backend;
 struct comm;
 
-typedef enum { ARCH_LLAMA = 1, ARCH_QWEN2 = 2, ARCH_GEMMA3 = 3, ARCH_QWEN3 = 4 } model_arch;
+typedef enum { ARCH_LLAMA = 1, ARCH_QWEN2 = 2, ARCH_GEMMA3 = 3, ARCH_QWEN3 = 4,
+               ARCH_DEEPSEEK2 = 5 } model_arch;
 
 /* RoPE scaling from `{arch}.rope.scaling.type` (llama.cpp's names) */
 typedef enum { ROPE_SCALING_NONE = 0, ROPE_SCALING_LINEAR = 1, ROPE_SCALING_YARN = 2 } model_rope_scaling;
 
 /* the FFN variant of a block */
 typedef enum { FFN_SWIGLU = 0, FFN_GEGLU = 1 } model_ffn;
+/* the attention variant: grouped-query, or DeepSeek's multi-head latent attention */
+typedef enum { ATTN_GQA = 0, ATTN_MLA = 1 } model_attn;
+/* MoE router scores, `{arch}.expert_gating_func` as llama.cpp numbers it */
+typedef enum { GATE_SOFTMAX = 1, GATE_SIGMOID = 2 } model_gating;
 
 typedef struct {
     model_arch arch;
@@ -67,6 +77,23 @@ typedef struct {
     float rope_factor;     /* rope.scaling.factor: freq_scale = 1/factor */
     int rope_ctx_orig;     /* YaRN: rope.scaling.original_context_length (else n_ctx_train) */
     float yarn_beta_fast, yarn_beta_slow; /* YaRN ramp ends, in turns (32 and 1) */
+    float yarn_log_mul;    /* rope.scaling.yarn_log_multiplier (DeepSeek: the attention scale
+                              is times (1 + yarn_log_mul ln factor)^2) */
+    /* DeepSeek-V2/V3 (deepseek2) */
+    model_attn attn;       /* every layer's attention variant */
+    int v_dim;             /* Dv: value head dim (== D but for MLA) */
+    int q_lora;            /* MLA: Q, q_lora_rank; 0: a plain attn_q (V2-Lite) */
+    int kv_lora;           /* MLA: R; the cache holds R + Dr values per position and layer */
+    int n_dense;           /* MoE models: the first n_dense blocks have a dense FFN */
+    int n_expert;          /* E; 0: no MoE */
+    int n_expert_used;     /* k */
+    int n_expert_shared;   /* shared experts (their FFN is one of Fs = Fe * n_expert_shared) */
+    int n_group, n_group_used; /* group-limited routing: E in n_group groups, the top
+                                  n_group_used (by the sum of their top-2 scores) kept; 1: none */
+    model_gating gating;
+    int expert_norm;       /* weights of the chosen experts normalised to sum 1 */
+    float expert_scale;    /* then times this */
+    int expert_ffn;        /* Fe */
 } model_cfg;
 
 /* How a rank's slice of a second matrix of a block half (attention output, FFN down) is
@@ -101,6 +128,18 @@ typedef struct {
     int window;                          /* W: attends to the last W positions; 0: all */
     float rope_base;                     /* this layer's RoPE base */
     kern_rope_scaling rope_scaling;      /* this layer's RoPE scaling; zeros: none */
+    /* multi-head latent attention (cfg.attn == ATTN_MLA; wq above when Q == 0) */
+    kern_weight wq_a, wq_b;              /* (Q, C), (Hl*D, Q) */
+    kern_weight wkv_a;                   /* (R + Dr, C): the latent, then the shared RoPE key */
+    kern_weight *wk_b, *wv_b;            /* (Hl) per local head: (R, Dn) and (Dv, R) */
+    const float *q_a_norm, *kv_a_norm;   /* (Q), (R) */
+    /* DeepSeekMoE FFN (moe != 0; the dense w_gate/w_up/w_down are unbound) */
+    int moe;
+    kern_weight w_router;                /* (E, C) ffn_gate_inp */
+    const float *exp_bias;               /* (E) exp_probs_b: added for selection only; or NULL */
+    kern_weight *exp_gate, *exp_up, *exp_down; /* (El): this rank's experts [expert0,
+                                                  expert0 + El): (Fe, C), (Fe, C), (C, Fe) */
+    kern_weight sh_gate, sh_up, sh_down; /* shared experts (Fs, C), (Fs, C), (C, Fs), or unbound */
 } model_layer;
 
 /* This rank's share of the model: tensor-parallel rank within its stage, pipeline stage,
@@ -118,6 +157,12 @@ typedef struct {
     int ffn0, n_ffn;           /* FFN columns */
     int vocab0, n_vocab;       /* rows of token_embd / output on this rank */
     int vocab_pad;             /* ceil(V / tp): every rank's logits slice is this long */
+    /* expert parallelism (MoE models): the ep ranks with this tp_rank and stage split each MoE
+     * layer's routed experts; attention and the dense parts are replicated across them */
+    int ep, ep_rank;
+    struct comm *ep_comm;      /* those ranks (NULL when ep == 1); host buffers */
+    struct comm *ep_dev;       /* the same for the forward pass's buffers */
+    int expert0, n_expert;     /* routed experts [expert0, expert0 + n_expert) live here */
 } model_shard;
 
 typedef struct model {
@@ -146,6 +191,7 @@ typedef struct model {
                                             into one buffer of be (the pointers above point
                                             into it); NULL on host-memory backends */
     int kv_type;                         /* KV cache element type (model_opts.kv_type) */
+    kern_weight *views;                  /* the per-head / per-expert arrays of the layers */
 } model;
 
 typedef struct {
@@ -161,12 +207,19 @@ typedef struct {
     const char *backend; /* "cpu" (NULL: cpu), "cuda" or "auto" (runtime/backend.h) */
     int device;         /* CUDA device ordinal; < 0: chosen by topo / the first visible */
     int kv_type;        /* KV cache elements: QT_F32 (0, the library default), QT_F16, QT_BF16 */
+    /* expert parallelism: ep ranks (ep_comm, this one ep_rank) split the routed experts;
+     * ep_dev_comm as tp_dev_comm. ep <= 1: none. */
+    int ep, ep_rank;
+    struct comm *ep_comm, *ep_dev_comm;
 } model_opts;
 
 /* Checks that tp x pp ranks can split this model (heads, KV heads, FFN and layers divide) and
- * computes this rank's slices; err names the numbers. */
+ * computes this rank's slices; err names the numbers. Expert parallelism is set after it by
+ * model_shard_experts (ep <= E). */
 int model_shard_plan(const model_cfg *c, const size_t *layer_bytes, size_t head_bytes, int tp,
                      int tp_rank, int pp, int stage, model_shard *out, char *err, size_t errlen);
+int model_shard_experts(const model_cfg *c, int ep, int ep_rank, model_shard *sh, char *err,
+                        size_t errlen);
 /* Reads only the metadata: the config, and bytes per layer (for stage balancing). */
 int model_read_cfg(const char *path, model_cfg *out, char *err, size_t errlen);
 
@@ -179,6 +232,8 @@ typedef struct model_state model_state;
  * max_ctx positions; batches must give block tables (scheduler/kv.c hands out blocks). */
 model_state *model_state_new_paged(const model *m, int n_blocks, int block_size, int max_ctx,
                                    int max_batch, char *err, size_t errlen);
+/* values cached per position, layer and KV head: 2 D (K and V), or R + Dr with MLA */
+int model_kv_values(const model *m);
 /* bytes one KV block takes on this rank */
 size_t model_kv_block_bytes(const model *m, int block_size);
 /* The sliding window the scheduler may rely on: W when every layer of the model reads only the

@@ -31,30 +31,54 @@ typedef struct {
     int swa_period;     /* with attention.sliding_window: local layers l % p < p - 1 */
     int qk_norm;        /* attn_q_norm / attn_k_norm required */
     int post_norms;     /* post_attention_norm / post_ffw_norm required */
+    model_attn attn;    /* GQA, or multi-head latent attention (+ DeepSeekMoE) */
 } arch_desc;
 
 static const arch_desc archs[] = {
-    { "llama", ARCH_LLAMA, 0, 0, 1e-5f, FFN_SWIGLU, 0, 0, 0, 0 },
-    { "qwen2", ARCH_QWEN2, 1, 1, 1e-6f, FFN_SWIGLU, 0, 0, 0, 0 },
-    { "gemma3", ARCH_GEMMA3, 0, 1, 1e-6f, FFN_GEGLU, 1, 6, 1, 1 },
-    { "qwen3", ARCH_QWEN3, 0, 1, 1e-6f, FFN_SWIGLU, 0, 0, 1, 0 },
+    { "llama", ARCH_LLAMA, 0, 0, 1e-5f, FFN_SWIGLU, 0, 0, 0, 0, ATTN_GQA },
+    { "qwen2", ARCH_QWEN2, 1, 1, 1e-6f, FFN_SWIGLU, 0, 0, 0, 0, ATTN_GQA },
+    { "gemma3", ARCH_GEMMA3, 0, 1, 1e-6f, FFN_GEGLU, 1, 6, 1, 1, ATTN_GQA },
+    { "qwen3", ARCH_QWEN3, 0, 1, 1e-6f, FFN_SWIGLU, 0, 0, 1, 0, ATTN_GQA },
+    { "deepseek2", ARCH_DEEPSEEK2, 0, 0, 1e-6f, FFN_SWIGLU, 0, 0, 0, 0, ATTN_MLA },
 };
 
 /* architectures known by name and refused, with what they lack here */
 static const struct { const char *name, *why; } archs_refused[] = {
-    { "qwen3moe", "mixture-of-experts FFN" },
+    { "qwen3moe", "its MoE routing (softmax top-k without groups) is not wired" },
 };
 
 /* model dimensions a tensor shape is written in */
-enum { D_1 = 0, D_C, D_Q, D_KV, D_F, D_V, D_HD };
+enum { D_1 = 0, D_C, D_Q, D_KV, D_F, D_V, D_HD,
+       D_QV,    /* H * Dv: attention output's columns */
+       D_QL,    /* Q: q_lora_rank */
+       D_KVA,   /* R + Dr: the latent and the RoPE key */
+       D_R,     /* R */
+       D_DN,    /* Dn */
+       D_DV,    /* Dv */
+       D_H,     /* H: per-head matrices (3-D tensors) */
+       D_E,     /* E: experts (3-D tensors; routers) */
+       D_FE,    /* Fe */
+       D_FS };  /* Fs: the shared experts' FFN */
 
-enum { T_MATRIX = 0, T_VECTOR = 1 };
+enum { T_MATRIX = 0, T_VECTOR = 1,
+       T_HEADS,     /* 3-D [cols, rows, H]: one matrix per head, this rank's heads bound */
+       T_EXPERTS }; /* 3-D [cols, rows, E]: one matrix per expert, this rank's experts bound */
+/* when a tensor is required (else absent, or optional where said) */
 enum { F_REQ = 0, F_OPT = 1, F_BIAS = 2, /* required iff the arch has QKV bias */
        F_QKN = 3,   /* required iff the arch has q/k norms, else absent */
-       F_POST = 4 }; /* required iff the arch has post norms, else absent */
+       F_POST = 4,  /* required iff the arch has post norms, else absent */
+       F_GQA,       /* grouped-query attention's K and V */
+       F_Q,         /* attn_q: GQA, or MLA without q_lora */
+       F_MLA,       /* MLA */
+       F_QLORA,     /* MLA with q_lora */
+       F_DENSE,     /* a dense FFN block */
+       F_MOE,       /* an MoE block */
+       F_MOE_OPT,   /* may be in an MoE block */
+       F_SHEXP };   /* an MoE block with shared experts */
 
 /* how a tensor is cut for tensor parallelism */
-enum { S_NONE = 0,  /* replicated (norms) */
+enum { S_NONE = 0,  /* replicated (norms; MLA's latent projections; experts, which expert
+                       parallelism splits instead) */
        S_Q,         /* rows (matrices) or elements (biases) of this rank's query heads */
        S_KV,        /* ... of this rank's KV heads */
        S_FFN,       /* ... of this rank's FFN columns */
@@ -63,7 +87,8 @@ enum { S_NONE = 0,  /* replicated (norms) */
 
 typedef struct {
     const char *suffix;   /* "attn_q.weight" after "blk.N." */
-    int kind;             /* T_MATRIX: a kern_weight; T_VECTOR: const float * */
+    int kind;             /* T_MATRIX: a kern_weight; T_VECTOR: const float *; T_HEADS /
+                             T_EXPERTS: a kern_weight * array (of this rank's heads / experts) */
     size_t field;         /* offsetof into model_layer */
     int rows, cols;       /* matrices: (rows, cols) = GGUF ne[1], ne[0]; vectors: cols only */
     int flags;
@@ -73,23 +98,67 @@ typedef struct {
 #define LF(f) offsetof(model_layer, f)
 static const tensor_spec layer_tensors[] = {
     { "attn_norm.weight",   T_VECTOR, LF(attn_norm), D_1,  D_C,  F_REQ,  S_NONE },
-    { "attn_q.weight",      T_MATRIX, LF(wq),        D_Q,  D_C,  F_REQ,  S_Q },
-    { "attn_k.weight",      T_MATRIX, LF(wk),        D_KV, D_C,  F_REQ,  S_KV },
-    { "attn_v.weight",      T_MATRIX, LF(wv),        D_KV, D_C,  F_REQ,  S_KV },
+    { "attn_q.weight",      T_MATRIX, LF(wq),        D_Q,  D_C,  F_Q,    S_Q },
+    { "attn_k.weight",      T_MATRIX, LF(wk),        D_KV, D_C,  F_GQA,  S_KV },
+    { "attn_v.weight",      T_MATRIX, LF(wv),        D_KV, D_C,  F_GQA,  S_KV },
     { "attn_q.bias",        T_VECTOR, LF(bq),        D_1,  D_Q,  F_BIAS, S_Q },
     { "attn_k.bias",        T_VECTOR, LF(bk),        D_1,  D_KV, F_BIAS, S_KV },
     { "attn_v.bias",        T_VECTOR, LF(bv),        D_1,  D_KV, F_BIAS, S_KV },
-    { "attn_output.weight", T_MATRIX, LF(wo),        D_C,  D_Q,  F_REQ,  S_MIX_Q },
+    { "attn_output.weight", T_MATRIX, LF(wo),        D_C,  D_QV, F_REQ,  S_MIX_Q },
     { "ffn_norm.weight",    T_VECTOR, LF(ffn_norm),  D_1,  D_C,  F_REQ,  S_NONE },
-    { "ffn_gate.weight",    T_MATRIX, LF(w_gate),    D_F,  D_C,  F_REQ,  S_FFN },
-    { "ffn_up.weight",      T_MATRIX, LF(w_up),      D_F,  D_C,  F_REQ,  S_FFN },
-    { "ffn_down.weight",    T_MATRIX, LF(w_down),    D_C,  D_F,  F_REQ,  S_MIX_FFN },
+    { "ffn_gate.weight",    T_MATRIX, LF(w_gate),    D_F,  D_C,  F_DENSE, S_FFN },
+    { "ffn_up.weight",      T_MATRIX, LF(w_up),      D_F,  D_C,  F_DENSE, S_FFN },
+    { "ffn_down.weight",    T_MATRIX, LF(w_down),    D_C,  D_F,  F_DENSE, S_MIX_FFN },
     { "attn_q_norm.weight", T_VECTOR, LF(q_norm),    D_1,  D_HD, F_QKN,  S_NONE },
     { "attn_k_norm.weight", T_VECTOR, LF(k_norm),    D_1,  D_HD, F_QKN,  S_NONE },
     { "post_attention_norm.weight", T_VECTOR, LF(post_attn_norm), D_1, D_C, F_POST, S_NONE },
     { "post_ffw_norm.weight", T_VECTOR, LF(post_ffn_norm), D_1, D_C, F_POST, S_NONE },
+    /* multi-head latent attention */
+    { "attn_q_a.weight",    T_MATRIX, LF(wq_a),      D_QL, D_C,  F_QLORA, S_NONE },
+    { "attn_q_a_norm.weight", T_VECTOR, LF(q_a_norm), D_1, D_QL, F_QLORA, S_NONE },
+    { "attn_q_b.weight",    T_MATRIX, LF(wq_b),      D_Q,  D_QL, F_QLORA, S_Q },
+    { "attn_kv_a_mqa.weight", T_MATRIX, LF(wkv_a),   D_KVA, D_C, F_MLA,  S_NONE },
+    { "attn_kv_a_norm.weight", T_VECTOR, LF(kv_a_norm), D_1, D_R, F_MLA, S_NONE },
+    { "attn_k_b.weight",    T_HEADS,  LF(wk_b),      D_R,  D_DN, F_MLA,  S_Q },
+    { "attn_v_b.weight",    T_HEADS,  LF(wv_b),      D_DV, D_R,  F_MLA,  S_Q },
+    /* DeepSeekMoE */
+    { "ffn_gate_inp.weight", T_MATRIX, LF(w_router), D_E,  D_C,  F_MOE,  S_NONE },
+    { "exp_probs_b.bias",   T_VECTOR, LF(exp_bias),  D_1,  D_E,  F_MOE_OPT, S_NONE },
+    { "ffn_gate_exps.weight", T_EXPERTS, LF(exp_gate), D_FE, D_C, F_MOE, S_NONE },
+    { "ffn_up_exps.weight", T_EXPERTS, LF(exp_up),   D_FE, D_C,  F_MOE,  S_NONE },
+    { "ffn_down_exps.weight", T_EXPERTS, LF(exp_down), D_C, D_FE, F_MOE, S_NONE },
+    { "ffn_gate_shexp.weight", T_MATRIX, LF(sh_gate), D_FS, D_C, F_SHEXP, S_NONE },
+    { "ffn_up_shexp.weight", T_MATRIX, LF(sh_up),    D_FS, D_C,  F_SHEXP, S_NONE },
+    { "ffn_down_shexp.weight", T_MATRIX, LF(sh_down), D_C, D_FS, F_SHEXP, S_NONE },
 };
 #undef LF
+
+/* whether layer l must have a tensor with these flags (absent ones are skipped, but for F_OPT
+ * and F_MOE_OPT a present one is bound) */
+static int spec_required(const model_cfg *c, int l, int flags) {
+    const int mla = c->attn == ATTN_MLA, moe = c->n_expert > 0 && l >= c->n_dense;
+    switch (flags) {
+    case F_REQ: return 1;
+    case F_BIAS: return c->qkv_bias;
+    case F_QKN: return c->qk_norm;
+    case F_POST: return c->post_norms;
+    case F_GQA: return !mla;
+    case F_Q: return !mla || c->q_lora == 0;
+    case F_MLA: return mla;
+    case F_QLORA: return mla && c->q_lora > 0;
+    case F_DENSE: return !moe;
+    case F_MOE: return moe;
+    case F_SHEXP: return moe && c->n_expert_shared > 0;
+    default: return 0;
+    }
+}
+
+/* whether a tensor with these flags is bound in layer l when present */
+static int spec_used(const model_cfg *c, int l, int flags) {
+    if (flags == F_OPT) return 1;
+    if (flags == F_MOE_OPT) return spec_required(c, l, F_MOE);
+    return spec_required(c, l, flags);
+}
 
 static int64_t dim_of(const model_cfg *c, int d) {
     switch (d) {
@@ -99,6 +168,16 @@ static int64_t dim_of(const model_cfg *c, int d) {
     case D_F: return c->ffn_dim;
     case D_V: return c->n_vocab;
     case D_HD: return c->head_dim;
+    case D_QV: return (int64_t)c->n_heads * c->v_dim;
+    case D_QL: return c->q_lora;
+    case D_KVA: return (int64_t)c->kv_lora + c->n_rot;
+    case D_R: return c->kv_lora;
+    case D_DN: return c->head_dim - c->n_rot;
+    case D_DV: return c->v_dim;
+    case D_H: return c->n_heads;
+    case D_E: return c->n_expert;
+    case D_FE: return c->expert_ffn;
+    case D_FS: return (int64_t)c->expert_ffn * c->n_expert_shared;
     default: return 1;
     }
 }
@@ -159,6 +238,33 @@ static int load_matrix(const gguf_tensor *t, kern_weight *w, int64_t rows, int64
     return 0;
 }
 
+/* A 3-D tensor [cols, rows, n] as n matrices (rows, cols); binds the n_local of them from i0
+ * into arr (per-head MLA matrices, experts). */
+static int load_stack(const gguf_tensor *t, kern_weight *arr, int64_t rows, int64_t cols,
+                      int64_t n, int64_t i0, int64_t n_local, char *err, size_t errlen) {
+    const qt_traits *tr = qt_get(t->type);
+    if (!tr) {
+        snprintf(err, errlen, "model: tensor '%.*s' has unsupported type id %d", (int)t->name.len,
+                 t->name.ptr, t->type);
+        return -1;
+    }
+    if (t->n_dims != 3 || t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != n ||
+        !qt_row_size(t->type, cols)) {
+        snprintf(err, errlen,
+                 "model: tensor '%.*s' has shape [%lld, %lld, %lld] (%u dims) of %s, expected "
+                 "[%lld, %lld, %lld]", (int)t->name.len, t->name.ptr, (long long)t->ne[0],
+                 (long long)(t->n_dims > 1 ? t->ne[1] : 1),
+                 (long long)(t->n_dims > 2 ? t->ne[2] : 1), t->n_dims, tr->name,
+                 (long long)cols, (long long)rows, (long long)n);
+        return -1;
+    }
+    size_t rs = qt_row_size(t->type, cols);
+    for (int64_t i = 0; i < n_local; i++)
+        arr[i] = (kern_weight){ (const char *)t->data + (size_t)((i0 + i) * rows) * rs, t->type,
+                                rows, cols, rs, KERN_ROWS };
+    return 0;
+}
+
 static int get_u32(const gguf_ctx *g, const char *arch, const char *key, uint32_t *out,
                    int required, char *err, size_t errlen) {
     char full[128];
@@ -175,6 +281,23 @@ static int get_f32(const gguf_ctx *g, const char *arch, const char *key, float *
     snprintf(full, sizeof full, "%s.%s", arch, key);
     int rc = gguf_get_f32(g, full, out, err, errlen);
     return rc == GGUF_ERR_NOTFOUND ? 0 : rc;
+}
+
+/* a bool (or integer) key; absent: *out unchanged */
+static int get_bool(const gguf_ctx *g, const char *arch, const char *key, int *out, char *err,
+                    size_t errlen) {
+    char full[128];
+    snprintf(full, sizeof full, "%s.%s", arch, key);
+    const gguf_value *v = gguf_get(g, full);
+    if (!v) return 0;
+    if (v->type == GGUF_TYPE_BOOL) {
+        *out = v->v.b;
+        return 0;
+    }
+    uint32_t u = 0;
+    if (gguf_get_u32(g, full, &u, err, errlen) != GGUF_OK) return -1;
+    *out = u != 0;
+    return 0;
 }
 
 /* RoPE scaling as llama.cpp reads it: rope.scaling.type (absent: linear, so a factor alone
@@ -225,6 +348,111 @@ static int read_rope_scaling(const gguf_ctx *g, const char *a, model_cfg *c, cha
     return 0;
 }
 
+/* the head dim of grouped-query attention: attention.key_length (Gemma 3: 256, Qwen3: 128,
+ * not C/H), else C/H; and the rotary dims */
+static int read_head_dims(const gguf_ctx *g, const char *a, model_cfg *c, char *err,
+                          size_t errlen) {
+    uint32_t rot = 0, hd = 0, vl = 0;
+    char kl[96];
+    snprintf(kl, sizeof kl, "%s.attention.key_length", a);
+    int krc = gguf_get_u32(g, kl, &hd, err, errlen);
+    if ((krc != GGUF_OK && krc != GGUF_ERR_NOTFOUND) ||
+        get_u32(g, a, "attention.value_length", &vl, 0, err, errlen))
+        return -1;
+    if (krc == GGUF_OK && hd == 0) {
+        snprintf(err, errlen, "model: %s is 0 (the head dim)", kl);
+        return -1;
+    }
+    if (hd == 0 && (uint32_t)c->dim % (uint32_t)c->n_heads) {
+        snprintf(err, errlen, "model: embedding_length %d does not divide by %d heads and "
+                 "attention.key_length is absent", c->dim, c->n_heads);
+        return -1;
+    }
+    if (hd == 0) hd = (uint32_t)(c->dim / c->n_heads);
+    if (hd > 4096 || hd % 2 || (vl && vl != hd)) {
+        snprintf(err, errlen, "model: attention.key_length %u / value_length %u unsupported "
+                 "(even, <= 4096, equal)", hd, vl);
+        return -1;
+    }
+    c->head_dim = (int)hd;
+    c->v_dim = (int)hd;
+    rot = (uint32_t)c->head_dim;
+    if (get_u32(g, a, "rope.dimension_count", &rot, 0, err, errlen)) return -1;
+    if (rot == 0 || rot > (uint32_t)c->head_dim || rot % 2) {
+        snprintf(err, errlen, "model: rope.dimension_count %u must be even and <= head dim %d",
+                 rot, c->head_dim);
+        return -1;
+    }
+    c->n_rot = (int)rot;
+    return 0;
+}
+
+/* DeepSeek-V2/V3 (deepseek2): the latent attention's ranks and head dims, and DeepSeekMoE.
+ * Head dims as llama.cpp reads them: key_length_mla / value_length_mla when present (newer
+ * conversions write key_length = R + Dr there), else key_length / value_length. */
+static int read_deepseek(const gguf_ctx *g, const char *a, model_cfg *c, char *err,
+                         size_t errlen) {
+    uint32_t ql = 0, kvl = 0, kl = 0, vl = 0, klm = 0, vlm = 0, rot = 0;
+    if (get_u32(g, a, "attention.q_lora_rank", &ql, 0, err, errlen) ||
+        get_u32(g, a, "attention.kv_lora_rank", &kvl, 1, err, errlen) ||
+        get_u32(g, a, "attention.key_length", &kl, 1, err, errlen) ||
+        get_u32(g, a, "attention.value_length", &vl, 1, err, errlen) ||
+        get_u32(g, a, "attention.key_length_mla", &klm, 0, err, errlen) ||
+        get_u32(g, a, "attention.value_length_mla", &vlm, 0, err, errlen) ||
+        get_u32(g, a, "rope.dimension_count", &rot, 1, err, errlen))
+        return -1;
+    uint32_t dk = klm ? klm : kl, dv = vlm ? vlm : vl;
+    if (kvl == 0 || kvl > 65536 || ql > 65536 || dk > 4096 || dv == 0 || dv > 4096 ||
+        rot == 0 || rot % 2 || rot >= dk) {
+        snprintf(err, errlen, "model: bad latent attention: q_lora_rank %u, kv_lora_rank %u, "
+                 "key length %u, value length %u, rope dims %u (rope dims even and below the "
+                 "key length)", ql, kvl, dk, dv, rot);
+        return -1;
+    }
+    c->q_lora = (int)ql;
+    c->kv_lora = (int)kvl;
+    c->head_dim = (int)dk;
+    c->v_dim = (int)dv;
+    c->n_rot = (int)rot;
+    c->n_kv_heads = 1;   /* one latent head, shared by every query head */
+    uint32_t dense = 0, E = 0, k = 0, shared = 0, grp = 1, grp_used = 1, gate = GATE_SOFTMAX,
+             fe = 0;
+    c->expert_scale = 1.0f;
+    c->expert_norm = 0;
+    if (get_u32(g, a, "leading_dense_block_count", &dense, 0, err, errlen) ||
+        get_u32(g, a, "expert_count", &E, 0, err, errlen) ||
+        get_u32(g, a, "expert_used_count", &k, E > 0, err, errlen) ||
+        get_u32(g, a, "expert_shared_count", &shared, 0, err, errlen) ||
+        get_u32(g, a, "expert_group_count", &grp, 0, err, errlen) ||
+        get_u32(g, a, "expert_group_used_count", &grp_used, 0, err, errlen) ||
+        get_u32(g, a, "expert_gating_func", &gate, 0, err, errlen) ||
+        get_u32(g, a, "expert_feed_forward_length", &fe, E > 0, err, errlen) ||
+        get_f32(g, a, "expert_weights_scale", &c->expert_scale, err, errlen) ||
+        get_bool(g, a, "expert_weights_norm", &c->expert_norm, err, errlen) ||
+        get_f32(g, a, "rope.scaling.yarn_log_multiplier", &c->yarn_log_mul, err, errlen))
+        return -1;
+    if (grp == 0) grp = 1;
+    if (grp_used == 0 || grp == 1) grp_used = grp;
+    if (E > 0 && (E > 4096 || k == 0 || k > E || fe == 0 || fe > (1u << 20) || shared > 64 ||
+                  E % grp || grp_used > grp || k > grp_used * (E / grp) ||
+                  (gate != GATE_SOFTMAX && gate != GATE_SIGMOID) ||
+                  !(c->expert_scale > 0.0f && c->expert_scale < 1e6f))) {
+        snprintf(err, errlen, "model: bad MoE: %u experts, %u used, %u shared, FFN %u, %u groups "
+                 "(%u used), gating %u, weights scale %g", E, k, shared, fe, grp, grp_used, gate,
+                 (double)c->expert_scale);
+        return -1;
+    }
+    c->n_dense = (int)(dense < (uint32_t)c->n_layers ? dense : (uint32_t)c->n_layers);
+    c->n_expert = (int)E;
+    c->n_expert_used = (int)k;
+    c->n_expert_shared = (int)shared;
+    c->n_group = (int)grp;
+    c->n_group_used = (int)grp_used;
+    c->gating = (model_gating)gate;
+    c->expert_ffn = (int)fe;
+    return 0;
+}
+
 static int read_cfg(const gguf_ctx *g, model_cfg *c, char *err, size_t errlen) {
     gguf_str an;
     if (gguf_get_str(g, "general.architecture", &an, err, errlen) != GGUF_OK) {
@@ -253,7 +481,7 @@ static int read_cfg(const gguf_ctx *g, model_cfg *c, char *err, size_t errlen) {
     c->arch_name = ad->name;
     c->qkv_bias = ad->qkv_bias;
     c->rope_neox = ad->rope_neox;
-    uint32_t dim = 0, layers = 0, heads = 0, kv = 0, ffn = 0, ctx = 2048, rot = 0;
+    uint32_t dim = 0, layers = 0, heads = 0, kv = 0, ffn = 0, ctx = 2048;
     const char *a = ad->name;
     if (get_u32(g, a, "embedding_length", &dim, 1, err, errlen) ||
         get_u32(g, a, "block_count", &layers, 1, err, errlen) ||
@@ -272,44 +500,18 @@ static int read_cfg(const gguf_ctx *g, model_cfg *c, char *err, size_t errlen) {
                  dim, layers, heads, kv, ffn, ctx);
         return -1;
     }
-    /* head dim: attention.key_length (Gemma 3: 256, Qwen3: 128, not C/H), else C/H */
-    uint32_t hd = 0, vl = 0;
-    char kl[96];
-    snprintf(kl, sizeof kl, "%s.attention.key_length", a);
-    int krc = gguf_get_u32(g, kl, &hd, err, errlen);
-    if ((krc != GGUF_OK && krc != GGUF_ERR_NOTFOUND) ||
-        get_u32(g, a, "attention.value_length", &vl, 0, err, errlen))
-        return -1;
-    if (krc == GGUF_OK && hd == 0) {
-        snprintf(err, errlen, "model: %s is 0 (the head dim)", kl);
-        return -1;
-    }
-    if (hd == 0 && dim % heads) {
-        snprintf(err, errlen, "model: embedding_length %u does not divide by %u heads and "
-                 "attention.key_length is absent", dim, heads);
-        return -1;
-    }
-    if (hd == 0) hd = dim / heads;
-    if (hd > 4096 || hd % 2 || (vl && vl != hd)) {
-        snprintf(err, errlen, "model: attention.key_length %u / value_length %u unsupported "
-                 "(even, <= 4096, equal)", hd, vl);
-        return -1;
-    }
     c->dim = (int)dim;
     c->n_layers = (int)layers;
     c->n_heads = (int)heads;
     c->n_kv_heads = (int)kv;
-    c->head_dim = (int)hd;
     c->ffn_dim = (int)ffn;
     c->n_ctx_train = (int)(ctx > (1u << 24) ? (1u << 24) : ctx);
-    rot = (uint32_t)c->head_dim;
-    if (get_u32(g, a, "rope.dimension_count", &rot, 0, err, errlen)) return -1;
-    if (rot == 0 || rot > (uint32_t)c->head_dim || rot % 2) {
-        snprintf(err, errlen, "model: rope.dimension_count %u must be even and <= head dim %d",
-                 rot, c->head_dim);
+    c->attn = ad->attn;
+    if (ad->attn == ATTN_MLA) {
+        if (read_deepseek(g, a, c, err, errlen)) return -1;
+    } else if (read_head_dims(g, a, c, err, errlen)) {
         return -1;
     }
-    c->n_rot = (int)rot;
     c->rope_base = 10000.0f;
     c->norm_eps = ad->default_eps;
     if (get_f32(g, a, "rope.freq_base", &c->rope_base, err, errlen) ||
@@ -332,7 +534,14 @@ static int read_cfg(const gguf_ctx *g, model_cfg *c, char *err, size_t errlen) {
     c->swa_period = (int)period;
     c->rope_base_local = 10000.0f;
     if (get_f32(g, a, "rope.freq_base_swa", &c->rope_base_local, err, errlen)) return -1;
-    return read_rope_scaling(g, a, c, err, errlen);
+    if (read_rope_scaling(g, a, c, err, errlen)) return -1;
+    if (c->attn == ATTN_MLA && c->rope_scaling == ROPE_SCALING_YARN) {
+        /* DeepSeek's YaRN: the attention scale times mscale^2, mscale = 1 + yarn_log_mul
+         * ln(factor) (the reference's softmax_scale); the rotation keeps magnitude 1 */
+        float ms = 1.0f + c->yarn_log_mul * logf(c->rope_factor);
+        c->attn_scale *= ms * ms;
+    }
+    return 0;
 }
 
 static const gguf_tensor *find(const gguf_ctx *g, const char *name, int required, char *err,
@@ -423,8 +632,9 @@ static int slice_matrix(model *m, const tensor_spec *ts, kern_weight *w, model_m
     case S_FFN: *w = rows_of(*w, sh->ffn0, sh->n_ffn); return 0;
     case S_MIX_Q:
     case S_MIX_FFN: {
-        int64_t c0 = ts->split == S_MIX_Q ? (int64_t)sh->head0 * D : sh->ffn0;
-        int64_t n = ts->split == S_MIX_Q ? (int64_t)sh->n_heads * D : sh->n_ffn;
+        const int Dv = m->cfg.v_dim;   /* the output's columns are the heads' values */
+        int64_t c0 = ts->split == S_MIX_Q ? (int64_t)sh->head0 * Dv : sh->ffn0;
+        int64_t n = ts->split == S_MIX_Q ? (int64_t)sh->n_heads * Dv : sh->n_ffn;
         if (m->tp_allreduce && block_aligned(w->type, c0, n)) {
             *mix = MIX_ALLREDUCE;
             return cols_of(m, w, c0, n, err, errlen);
@@ -486,12 +696,25 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
     if (rf && !(m->rope_freqs = load_vector(rf, ar, c->n_rot / 2, err, errlen))) return -1;
 
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
-    if (!m->layers) {
+    /* per layer: MLA's per-head matrices of this rank's heads, and its routed experts */
+    const size_t per = (c->attn == ATTN_MLA ? 2 * (size_t)sh->n_heads : 0) +
+                       (c->n_expert ? 3 * (size_t)sh->n_expert : 0);
+    m->views = per ? calloc(per * (size_t)c->n_layers, sizeof *m->views) : NULL;
+    if (!m->layers || (per && !m->views)) {
         snprintf(err, errlen, "model: out of memory for %d layers", c->n_layers);
         return -1;
     }
     for (int l = sh->layer0; l < sh->layer1; l++) {
         model_layer *L = &m->layers[l];
+        kern_weight *views = m->views + per * (size_t)l;
+        L->moe = c->n_expert > 0 && l >= c->n_dense;
+        char kvb[48];
+        snprintf(kvb, sizeof kvb, "blk.%d.attn_kv_b.weight", l);
+        if (c->attn == ATTN_MLA && gguf_find_tensor(g, kvb)) {
+            snprintf(err, errlen, "model: '%s' is the unsplit form of an older conversion; "
+                     "convert the model again with a current llama.cpp (attn_k_b / attn_v_b)", kvb);
+            return -1;
+        }
         /* sliding window: with a period p, layers l % p < p - 1 are local (Gemma 3: five of
          * every six), the others global; local layers have their own RoPE base */
         int local = c->window > 0 && (c->swa_period <= 0 || l % c->swa_period < c->swa_period - 1);
@@ -505,6 +728,8 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
         }
         if (!local && c->rope_scaling == ROPE_SCALING_YARN) {
             L->rope_scaling.ext_factor = 1.0f;
+            if (c->attn == ATTN_MLA)   /* cancels YaRN's 1 + 0.1 ln(factor) on cos and sin */
+                L->rope_scaling.attn_factor = 1.0f / (1.0f + 0.1f * logf(c->rope_factor));
             om_rope_yarn_corr(c->n_rot, c->rope_ctx_orig, L->rope_base, c->yarn_beta_fast,
                               c->yarn_beta_slow, &L->rope_scaling.corr_lo,
                               &L->rope_scaling.corr_hi);
@@ -513,16 +738,29 @@ static int bind_tensors(model *m, arena *ar, char *err, size_t errlen) {
             const tensor_spec *ts = &layer_tensors[i];
             char name[96];
             snprintf(name, sizeof name, "blk.%d.%s", l, ts->suffix);
-            int required = ts->flags == F_REQ || (ts->flags == F_BIAS && c->qkv_bias) ||
-                           (ts->flags == F_QKN && c->qk_norm) ||
-                           (ts->flags == F_POST && c->post_norms);
+            if (!spec_used(c, l, ts->flags)) continue;
+            int required = spec_required(c, l, ts->flags);
             const gguf_tensor *t = find(g, name, required, err, errlen);
             if (!t) {
                 if (required) return -1;
                 continue;
             }
             char *base = (char *)L;
-            if (ts->kind == T_MATRIX) {
+            if (ts->kind == T_HEADS || ts->kind == T_EXPERTS) {
+                const int heads = ts->kind == T_HEADS;
+                int64_t n_local = heads ? sh->n_heads : sh->n_expert;
+                kern_weight *arr = views;
+                views += n_local;
+                if (load_stack(t, arr, dim_of(c, ts->rows), dim_of(c, ts->cols),
+                               dim_of(c, heads ? D_H : D_E), heads ? sh->head0 : sh->expert0,
+                               n_local, err, errlen))
+                    return -1;
+                memcpy(base + ts->field, &arr, sizeof arr);
+                size_t bytes = arr[0].row_stride * (size_t)arr[0].n_rows * (size_t)n_local;
+                if ((sh->tp > 1 || sh->ep > 1) && !pack_bytes(m, &arr[0]))
+                    settle(t->data, t->nbytes, arr[0].data, bytes);
+                m->weight_bytes += bytes;
+            } else if (ts->kind == T_MATRIX) {
                 kern_weight *w = (kern_weight *)(base + ts->field);
                 model_mix *mix = ts->split == S_MIX_Q ? &L->wo_mix : &L->down_mix;
                 if (load_matrix(t, w, dim_of(c, ts->rows), dim_of(c, ts->cols), err, errlen) ||
@@ -555,6 +793,12 @@ static void each_matrix(model *m, void (*fn)(model *m, kern_weight *w, void *ctx
             const tensor_spec *ts = &layer_tensors[i];
             kern_weight *w = (kern_weight *)((char *)&m->layers[l] + ts->field);
             if (ts->kind == T_MATRIX && w->data) fn(m, w, ctx);
+            if (ts->kind == T_HEADS || ts->kind == T_EXPERTS) {   /* each matrix of the stack */
+                kern_weight *arr;
+                memcpy(&arr, w, sizeof arr);
+                int n = arr ? (ts->kind == T_HEADS ? sh->n_heads : sh->n_expert) : 0;
+                for (int j = 0; j < n; j++) fn(m, &arr[j], ctx);
+            }
         }
     if (!m->cfg.tied_output && sh->stage == sh->pp - 1) fn(m, &m->output, ctx);
 }
@@ -695,6 +939,21 @@ int model_shard_plan(const model_cfg *c, const size_t *layer_bytes, size_t head_
     return 0;
 }
 
+int model_shard_experts(const model_cfg *c, int ep, int ep_rank, model_shard *sh, char *err,
+                        size_t errlen) {
+    if (ep < 1) ep = 1;
+    if (ep > 1 && (c->n_expert == 0 || ep > c->n_expert)) {
+        snprintf(err, errlen, "model: expert parallel size %d needs an MoE model with at least "
+                 "%d routed experts (this one has %d)", ep, ep, c->n_expert);
+        return -1;
+    }
+    sh->ep = ep;
+    sh->ep_rank = ep > 1 ? ep_rank : 0;
+    sh->expert0 = (int)((int64_t)c->n_expert * sh->ep_rank / ep);   /* balanced by count */
+    sh->n_expert = (int)((int64_t)c->n_expert * (sh->ep_rank + 1) / ep) - sh->expert0;
+    return 0;
+}
+
 static void layer_bytes_of(const gguf_ctx *g, const model_cfg *c, size_t *lb, size_t *head) {
     for (int l = 0; l < c->n_layers; l++) {
         char prefix[32];
@@ -741,6 +1000,8 @@ static void weight_make_own(model *m, kern_weight *w, void *ctx) {
     if (!ww->failed && m->be->i->weight(m->be, w)) ww->failed = 1;
 }
 
+enum { EACH_VECTOR_PER_LAYER = 12 };
+
 /* the vector fields of every bound layer and of the model, with their lengths */
 static int each_vector(model *m, const float ***ptrs, size_t *lens, int cap) {
     const model_shard *sh = &m->shard;
@@ -751,10 +1012,12 @@ static int each_vector(model *m, const float ***ptrs, size_t *lens, int cap) {
     for (int l = sh->layer0; l < sh->layer1; l++) {
         model_layer *L = &m->layers[l];
         const float **f[] = { &L->attn_norm, &L->ffn_norm, &L->bq, &L->bk, &L->bv, &L->q_norm,
-                              &L->k_norm, &L->post_attn_norm, &L->post_ffn_norm };
+                              &L->k_norm, &L->post_attn_norm, &L->post_ffn_norm, &L->q_a_norm,
+                              &L->kv_a_norm, &L->exp_bias };
         size_t len[] = { (size_t)C, (size_t)C, (size_t)sh->n_heads * D, (size_t)sh->n_kv_heads * D,
-                         (size_t)sh->n_kv_heads * D, (size_t)D, (size_t)D, (size_t)C, (size_t)C };
-        for (int i = 0; i < 9; i++)
+                         (size_t)sh->n_kv_heads * D, (size_t)D, (size_t)D, (size_t)C, (size_t)C,
+                         (size_t)m->cfg.q_lora, (size_t)m->cfg.kv_lora, (size_t)m->cfg.n_expert };
+        for (int i = 0; i < EACH_VECTOR_PER_LAYER; i++)
             if (*f[i] && n < cap) ptrs[n] = f[i], lens[n++] = len[i];
     }
     return n;
@@ -764,8 +1027,21 @@ static int each_vector(model *m, const float ***ptrs, size_t *lens, int cap) {
  * its own and uploads every norm/bias vector into one buffer. */
 static int to_backend(model *m, char *err, size_t errlen) {
     backend *be = m->be;
-    const char *op = m->cfg.ffn == FFN_GEGLU && !be->i->geglu ? "geglu"
-                     : m->cfg.emb_scale != 0.0f && !be->i->scale ? "scale" : NULL;
+    const backend_i *bi = be->i;
+    const int mla = m->cfg.attn == ATTN_MLA, moe = m->cfg.n_expert > 0;
+    const struct { int need, has; const char *name; } ops[] = {
+        { m->cfg.ffn == FFN_GEGLU, bi->geglu != NULL, "geglu" },
+        { m->cfg.emb_scale != 0.0f, bi->scale != NULL, "scale" },
+        { mla, bi->mla_kv_write != NULL, "mla_kv_write" },
+        { mla, bi->mla_attention != NULL, "mla_attention" },
+        { moe, bi->moe_route != NULL, "moe_route" },
+        { moe, bi->moe_experts != NULL, "moe_experts" },
+        { moe, bi->sum_rows != NULL, "sum_rows" },
+        { moe, bi->gather_rows != NULL, "gather_rows" },
+    };
+    const char *op = NULL;
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0] && !op; i++)
+        if (ops[i].need && !ops[i].has) op = ops[i].name;
     if (op) {
         snprintf(err, errlen, "model: backend %s has no %s op, which %s needs", be->i->name, op,
                  m->cfg.arch_name);
@@ -798,7 +1074,7 @@ static int to_backend(model *m, char *err, size_t errlen) {
             m->output = m->tok_embd;
         }
     }
-    int cap = 2 + 9 * m->cfg.n_layers;
+    int cap = 2 + EACH_VECTOR_PER_LAYER * m->cfg.n_layers;
     const float ***ptrs = malloc((size_t)cap * sizeof *ptrs);
     size_t *lens = malloc((size_t)cap * sizeof *lens), total = 0;
     if (!ptrs || !lens) {
@@ -868,7 +1144,12 @@ int model_load(const char *path, const model_opts *opts, model **out, char *err,
     int prc = model_shard_plan(&m->cfg, lb, head, tp, tp > 1 ? opts->tp_rank : 0, pp,
                                pp > 1 ? opts->stage : 0, &m->shard, err, errlen);
     free(lb);
-    if (prc) goto fail;
+    int ep = opts && opts->ep > 1 ? opts->ep : 1;
+    if (prc || model_shard_experts(&m->cfg, ep, ep > 1 ? opts->ep_rank : 0, &m->shard, err,
+                                   errlen))
+        goto fail;
+    m->shard.ep_comm = ep > 1 ? opts->ep_comm : NULL;
+    m->shard.ep_dev = ep > 1 && opts->ep_dev_comm ? opts->ep_dev_comm : m->shard.ep_comm;
     m->shard.tp_comm = tp > 1 ? opts->tp_comm : NULL;
     m->tp_allreduce = opts && opts->tp_allreduce;
     m->kv_type = opts ? opts->kv_type : QT_F32;
@@ -883,9 +1164,10 @@ int model_load(const char *path, const model_opts *opts, model **out, char *err,
     m->shard.pp_comm = pp > 1 ? opts->pp_comm : NULL;
     m->shard.tp_dev = tp > 1 && opts->tp_dev_comm ? opts->tp_dev_comm : m->shard.tp_comm;
     m->shard.pp_dev = pp > 1 && opts->pp_dev_comm ? opts->pp_dev_comm : m->shard.pp_comm;
-    if (!m->be->i->host_memory && ((tp > 1 && !opts->tp_dev_comm) || (pp > 1 && !opts->pp_dev_comm))) {
-        snprintf(err, errlen, "model: backend %s across %d x %d ranks needs device-memory "
-                 "communicators (NCCL), and none were made", m->be->i->name, tp, pp);
+    if (!m->be->i->host_memory && ((tp > 1 && !opts->tp_dev_comm) || (pp > 1 && !opts->pp_dev_comm) ||
+                                   (ep > 1 && !opts->ep_dev_comm))) {
+        snprintf(err, errlen, "model: backend %s across %d x %d x %d ranks needs device-memory "
+                 "communicators (NCCL), and none were made", m->be->i->name, tp, ep, pp);
         goto fail;
     }
     arena ar = { 0 };
@@ -919,6 +1201,7 @@ void model_free(model *m) {
     }
     tok_free(m->tok);
     free(m->layers);
+    free(m->views);
     free(m->owned);
     for (int i = 0; i < m->n_copies; i++) free(m->copies[i]);
     free(m->copies);

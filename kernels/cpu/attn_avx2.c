@@ -102,9 +102,10 @@ AT_INLINE void at__group(float *out, const float *q, int G, int D, float scale, 
             att[(size_t)g * n + p] = at__hsum(a0) * scale;
         }
     }
+    const int Dv = kv->v_dim > 0 ? kv->v_dim : D;   /* latent attention: values are k[0, Dv) */
     for (int g = 0; g < G; g++) {
         kern_softmax(att + (size_t)g * n, n);
-        at__values(out + (size_t)g * D, att + (size_t)g * n, D, n, kv, type);
+        at__values(out + (size_t)g * Dv, att + (size_t)g * n, Dv, n, kv, type);
     }
 }
 

@@ -5,7 +5,7 @@
 
 #include "kern.h"
 
-/* kern_attn_group for D a multiple of 8 on a CPU with AVX2 and FMA */
+/* kern_attn_group for D and Dv (kv->v_dim) multiples of 8 on a CPU with AVX2 and FMA */
 void attn_avx2_group(float *out, const float *q, int G, int D, float scale, int n,
                      const kern_kv_view *kv, float *att);
 

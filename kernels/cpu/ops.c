@@ -91,13 +91,14 @@ static inline const void *ops__kv_row(const void *base, const kern_kv_view *kv, 
 
 void kern_attn_group(float *out, const float *q, int G, int D, float scale, int n,
                      const kern_kv_view *kv, float *att) {
-    if (D % 8 == 0 && strcmp(kern_isa(), "scalar") != 0) {
+    const int Dv = kv->v_dim > 0 ? kv->v_dim : D;
+    if (D % 8 == 0 && Dv % 8 == 0 && strcmp(kern_isa(), "scalar") != 0) {
         attn_avx2_group(out, q, G, D, scale, n, kv, att);
         return;
     }
     for (int g = 0; g < G; g++) {
         const float *qg = q + (size_t)g * D;
-        float *og = out + (size_t)g * D, *ag = att + (size_t)g * n;
+        float *og = out + (size_t)g * Dv, *ag = att + (size_t)g * n;
         for (int p = 0; p < n; p++) {
             const void *k = ops__kv_row(kv->k, kv, p);
             float s = 0.0f;
@@ -105,10 +106,10 @@ void kern_attn_group(float *out, const float *q, int G, int D, float scale, int 
             ag[p] = s * scale;
         }
         kern_softmax(ag, n);
-        memset(og, 0, (size_t)D * sizeof(float));
+        memset(og, 0, (size_t)Dv * sizeof(float));
         for (int p = 0; p < n; p++) {
             const void *v = ops__kv_row(kv->v, kv, p);
-            for (int d = 0; d < D; d++) og[d] += ag[p] * ops__kv_at(v, d, kv->type);
+            for (int d = 0; d < Dv; d++) og[d] += ag[p] * ops__kv_at(v, d, kv->type);
         }
     }
 }

@@ -899,6 +899,12 @@ static const backend_i cu_iface = {
     /* .parallel    = */ cu__parallel,
     /* .geglu       = */ cu__geglu,
     /* .scale       = */ cu__scale,
+    /* .mla_kv_write = */ NULL,
+    /* .mla_attention = */ NULL,
+    /* .moe_route   = */ NULL,
+    /* .moe_experts = */ NULL,
+    /* .sum_rows    = */ NULL,
+    /* .gather_rows = */ NULL,
 };
 
 /* the visible devices, or -1 with the runtime's reason in why */

@@ -158,8 +158,19 @@ for name, types in expect.items():
     lines = [l.split()[0] for l in out.splitlines() if l.startswith("  ")]
     check(rc == 0 and all(ty in lines for ty in types) and "model: llama" in out or "model: qwen2" in out,
           f"info {name}: types {lines}")
-rc, out, err = run(["info", os.path.join(shared, "models", "tiny-deepseek-f32.gguf")])
-check(rc == 0 and "deepseek2" in out and "cannot run" in out, "info on an unsupported architecture says why")
+# deepseek2: the MLA / MoE hyper-parameters, and the latent cache's bytes per token and layer,
+# (kv_lora_rank 16 + 8 RoPE dims) x element size, against the block accounting of a run
+ds = os.path.join(shared, "models", "tiny-deepseek-f32.gguf")
+rc, out, err = run(["info", ds])
+check(rc == 0 and "kv_lora_rank 16" in out and "q_lora_rank 24" in out and
+      "8 experts (2 used, 1 shared)" in out and "gating sigmoid + selection bias" in out and
+      "kv cache: 24 values per token and layer" in out and "48 bytes f16 / 96 bytes f32" in out,
+      "info deepseek2: MLA ranks, MoE routing, KV bytes per token and layer = (16 + 8) x size")
+for kvt, size in [("f16", 2), ("f32", 4)]:
+    rc, out, err = run(["run", "-m", ds, "-p", "Hi", "-n", "1", "--json", "--kv-type", kvt, "-c", "256"])
+    kvb = json.loads(out)["timings"]["kv_cache_bytes"] if rc == 0 else -1
+    check(kvb == 256 * 3 * (16 + 8) * size,
+          f"deepseek2 run --kv-type {kvt} -c 256: kv_cache_bytes {kvb} = 256 positions x 3 layers x 24 x {size}")
 
 # ---- model synth: deterministic, every type runs
 def sha(path):

@@ -255,6 +255,12 @@ static const backend_i ds_iface = {
     /* .parallel    = */ NULL,
     /* .geglu       = */ ds__geglu,
     /* .scale       = */ ds__scale,
+    /* .mla_kv_write = */ NULL,
+    /* .mla_attention = */ NULL,
+    /* .moe_route   = */ NULL,
+    /* .moe_experts = */ NULL,
+    /* .sum_rows    = */ NULL,
+    /* .gather_rows = */ NULL,
 };
 
 static backend *ds_new(const backend_opts *o, char *err, size_t errlen) {

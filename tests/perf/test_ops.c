@@ -63,7 +63,7 @@ static void run(const char *isa, int D) {
     uint16_t *k16 = malloc(2 * NBLK * blk), *v16 = malloc(2 * NBLK * blk);
     float *kw = malloc(sizeof(float) * NBLK * blk), *vw = malloc(sizeof(float) * NBLK * blk);
     int32_t table[NBLK] = { 4, 0, 5, 2, 1, 3 };   /* position p lives in block table[p / BS] */
-    kern_kv_view kv = { k + D, v + D, table, BS, blk, slot, QT_F32, 0 };   /* KV head 1 */
+    kern_kv_view kv = { k + D, v + D, table, BS, blk, slot, QT_F32, 0, 0 };   /* KV head 1 */
     float scale = 1.0f / sqrtf((float)D);
     for (int gi = 0; gi < 3; gi++) {
         for (int ni = 0; ni < 4; ni++) {
@@ -107,8 +107,8 @@ static void run(const char *isa, int D) {
                     kw[i] = ty ? qt_bf16_to_f32(hk) : qt_f16_to_f32(hk);
                     vw[i] = ty ? qt_bf16_to_f32(hv) : qt_f16_to_f32(hv);
                 }
-                kern_kv_view k16v = { k16 + D, v16 + D, table, BS, blk, slot, type, 0 };
-                kern_kv_view kwv = { kw + D, vw + D, table, BS, blk, slot, QT_F32, 0 };
+                kern_kv_view k16v = { k16 + D, v16 + D, table, BS, blk, slot, type, 0, 0 };
+                kern_kv_view kwv = { kw + D, vw + D, table, BS, blk, slot, QT_F32, 0, 0 };
                 kern_attn_group(o1, q, G, D, scale, n, &k16v, att);
                 kern_attn_group(o2, q, G, D, scale, n, &kwv, att);
                 snprintf(what, sizeof what, "%s D=%d G=%d n=%d: %s cache == f32 cache of its values",
