@@ -7,8 +7,9 @@
  *                    by each thread's CPU clock and summed: the cores' peak
  * then, for each model and thread count,
  *   pp  one batch of --pp tokens:  tokens/s, GFLOP/s (2 x weight params x tokens + attention),
- *       fraction of the FMA ceiling
- *   tg  --tg single-token steps:   tokens/s, weight GB/s (weight bytes streamed per token x
+ *       fraction of the FMA ceiling (MoE: the active params, k of E routed experts per token)
+ *   tg  --tg single-token steps:   tokens/s, weight GB/s (weight bytes streamed per token, for
+ *       MoE the active ones: the dense matrices and k / E of the routed experts' bytes, x
  *       tokens/s), fraction of the read ceiling, and fraction of the adjacent read bandwidth:
  *       a read pass over a 128 MiB buffer (the same AVX2 loop and threads) before the first
  *       step and after every BENCH_PROBE_EVERY steps, outside the timed steps; their mean is
@@ -900,18 +901,29 @@ static const char *bench__ftype_name(uint32_t ft) {
     return ft < sizeof names / sizeof names[0] ? names[ft] : NULL;
 }
 
+/* weight params and bytes of a model's layers: all of them, and a decode token's share */
+typedef struct {
+    double params, bytes;                 /* every matrix */
+    double act_params, act_bytes;         /* times the share a token reads (MoE: k of E) */
+    double by[QT_COUNT];                  /* active bytes by type */
+} bench__weights;
+
+static void bench__weight_add(void *ctx, const kern_weight *w, double share) {
+    bench__weights *bw = ctx;
+    bw->params += bench__weight_params(w);
+    bw->bytes += bench__weight_bytes(w);
+    bw->act_params += share * bench__weight_params(w);
+    bw->act_bytes += share * bench__weight_bytes(w);
+    if (w->type >= 0 && w->type < QT_COUNT) bw->by[w->type] += share * bench__weight_bytes(w);
+}
+
 /* The label of a model run: the file type when the file names one, else the weight type with
  * the most streamed bytes ("+" when others are present); mix: every type's share of the bytes
  * a decode step streams (layer matrices and output head), largest first. */
 static void bench__label(const model *m, char *type, size_t tn, char *mix, size_t mn) {
-    double by[QT_COUNT] = { 0 }, total = 0;
-    for (int l = 0; l < m->cfg.n_layers; l++) {
-        const model_layer *ly = &m->layers[l];
-        const kern_weight *ws[7] = { &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up,
-                                     &ly->w_down };
-        for (int i = 0; i < 7; i++)
-            if (ws[i]->type >= 0 && ws[i]->type < QT_COUNT) by[ws[i]->type] += bench__weight_bytes(ws[i]);
-    }
+    bench__weights bw = { 0 };
+    model_each_weight(m, bench__weight_add, &bw);
+    double *by = bw.by, total = 0;
     if (m->output.type >= 0 && m->output.type < QT_COUNT)
         by[m->output.type] += bench__weight_bytes(&m->output);
     int n_types = 0, top = -1;
@@ -978,21 +990,18 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
     if (!(s = sched_new(m, NULL, 0, &so, err, errlen))) goto done;
     bench__seq q = { .s = s, .n_vocab = c->n_vocab, .tok = tok, .rng = 11, .err = err,
                      .errlen = errlen };
-    /* weight params and bytes streamed per token (the token embedding is a row lookup) */
-    double params = 0, bytes = 0;
-    for (int l = 0; l < c->n_layers; l++) {
-        const model_layer *ly = &m->layers[l];
-        const kern_weight *ws[7] = { &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up,
-                                     &ly->w_down };
-        for (int i = 0; i < 7; i++) {
-            params += bench__weight_params(ws[i]);
-            bytes += bench__weight_bytes(ws[i]);
-        }
-        bytes += 2.0 * c->dim * sizeof(float);
-    }
+    /* weight params and bytes streamed per token (the token embedding is a row lookup): a
+     * decode token reads the active weights (MoE: k of the E routed experts), a prompt step
+     * reads every matrix once (its tokens grouped by expert) and multiplies by the active ones */
+    bench__weights bw = { 0 };
+    model_each_weight(m, bench__weight_add, &bw);
+    double params = bw.act_params, bytes = bw.act_bytes + 2.0 * c->n_layers * c->dim * sizeof(float);
+    double all_bytes = bw.bytes + 2.0 * c->n_layers * c->dim * sizeof(float);
     double out_params = bench__weight_params(&m->output);
     double out_bytes = bench__weight_bytes(&m->output) + c->dim * sizeof(float);
-    double att = 4.0 * c->n_heads * c->head_dim * c->n_layers;   /* flops per (query, key) pair */
+    /* flops per (query, key) pair: q.k and a.v per head; MLA's over the latent (R + Dr, R) */
+    double att = c->attn == ATTN_MLA ? 2.0 * c->n_heads * (2.0 * c->kv_lora + c->n_rot) * c->n_layers
+                                     : 4.0 * c->n_heads * c->head_dim * c->n_layers;
     char type[16], mix[128];
     bench__label(m, type, sizeof type, mix, sizeof mix);
 
@@ -1014,11 +1023,11 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
         *res = (bench_result){ .kind = "model", .threads = nth, .test = "pp", .tokens = o->pp,
                                .seconds = best,
                                .flops = 2.0 * params * n + 2.0 * out_params + att * n * (n + 1) / 2,
-                               .bytes = bytes + out_bytes };
+                               .bytes = all_bytes + out_bytes };
         snprintf(res->model, sizeof res->model, "%s", path);
         snprintf(res->type, sizeof res->type, "%s", type);
         snprintf(res->mix, sizeof res->mix, "%s", mix);
-        if (gpu) bench__set_device(res, &gp, m->layers[0].wq.type);
+        if (gpu) bench__set_device(res, &gp, m->output.type);
         bench__progress(res);
     }
     if (o->tg > 0) {
@@ -1045,7 +1054,7 @@ static int bench__model(const bench_opts *o, const char *path, int nth, bench_lo
         snprintf(res->model, sizeof res->model, "%s", path);
         snprintf(res->type, sizeof res->type, "%s", type);
         snprintf(res->mix, sizeof res->mix, "%s", mix);
-        if (gpu) bench__set_device(res, &gp, m->layers[0].wq.type);
+        if (gpu) bench__set_device(res, &gp, m->output.type);
         bench__progress(res);
     }
     rc = 0;

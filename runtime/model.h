@@ -232,6 +232,11 @@ typedef struct model_state model_state;
  * max_ctx positions; batches must give block tables (scheduler/kv.c hands out blocks). */
 model_state *model_state_new_paged(const model *m, int n_blocks, int block_size, int max_ctx,
                                    int max_batch, char *err, size_t errlen);
+/* fn(ctx, w, share) on every matrix of this rank's layers, with the share of a decode token's
+ * steps that read it: 1, or k / E for each routed expert (a token reads k of the E). The output
+ * head and the embedding are not included. */
+void model_each_weight(const model *m, void (*fn)(void *ctx, const kern_weight *w, double share),
+                       void *ctx);
 /* values cached per position, layer and KV head: 2 D (K and V), or R + Dr with MLA */
 int model_kv_values(const model *m);
 /* bytes one KV block takes on this rank */

@@ -455,6 +455,7 @@ static int read_deepseek(const gguf_ctx *g, const char *a, model_cfg *c, char *e
 
 static int read_cfg(const gguf_ctx *g, model_cfg *c, char *err, size_t errlen) {
     gguf_str an;
+    memset(c, 0, sizeof *c);   /* what an architecture does not read stays 0 (no MoE, ...) */
     if (gguf_get_str(g, "general.architecture", &an, err, errlen) != GGUF_OK) {
         snprintf(err, errlen, "model: missing metadata key 'general.architecture'");
         return -1;
@@ -801,6 +802,24 @@ static void each_matrix(model *m, void (*fn)(model *m, kern_weight *w, void *ctx
             }
         }
     if (!m->cfg.tied_output && sh->stage == sh->pp - 1) fn(m, &m->output, ctx);
+}
+
+void model_each_weight(const model *m, void (*fn)(void *ctx, const kern_weight *w, double share),
+                       void *ctx) {
+    const model_shard *sh = &m->shard;
+    const double routed = m->cfg.n_expert ? (double)m->cfg.n_expert_used / m->cfg.n_expert : 1.0;
+    for (int l = sh->layer0; l < sh->layer1; l++)
+        for (size_t i = 0; i < sizeof layer_tensors / sizeof layer_tensors[0]; i++) {
+            const tensor_spec *ts = &layer_tensors[i];
+            const kern_weight *w = (const kern_weight *)((const char *)&m->layers[l] + ts->field);
+            if (ts->kind == T_MATRIX && w->data) fn(ctx, w, 1.0);
+            if (ts->kind == T_HEADS || ts->kind == T_EXPERTS) {
+                const kern_weight *arr;
+                memcpy(&arr, w, sizeof arr);
+                int n = arr ? (ts->kind == T_HEADS ? sh->n_heads : sh->n_expert) : 0;
+                for (int j = 0; j < n; j++) fn(ctx, &arr[j], ts->kind == T_HEADS ? 1.0 : routed);
+            }
+        }
 }
 
 /* Bytes of w's packed copy, 0 for none (packing off, or no packed layout for its type) */
