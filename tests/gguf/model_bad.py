@@ -5,8 +5,10 @@ corrupt.py covers files the reader must refuse; these files read cleanly, but th
 is wrong or asks for what is not implemented: a head dim (attention.key_length) of zero, odd,
 unequal to value_length or not matching the tensors; an embedding that does not divide into
 the heads when key_length is absent; an unknown or mistyped rope.scaling.type, a bad scaling
-factor; the qwen3moe architecture. Each case is a `sampan model synth` model (tiny-qwen3 or
-tiny-gemma3, F32) with its metadata rewritten here (keys replaced, added or dropped; tensor
+factor; the qwen3moe architecture; for deepseek2 (MLA + MoE), expert counts, groups, gating,
+latent ranks and RoPE dims that are impossible or disagree with the tensors. Each case is a
+`sampan model synth` model (tiny-qwen3 or tiny-gemma3, F32) or ../shared's tiny-deepseek-f32
+(skipped when absent) with its metadata rewritten here (keys replaced, added or dropped; tensor
 infos and data copied as they are). `sampan run -m FILE -p hi -n 1` must exit with a code in
 1..125, write exactly one stderr line that names the problem (a word the case gives), and no
 sanitizer report; `sampan info FILE` must say "model: cannot run:" with the same word. The
@@ -81,7 +83,7 @@ def rewrite(src, changes):
 
 def cases():
     """(name, synth shape, metadata changes, word the error must name)"""
-    q, g = 'qwen3.', 'gemma3.'
+    q, g, d = 'qwen3.', 'gemma3.', 'deepseek2.'
     f32 = lambda v: (F32, struct.pack('<f', v))  # noqa: E731
     n32 = lambda v: (U32, u32(v))                # noqa: E731
     s = lambda v: (STR, gstr(v))                 # noqa: E731
@@ -121,6 +123,16 @@ def cases():
          {q + 'rope.scaling.type': s('yarn'), q + 'rope.scaling.factor': f32(4.0),
           q + 'rope.scaling.original_context_length': n32(0)}, 'original_context_length 0'),
         ('qwen3moe', 'tiny-qwen3', {'general.architecture': s('qwen3moe')}, "'qwen3moe'"),
+        ('deepseek2-used-above-count', 'deepseek', {d + 'expert_used_count': n32(9)}, '8 experts, 9 used'),
+        ('deepseek2-groups-do-not-divide', 'deepseek', {d + 'expert_group_count': n32(3)}, '3 groups'),
+        ('deepseek2-gating-3', 'deepseek', {d + 'expert_gating_func': n32(3)}, 'gating 3'),
+        ('deepseek2-kv-lora-0', 'deepseek', {d + 'attention.kv_lora_rank': n32(0)}, 'kv_lora_rank 0'),
+        ('deepseek2-rope-as-long-as-key', 'deepseek', {d + 'rope.dimension_count': n32(24)}, 'rope dims 24'),
+        ('deepseek2-kv-lora-vs-tensors', 'deepseek', {d + 'attention.kv_lora_rank': n32(32)}, 'attn_kv_a_mqa'),
+        ('deepseek2-experts-vs-tensors', 'deepseek', {d + 'expert_count': n32(16)}, 'ffn_gate_inp'),
+        ('deepseek2-expert-ffn-vs-tensors', 'deepseek', {d + 'expert_feed_forward_length': n32(32)},
+         'ffn_gate_exps'),
+        ('deepseek2-ep-scale-0', 'deepseek', {d + 'expert_weights_scale': f32(0.0)}, 'weights scale 0'),
     ]
 
 
@@ -153,7 +165,17 @@ def main():
                 bases[shape] = f.read()
             # the rewriter itself changes nothing when told to change nothing
             report(rewrite(bases[shape], {}) == bases[shape], '%s rewritten unchanged' % shape)
+        shared = os.environ.get('SAMPAN_SHARED', os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                              '..', '..', '..', 'shared'))
+        ds = os.path.join(shared, 'models', 'tiny-deepseek-f32.gguf')
+        if os.path.exists(ds):
+            with open(ds, 'rb') as f:
+                bases['deepseek'] = f.read()
+        else:
+            print('skip: %s not found: no deepseek2 cases' % ds)
         for name, shape, changes, word in cases():
+            if shape not in bases:
+                continue
             path = os.path.join(tmp, name + '.gguf')
             with open(path, 'wb') as f:
                 f.write(rewrite(bases[shape], changes))
