@@ -5,9 +5,10 @@
  * NeoX RoPE, tied output) and fills a model_cfg plus per-layer weight views into the mapping.
  * Supported now: llama (Llama 2/3, TinyLlama, Mistral without sliding window), qwen2, qwen3
  * (dense: q/k norms, key_length head dim), gemma3 (q/k norms, pre+post norms, GeGLU,
- * interleaved sliding-window layers) and deepseek2 (DeepSeek-V2/V3/R1: multi-head latent
+ * interleaved sliding-window layers), deepseek2 (DeepSeek-V2/V3/R1: multi-head latent
  * attention with a latent KV cache, DeepSeekMoE FFN with shared experts, leading dense blocks;
- * runtime/model_moe.c); RoPE scaling none, linear or yarn.
+ * runtime/model_moe.c) and qwen3moe (qwen3's attention, a softmax-routed MoE FFN); RoPE
+ * scaling none, linear or yarn.
  *
  * Legend: V = vocab, C = embedding dim, L = layers, H = query heads, Hkv = KV heads, D = head dim,
  * F = FFN hidden dim, T = tokens in a batch, P = context length. MLA: R = kv_lora_rank (the
@@ -35,7 +36,7 @@ struct backend;
 struct comm;
 
 typedef enum { ARCH_LLAMA = 1, ARCH_QWEN2 = 2, ARCH_GEMMA3 = 3, ARCH_QWEN3 = 4,
-               ARCH_DEEPSEEK2 = 5 } model_arch;
+               ARCH_DEEPSEEK2 = 5, ARCH_QWEN3MOE = 6 } model_arch;
 
 /* RoPE scaling from `{arch}.rope.scaling.type` (llama.cpp's names) */
 typedef enum { ROPE_SCALING_NONE = 0, ROPE_SCALING_LINEAR = 1, ROPE_SCALING_YARN = 2 } model_rope_scaling;

@@ -31,20 +31,28 @@ typedef struct {
     int swa_period;     /* with attention.sliding_window: local layers l % p < p - 1 */
     int qk_norm;        /* attn_q_norm / attn_k_norm required */
     int post_norms;     /* post_attention_norm / post_ffw_norm required */
-    model_attn attn;    /* GQA, or multi-head latent attention (+ DeepSeekMoE) */
+    model_attn attn;    /* GQA, or multi-head latent attention */
+    int moe;            /* MoE FFN blocks (DeepSeekMoE routing) where expert_count says */
+    model_gating gating;/* the router's default (expert_gating_func may say otherwise) */
+    int expert_norm;    /* the default of expert_weights_norm */
 } arch_desc;
 
 static const arch_desc archs[] = {
-    { "llama", ARCH_LLAMA, 0, 0, 1e-5f, FFN_SWIGLU, 0, 0, 0, 0, ATTN_GQA },
-    { "qwen2", ARCH_QWEN2, 1, 1, 1e-6f, FFN_SWIGLU, 0, 0, 0, 0, ATTN_GQA },
-    { "gemma3", ARCH_GEMMA3, 0, 1, 1e-6f, FFN_GEGLU, 1, 6, 1, 1, ATTN_GQA },
-    { "qwen3", ARCH_QWEN3, 0, 1, 1e-6f, FFN_SWIGLU, 0, 0, 1, 0, ATTN_GQA },
-    { "deepseek2", ARCH_DEEPSEEK2, 0, 0, 1e-6f, FFN_SWIGLU, 0, 0, 0, 0, ATTN_MLA },
+    { "llama", ARCH_LLAMA, 0, 0, 1e-5f, FFN_SWIGLU, 0, 0, 0, 0, ATTN_GQA, 0, 0, 0 },
+    { "qwen2", ARCH_QWEN2, 1, 1, 1e-6f, FFN_SWIGLU, 0, 0, 0, 0, ATTN_GQA, 0, 0, 0 },
+    { "gemma3", ARCH_GEMMA3, 0, 1, 1e-6f, FFN_GEGLU, 1, 6, 1, 1, ATTN_GQA, 0, 0, 0 },
+    { "qwen3", ARCH_QWEN3, 0, 1, 1e-6f, FFN_SWIGLU, 0, 0, 1, 0, ATTN_GQA, 0, 0, 0 },
+    /* DeepSeek-V2/V3: softmax unless expert_gating_func says sigmoid (V3) */
+    { "deepseek2", ARCH_DEEPSEEK2, 0, 0, 1e-6f, FFN_SWIGLU, 0, 0, 0, 0, ATTN_MLA, 1,
+      GATE_SOFTMAX, 0 },
+    /* Qwen3-MoE: llama.cpp routes it by softmax with the top-k weights normalised */
+    { "qwen3moe", ARCH_QWEN3MOE, 0, 1, 1e-6f, FFN_SWIGLU, 0, 0, 1, 0, ATTN_GQA, 1,
+      GATE_SOFTMAX, 1 },
 };
 
 /* architectures known by name and refused, with what they lack here */
 static const struct { const char *name, *why; } archs_refused[] = {
-    { "qwen3moe", "its MoE routing (softmax top-k without groups) is not wired" },
+    { "qwen2moe", "its shared expert's sigmoid gate (ffn_gate_inp_shexp)" },
 };
 
 /* model dimensions a tensor shape is written in */
@@ -415,10 +423,16 @@ static int read_deepseek(const gguf_ctx *g, const char *a, model_cfg *c, char *e
     c->v_dim = (int)dv;
     c->n_rot = (int)rot;
     c->n_kv_heads = 1;   /* one latent head, shared by every query head */
-    uint32_t dense = 0, E = 0, k = 0, shared = 0, grp = 1, grp_used = 1, gate = GATE_SOFTMAX,
+    return 0;
+}
+
+/* The MoE FFN's metadata (deepseek2, qwen3moe): routed and shared experts, groups, gating and
+ * the weights' normalisation and scale; absent keys keep the architecture's defaults (c's
+ * gating and expert_norm on entry). No expert_count: a dense model. */
+static int read_moe(const gguf_ctx *g, const char *a, model_cfg *c, char *err, size_t errlen) {
+    uint32_t dense = 0, E = 0, k = 0, shared = 0, grp = 1, grp_used = 1, gate = (uint32_t)c->gating,
              fe = 0;
     c->expert_scale = 1.0f;
-    c->expert_norm = 0;
     if (get_u32(g, a, "leading_dense_block_count", &dense, 0, err, errlen) ||
         get_u32(g, a, "expert_count", &E, 0, err, errlen) ||
         get_u32(g, a, "expert_used_count", &k, E > 0, err, errlen) ||
@@ -508,11 +522,12 @@ static int read_cfg(const gguf_ctx *g, model_cfg *c, char *err, size_t errlen) {
     c->ffn_dim = (int)ffn;
     c->n_ctx_train = (int)(ctx > (1u << 24) ? (1u << 24) : ctx);
     c->attn = ad->attn;
-    if (ad->attn == ATTN_MLA) {
-        if (read_deepseek(g, a, c, err, errlen)) return -1;
-    } else if (read_head_dims(g, a, c, err, errlen)) {
+    if (ad->attn == ATTN_MLA ? read_deepseek(g, a, c, err, errlen)
+                             : read_head_dims(g, a, c, err, errlen))
         return -1;
-    }
+    c->gating = ad->gating;
+    c->expert_norm = ad->expert_norm;
+    if (ad->moe && read_moe(g, a, c, err, errlen)) return -1;
     c->rope_base = 10000.0f;
     c->norm_eps = ad->default_eps;
     if (get_f32(g, a, "rope.freq_base", &c->rope_base, err, errlen) ||

@@ -5,7 +5,7 @@ corrupt.py covers files the reader must refuse; these files read cleanly, but th
 is wrong or asks for what is not implemented: a head dim (attention.key_length) of zero, odd,
 unequal to value_length or not matching the tensors; an embedding that does not divide into
 the heads when key_length is absent; an unknown or mistyped rope.scaling.type, a bad scaling
-factor; the qwen3moe architecture; for deepseek2 (MLA + MoE), expert counts, groups, gating,
+factor; the qwen2moe architecture; for deepseek2 (MLA + MoE), expert counts, groups, gating,
 latent ranks and RoPE dims that are impossible or disagree with the tensors. Each case is a
 `sampan model synth` model (tiny-qwen3 or tiny-gemma3, F32) or ../shared's tiny-deepseek-f32
 (skipped when absent) with its metadata rewritten here (keys replaced, added or dropped; tensor
@@ -122,7 +122,7 @@ def cases():
         ('qwen3-yarn-original-context-0', 'tiny-qwen3',
          {q + 'rope.scaling.type': s('yarn'), q + 'rope.scaling.factor': f32(4.0),
           q + 'rope.scaling.original_context_length': n32(0)}, 'original_context_length 0'),
-        ('qwen3moe', 'tiny-qwen3', {'general.architecture': s('qwen3moe')}, "'qwen3moe'"),
+        ('qwen2moe', 'tiny-qwen3', {'general.architecture': s('qwen2moe')}, "'qwen2moe'"),
         ('deepseek2-used-above-count', 'deepseek', {d + 'expert_used_count': n32(9)}, '8 experts, 9 used'),
         ('deepseek2-groups-do-not-divide', 'deepseek', {d + 'expert_group_count': n32(3)}, '3 groups'),
         ('deepseek2-gating-3', 'deepseek', {d + 'expert_gating_func': n32(3)}, 'gating 3'),
