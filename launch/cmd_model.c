@@ -76,14 +76,14 @@ static int model_synth(int argc, char **argv) {
 /* Whether llama.cpp's quantizer converts this tensor: matrices (3-D expert stacks included)
  * named *weight, but not norms and not the MoE router (ffn_gate_inp), which it keeps as they
  * are; vectors (exp_probs_b.bias among them) never. */
-static int quant__converts(const gguf_tensor *t, const char *name) {
+static int model__converts(const gguf_tensor *t, const char *name) {
     size_t n = strlen(name);
     return t->n_dims >= 2 && n >= 6 && !strcmp(name + n - 6, "weight") &&
            !strstr(name, "_norm.weight") && !strstr(name, "ffn_gate_inp.weight");
 }
 
 /* "[32, 16, 8]" */
-static void quant__dims(char *buf, size_t n, const gguf_tensor *t) {
+static void model__dims(char *buf, size_t n, const gguf_tensor *t) {
     size_t used = 0;
     buf[0] = 0;
     for (uint32_t d = 0; d < t->n_dims && used < n; d++) {
@@ -95,7 +95,7 @@ static void quant__dims(char *buf, size_t n, const gguf_tensor *t) {
 }
 
 /* <arch>.KEY as a u32; 0 when absent or not an integer */
-static uint32_t quant__arch_u32(const gguf_ctx *g, const char *key) {
+static uint32_t model__arch_u32(const gguf_ctx *g, const char *key) {
     gguf_str arch;
     char full[128], err[128];
     uint32_t v = 0;
@@ -132,8 +132,8 @@ static int model_quantize(int argc, char **argv) {
         goto out;
     }
     /* the mixes' per-layer and 8-expert rules need the block and expert counts */
-    const int n_layers = (int)quant__arch_u32(g, "block_count");
-    const int n_expert = (int)quant__arch_u32(g, "expert_count");
+    const int n_layers = (int)model__arch_u32(g, "block_count");
+    const int n_expert = (int)model__arch_u32(g, "expert_count");
     for (int64_t i = 0; i < gguf_n_kv(g); i++) gguf_writer_copy_kv(w, g, i);
     gguf_writer_set_u32(w, "general.quantization_version", 2);
     if (type >= SYNTH_MIX_BASE) gguf_writer_set_u32(w, "general.file_type", (uint32_t)(type - SYNTH_MIX_BASE));
@@ -143,10 +143,10 @@ static int model_quantize(int argc, char **argv) {
         const gguf_tensor *t = gguf_tensor_at(g, i);
         char name[256], dims[96], why[160] = "";
         snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.ptr);
-        quant__dims(dims, sizeof dims, t);
+        model__dims(dims, sizeof dims, t);
         const qt_traits *src = qt_get(t->type);
         int to = t->type;
-        if (!quant__converts(t, name)) {
+        if (!model__converts(t, name)) {
             snprintf(why, sizeof why, " (kept: %s)", t->n_dims < 2 ? "a vector"
                      : strstr(name, "ffn_gate_inp") ? "the MoE router" : "a norm or not a weight");
         } else if (!src || !src->to_float) {

@@ -398,7 +398,7 @@ static void *keep(synth_ctx *c, void *p) {
  * [K, N, E] tensor is E*N rows of K). Stored as the context's type (or its mix's type for
  * `name`); when rows do not divide into the type's blocks, the context's fallback (see the top
  * of this file); f32: always F32 (routers, biases). */
-static int add_noise(synth_ctx *c, const char *name, int n_dims, const int64_t *ne, float sd,
+static int synth__add_noise(synth_ctx *c, const char *name, int n_dims, const int64_t *ne, float sd,
                      int f32) {
     const int64_t cols = ne[0];
     int64_t rows = 1;
@@ -437,7 +437,7 @@ static int add_noise(synth_ctx *c, const char *name, int n_dims, const int64_t *
 /* a (rows, cols) matrix (GGUF ne [cols, rows]) of the context's type */
 static int add_matrix(synth_ctx *c, const char *name, int64_t rows, int64_t cols, float sd) {
     const int64_t ne[2] = { cols, rows };
-    return add_noise(c, name, 2, ne, sd, 0);
+    return synth__add_noise(c, name, 2, ne, sd, 0);
 }
 
 static int add_ones(synth_ctx *c, const char *name, int64_t n) {
@@ -544,7 +544,8 @@ static void synth__ds2_kv(synth_ctx *c, const synth_ds2_shape *sh, int L) {
     gguf_writer_set_u32(c->w, K("attention.head_count_kv"), 1);
     gguf_writer_set_f32(c->w, K("rope.freq_base"), 10000.0f);
     gguf_writer_set_f32(c->w, K("attention.layer_norm_rms_epsilon"), 1e-6f);
-    gguf_writer_set_u32(c->w, K("leading_dense_block_count"), (uint32_t)(sh->n_dense < L ? sh->n_dense : L));
+    gguf_writer_set_u32(c->w, K("leading_dense_block_count"),
+                        (uint32_t)(sh->n_dense < L ? sh->n_dense : L));
     gguf_writer_set_u32(c->w, K("vocab_size"), (uint32_t)sh->vocab);
     if (sh->q_lora) gguf_writer_set_u32(c->w, K("attention.q_lora_rank"), (uint32_t)sh->q_lora);
     gguf_writer_set_u32(c->w, K("attention.kv_lora_rank"), (uint32_t)sh->kv_lora);
@@ -575,7 +576,9 @@ static void synth__ds2_kv(synth_ctx *c, const synth_ds2_shape *sh, int L) {
 
 /* Each std is 1/sqrt(the fan-in of the product the tensor takes part in), so every projection
  * keeps unit-scale activations: attn_k_b and attn_v_b decompress the kv_lora latent (the
- * absorbed form multiplies by them the other way round, but the scores come out the same). */
+ * absorbed form multiplies by them the other way round, but the scores come out the same).
+ * exp_probs_b is small (std 0.03) beside sigmoid scores in (0, 1): it moves the choice of
+ * experts without deciding it. */
 static int synth__ds2_tensors(synth_ctx *c, const synth_ds2_shape *sh, int L) {
     const int64_t C = sh->dim, H = sh->heads, QK = sh->qk_nope + sh->rope, E = sh->experts;
     const int64_t Fe = sh->expert_ffn, Fs = sh->expert_ffn * sh->shared;
@@ -584,7 +587,8 @@ static int synth__ds2_tensors(synth_ctx *c, const synth_ds2_shape *sh, int L) {
     for (int l = 0; l < L; l++) {
         char tn[64];
 #define T(s) (snprintf(tn, sizeof tn, "blk.%d.%s", l, s), tn)
-        const int64_t k_b[3] = { sh->qk_nope, sh->kv_lora, H }, v_b[3] = { sh->kv_lora, sh->v_head, H };
+        const int64_t k_b[3] = { sh->qk_nope, sh->kv_lora, H };
+        const int64_t v_b[3] = { sh->kv_lora, sh->v_head, H };
         if (add_ones(c, T("attn_norm.weight"), C)) return -1;
         if (sh->q_lora ? add_matrix(c, T("attn_q_a.weight"), sh->q_lora, C, SD(C)) ||
                              add_vec(c, T("attn_q_a_norm.weight"), sh->q_lora) ||
@@ -593,8 +597,8 @@ static int synth__ds2_tensors(synth_ctx *c, const synth_ds2_shape *sh, int L) {
             return -1;
         if (add_matrix(c, T("attn_kv_a_mqa.weight"), sh->kv_lora + sh->rope, C, SD(C)) ||
             add_vec(c, T("attn_kv_a_norm.weight"), sh->kv_lora) ||
-            add_noise(c, T("attn_k_b.weight"), 3, k_b, SD(sh->kv_lora), 0) ||
-            add_noise(c, T("attn_v_b.weight"), 3, v_b, SD(sh->kv_lora), 0) ||
+            synth__add_noise(c, T("attn_k_b.weight"), 3, k_b, SD(sh->kv_lora), 0) ||
+            synth__add_noise(c, T("attn_v_b.weight"), 3, v_b, SD(sh->kv_lora), 0) ||
             add_matrix(c, T("attn_output.weight"), C, H * sh->v_head, SD(H * sh->v_head)) ||
             add_ones(c, T("ffn_norm.weight"), C))
             return -1;
@@ -606,11 +610,11 @@ static int synth__ds2_tensors(synth_ctx *c, const synth_ds2_shape *sh, int L) {
             continue;
         }
         const int64_t up[3] = { C, Fe, E }, down[3] = { Fe, C, E }, router[2] = { C, E };
-        if (add_noise(c, T("ffn_gate_inp.weight"), 2, router, SD(C), 1) ||
-            (sh->probs_b && add_noise(c, T("exp_probs_b.bias"), 1, &E, 0.03f, 1)) ||
-            add_noise(c, T("ffn_gate_exps.weight"), 3, up, SD(C), 0) ||
-            add_noise(c, T("ffn_up_exps.weight"), 3, up, SD(C), 0) ||
-            add_noise(c, T("ffn_down_exps.weight"), 3, down, SD(Fe), 0) ||
+        if (synth__add_noise(c, T("ffn_gate_inp.weight"), 2, router, SD(C), 1) ||
+            (sh->probs_b && synth__add_noise(c, T("exp_probs_b.bias"), 1, &E, 0.03f, 1)) ||
+            synth__add_noise(c, T("ffn_gate_exps.weight"), 3, up, SD(C), 0) ||
+            synth__add_noise(c, T("ffn_up_exps.weight"), 3, up, SD(C), 0) ||
+            synth__add_noise(c, T("ffn_down_exps.weight"), 3, down, SD(Fe), 0) ||
             add_matrix(c, T("ffn_gate_shexp.weight"), Fs, C, SD(C)) ||
             add_matrix(c, T("ffn_up_shexp.weight"), Fs, C, SD(C)) ||
             add_matrix(c, T("ffn_down_shexp.weight"), C, Fs, SD(Fs)))
@@ -668,7 +672,8 @@ int synth_model_arch(const char *path, const char *arch, const char *shape, int 
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
             if (!strcmp(shape, shapes[i].name)) sh = &shapes[i];
         if (!sh) {
-            synth__names(names, sizeof names, shapes, sizeof shapes / sizeof shapes[0], sizeof shapes[0]);
+            synth__names(names, sizeof names, shapes, sizeof shapes / sizeof shapes[0],
+                         sizeof shapes[0]);
             snprintf(err, errlen, "synth: unknown shape '%s' (%s)", shape, names);
             return -1;
         }
@@ -703,8 +708,10 @@ int synth_model_arch(const char *path, const char *arch, const char *shape, int 
     }
     for (int i = 0; i < v.n; i++) tt_arr[i] = (i == 256 || i == 257) ? 3 : 1;
     char name[64];
-    snprintf(name, sizeof name, ds ? "sampan-synth-deepseek2-%s" : "sampan-synth-%s", sh ? sh->name : ds->name);
-    gguf_writer_set_str(c.w, "general.architecture", sh ? (sh->arch ? sh->arch : "llama") : "deepseek2");
+    snprintf(name, sizeof name, ds ? "sampan-synth-deepseek2-%s" : "sampan-synth-%s",
+             sh ? sh->name : ds->name);
+    gguf_writer_set_str(c.w, "general.architecture",
+                        sh ? (sh->arch ? sh->arch : "llama") : "deepseek2");
     gguf_writer_set_str(c.w, "general.name", name);
     gguf_writer_set_u32(c.w, "general.alignment", 32);
     if (type >= SYNTH_MIX_BASE) gguf_writer_set_u32(c.w, "general.file_type", (uint32_t)(type - SYNTH_MIX_BASE));
