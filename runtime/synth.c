@@ -639,14 +639,18 @@ static void synth__tokenizer_kv(synth_ctx *c, const vocab *v, const int32_t *typ
     gguf_writer_set_bool(c->w, "tokenizer.ggml.add_bos_token", 1);
 }
 
-/* "a, b, c": the names of a shape table (each entry's first member is its name), into buf */
-static void synth__names(char *buf, size_t n, const void *table, size_t count, size_t stride) {
-    buf[0] = 0;
+/* The entry of a shape table named `shape` (each entry's first member is its name); NULL, with
+ * the table's names ("a, b, c") in names, when there is none. */
+static const void *synth__find(const void *table, size_t count, size_t stride, const char *shape,
+                               char *names, size_t n) {
+    names[0] = 0;
     for (size_t i = 0; i < count; i++) {
-        size_t used = strlen(buf);
-        snprintf(buf + used, n - used, "%s%s", i ? ", " : "",
-                 *(const char *const *)((const char *)table + i * stride));
+        const char *entry = (const char *)table + i * stride, *name = *(const char *const *)entry;
+        if (!strcmp(shape, name)) return entry;
+        size_t used = strlen(names);
+        snprintf(names + used, n - used, "%s%s", i ? ", " : "", name);
     }
+    return NULL;
 }
 
 int synth_model(const char *path, const char *shape, int type, int layers, uint64_t seed,
@@ -660,20 +664,16 @@ int synth_model_arch(const char *path, const char *arch, const char *shape, int 
     const synth_ds2_shape *ds = NULL;
     char names[256];
     if (arch && !strcmp(arch, "deepseek2")) {
-        for (size_t i = 0; i < sizeof ds2_shapes / sizeof ds2_shapes[0]; i++)
-            if (!strcmp(shape, ds2_shapes[i].name)) ds = &ds2_shapes[i];
+        ds = synth__find(ds2_shapes, sizeof ds2_shapes / sizeof ds2_shapes[0], sizeof ds2_shapes[0],
+                         shape, names, sizeof names);
         if (!ds) {
-            synth__names(names, sizeof names, ds2_shapes, sizeof ds2_shapes / sizeof ds2_shapes[0],
-                         sizeof ds2_shapes[0]);
             snprintf(err, errlen, "synth: unknown deepseek2 shape '%s' (%s)", shape, names);
             return -1;
         }
     } else {
-        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-            if (!strcmp(shape, shapes[i].name)) sh = &shapes[i];
+        sh = synth__find(shapes, sizeof shapes / sizeof shapes[0], sizeof shapes[0], shape, names,
+                         sizeof names);
         if (!sh) {
-            synth__names(names, sizeof names, shapes, sizeof shapes / sizeof shapes[0],
-                         sizeof shapes[0]);
             snprintf(err, errlen, "synth: unknown shape '%s' (%s)", shape, names);
             return -1;
         }
