@@ -15,7 +15,7 @@ static void usage(FILE *f) {
           "  score  -m MODEL (-p PROMPT | --tokens ID,ID,...) [--top K]   teacher-forced logits (JSON)\n"
           "  serve  -m MODEL [--tp N --pp N] [--host H] [--port P] [--api-key KEY]   OpenAI-compatible HTTP server\n"
           "  info   MODEL                       architecture, hyper-parameters, tokenizer, tensors\n"
-          "  model  synth -o FILE --shape tiny|small|tinyllama-1.1b|llama-7b [--type T] [--layers N] [--seed S]\n"
+          "  model  synth -o FILE [--arch llama|deepseek2] --shape SHAPE [--type T] [--layers N] [--seed S]\n"
           "  model  quantize IN OUT TYPE        convert matrices to TYPE (an unknown TYPE lists them)\n"
           "  topo   [--topology FILE.xml | --synthetic DESC] [--ranks N] [--bind]   where ranks run (cores, NUMA node, GPU)\n"
           "  bench  [--quick] [--json FILE] ... prompt/decode speed against measured machine ceilings\n"

@@ -1,11 +1,15 @@
-/* runtime/synth.c — deterministic synthetic Llama models (see synth.h).
+/* runtime/synth.c — deterministic synthetic models (see synth.h for the shapes).
  *
  * Vocabulary: the 256 bytes in GPT-2's byte-to-unicode form (so any text tokenizes), two control
  * tokens <|bos|> and <|eos|>, then merges: first those a byte-pair-encoding trainer learns from a
  * short English text kept here, then seeded random merges of existing tokens until the shape's
  * vocabulary size is reached. Weights: seeded uniform noise with the variance of a 1/sqrt(fan_in)
- * initialisation, norms 1, quantized to the requested type (a tensor whose rows do not divide
- * into the type's blocks falls back to Q8_0, then F32, as llama.cpp's quantizer does).
+ * initialisation, norms 1, quantized to the requested type. A tensor whose rows do not divide
+ * into the type's blocks falls back, in the llama-table shapes, to Q8_0, then F32 (kept so that
+ * their files stay byte-identical to those made before); in deepseek2 ones to llama.cpp's
+ * fallback types (synth_fallback_type, as `sampan model quantize`), because DeepSeek's own row
+ * lengths (1408, 10944, 128) miss 256 and a synthetic file should carry the types llama.cpp's
+ * files of the real model have.
  */
 #include <math.h>
 #include <stdio.h>
@@ -57,6 +61,38 @@ static const synth_shape shapes[] = {
 };
 #undef GEMMA
 
+/* deepseek2 (DeepSeek-V2/V3): multi-head latent attention in the split form llama.cpp writes
+ * (attn_k_b / attn_v_b per head), MoE blocks after n_dense dense ones. The numbers: synth.h. */
+typedef struct {
+    const char *name;
+    int dim, layers, heads;
+    int q_lora;                   /* 0: a plain attn_q (V2-Lite) */
+    int kv_lora, qk_nope, rope, v_head;
+    int n_dense, ffn;             /* leading dense blocks and their FFN */
+    int experts, expert_ffn, used, shared;
+    int groups, groups_used;      /* 0: no expert groups */
+    int gating;                   /* expert_gating_func: 1 softmax, 2 sigmoid */
+    int probs_b;                  /* exp_probs_b.bias (V3's selection bias) */
+    int norm;                     /* expert_weights_norm */
+    float scale;                  /* expert_weights_scale */
+    int vocab, ctx;
+    float yarn_factor;            /* 0: no rope scaling */
+    int yarn_orig;
+    float yarn_log_mul;
+} synth_ds2_shape;
+
+static const synth_ds2_shape ds2_shapes[] = {
+    /* the shape of ../shared/models/tiny-deepseek-f32.gguf, with our vocabulary */
+    { "tiny", 32, 3, 4, 24, 16, 16, 8, 16, 1, 64, 8, 16, 2, 1, 0, 0, 2, 1, 1, 2.5f, 512, 512,
+      0.0f, 0, 0.0f },
+    /* DeepSeek-V2-Lite's own numbers (its YaRN too: mscale_all_dim 0.707 x 0.1) */
+    { "v2-lite", 2048, 27, 16, 0, 512, 128, 64, 128, 1, 10944, 64, 1408, 6, 2, 0, 0, 1, 0, 0,
+      1.0f, 102400, 163840, 40.0f, 4096, 0.0707f },
+    /* V3's structure at 2048 wide: 1.2 GB at Q4_K */
+    { "v3-mini", 2048, 9, 16, 512, 256, 128, 64, 128, 3, 5632, 64, 768, 8, 1, 8, 4, 2, 1, 1,
+      2.5f, 32000, 163840, 40.0f, 4096, 0.1f },
+};
+
 static const char corpus[] =
     "Once upon a time, there was a little girl named Lily. She loved to play outside in the park "
     "with her friends. One day, she saw a big red ball under a tree. The sun was warm and the sky "
@@ -107,19 +143,36 @@ static int synth__more_bits(int i, int n) {
     return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
 }
 
-/* The type of matrix `name` in a model of L layers made as `type` (a qt_type or a mix) */
-static int synth__tensor_type(int type, const char *name, int L) {
+int synth_mix_tensor_type(int type, const char *name, int n_layers, int n_expert) {
     int base = -1;
     for (int i = 0; i < SYNTH_N_MIXES; i++)
         if (type == synth__mixes[i].id) base = synth__mixes[i].base;
     if (base < 0) return type;
     if (!strcmp(name, "output.weight")) return QT_Q6_K;
-    int l;
-    char what[64];
-    if (sscanf(name, "blk.%d.%63[^.]", &l, what) == 2 &&
-        (!strcmp(what, "attn_v") || !strcmp(what, "ffn_down")) && synth__more_bits(l, L))
-        return QT_Q6_K;
+    int l = -1;
+    if (sscanf(name, "blk.%d.", &l) != 1) l = -1;
+    const int more = l >= 0 && synth__more_bits(l, n_layers);
+    /* llama.cpp matches these by substring: ffn_down also names ffn_down_exps and _shexp */
+    if (strstr(name, "attn_v.weight")) return n_expert == 8 ? QT_Q8_0 : more ? QT_Q6_K : base;
+    if (strstr(name, "attn_k.weight") && n_expert == 8) return QT_Q8_0;
+    if (strstr(name, "ffn_down") && more) return QT_Q6_K;
+    if (strstr(name, "attn_output.weight") && n_expert == 8 && type == SYNTH_Q4_K_M) return QT_Q5_K;
     return base;
+}
+
+int synth_fallback_type(int type, int64_t row) {
+    const qt_traits *t = qt_get(type);
+    if (t && row % t->block_size == 0) return type;
+    int to = QT_F16;
+    switch (type) {
+    case QT_Q4_K: to = QT_Q5_0; break;
+    case QT_Q5_K: to = QT_Q5_1; break;
+    case QT_Q6_K: to = QT_Q8_0; break;
+    case QT_Q2_K: case QT_Q3_K: case QT_IQ4_XS: to = QT_IQ4_NL; break;
+    default: break;
+    }
+    t = qt_get(to);
+    return t && row % t->block_size == 0 ? to : QT_F16;
 }
 
 /* ---- vocabulary ------------------------------------------------------------------------ */
@@ -317,6 +370,8 @@ typedef struct {
     gguf_writer *w;
     int type;             /* a qt_type or a mix (SYNTH_Q4_K_M ...) */
     int n_layers;         /* L, for the mixes' per-layer rule */
+    int n_expert;         /* routed experts (0: dense), for the mixes' 8-expert rules */
+    int llama_fallback;   /* 1: llama.cpp's fallback types (deepseek2); 0: Q8_0, then F32 */
     uint64_t rng;
     void **bufs;
     int n_bufs, cap_bufs;
@@ -339,20 +394,31 @@ static void *keep(synth_ctx *c, void *p) {
     return c->bufs[c->n_bufs++] = p;
 }
 
-/* a (rows, cols) matrix of uniform noise with std `sd`, stored as the context's type */
-static int add_matrix(synth_ctx *c, const char *name, int64_t rows, int64_t cols, float sd) {
-    int type = synth__tensor_type(c->type, name, c->n_layers);
+/* a tensor of uniform noise with std `sd`: ne[0] is the row length, the rows are ne[1..] (a 3-D
+ * [K, N, E] tensor is E*N rows of K). Stored as the context's type (or its mix's type for
+ * `name`); when rows do not divide into the type's blocks, the context's fallback (see the top
+ * of this file); f32: always F32 (routers, biases). */
+static int synth__add_noise(synth_ctx *c, const char *name, int n_dims, const int64_t *ne, float sd,
+                     int f32) {
+    const int64_t cols = ne[0];
+    int64_t rows = 1;
+    for (int d = 1; d < n_dims; d++) rows *= ne[d];
+    int type = f32 ? QT_F32 : synth_mix_tensor_type(c->type, name, c->n_layers, c->n_expert);
     const qt_traits *tr = qt_get(type);
-    if (!tr || !tr->from_float || cols % tr->block_size) type = QT_Q8_0;
-    tr = qt_get(type);
-    if (!tr || !tr->from_float || cols % tr->block_size) type = QT_F32;
+    if (c->llama_fallback) {
+        type = synth_fallback_type(type, cols);
+    } else {
+        if (!tr || !tr->from_float || cols % tr->block_size) type = QT_Q8_0;
+        tr = qt_get(type);
+        if (f32 || !tr || !tr->from_float || cols % tr->block_size) type = QT_F32;
+    }
     tr = qt_get(type);
     size_t rs = qt_row_size(type, cols);
     char *data = keep(c, malloc(rs * (size_t)rows));
     float *row = malloc((size_t)cols * sizeof *row);
     if (!data || !row) {
         free(row);
-        snprintf(c->err, c->errlen, "synth: out of memory for '%s' (%lld x %lld)", name,
+        snprintf(c->err, c->errlen, "synth: out of memory for '%s' (%lld rows of %lld)", name,
                  (long long)rows, (long long)cols);
         return -1;
     }
@@ -364,9 +430,14 @@ static int add_matrix(synth_ctx *c, const char *name, int64_t rows, int64_t cols
         else tr->from_float(row, data + r * rs, cols);
     }
     free(row);
-    int64_t ne[2] = { cols, rows };
-    gguf_writer_add_tensor(c->w, name, type, 2, ne, data, rs * (size_t)rows);
+    gguf_writer_add_tensor(c->w, name, type, n_dims, ne, data, rs * (size_t)rows);
     return 0;
+}
+
+/* a (rows, cols) matrix (GGUF ne [cols, rows]) of the context's type */
+static int add_matrix(synth_ctx *c, const char *name, int64_t rows, int64_t cols, float sd) {
+    const int64_t ne[2] = { cols, rows };
+    return synth__add_noise(c, name, 2, ne, sd, 0);
 }
 
 static int add_ones(synth_ctx *c, const char *name, int64_t n) {
@@ -393,117 +464,261 @@ static int add_vec(synth_ctx *c, const char *name, int64_t n) {
     return 0;
 }
 
+/* ---- the files ---------------------------------------------------------------------------- */
+
+/* llama and the shapes of its table (gemma3, qwen3): metadata under `ar`. */
+static void synth__llama_kv(synth_ctx *c, const synth_shape *sh, int L) {
+    const char *ar = sh->arch ? sh->arch : "llama";
+    const int D = sh->head_dim ? sh->head_dim : sh->dim / sh->heads;
+    char key[96];
+#define K(s) (snprintf(key, sizeof key, "%s.%s", ar, s), key)
+    gguf_writer_set_u32(c->w, K("context_length"), (uint32_t)sh->ctx);
+    gguf_writer_set_u32(c->w, K("embedding_length"), (uint32_t)sh->dim);
+    gguf_writer_set_u32(c->w, K("block_count"), (uint32_t)L);
+    gguf_writer_set_u32(c->w, K("feed_forward_length"), (uint32_t)sh->ffn);
+    gguf_writer_set_u32(c->w, K("attention.head_count"), (uint32_t)sh->heads);
+    gguf_writer_set_u32(c->w, K("attention.head_count_kv"), (uint32_t)sh->kv_heads);
+    gguf_writer_set_u32(c->w, K("rope.dimension_count"), (uint32_t)D);
+    gguf_writer_set_f32(c->w, K("rope.freq_base"), sh->arch ? 1000000.0f : 10000.0f);
+    gguf_writer_set_f32(c->w, K("attention.layer_norm_rms_epsilon"), sh->arch ? 1e-6f : 1e-5f);
+    if (sh->head_dim) {
+        gguf_writer_set_u32(c->w, K("attention.key_length"), (uint32_t)D);
+        gguf_writer_set_u32(c->w, K("attention.value_length"), (uint32_t)D);
+    }
+    if (sh->window) {
+        gguf_writer_set_u32(c->w, K("attention.sliding_window"), (uint32_t)sh->window);
+        gguf_writer_set_u32(c->w, K("attention.sliding_window_pattern"), (uint32_t)sh->period);
+    }
+    if (sh->rope_type) {
+        gguf_writer_set_str(c->w, K("rope.scaling.type"), sh->rope_type);
+        gguf_writer_set_f32(c->w, K("rope.scaling.factor"), sh->rope_factor);
+    }
+    if (sh->rope_orig)
+        gguf_writer_set_u32(c->w, K("rope.scaling.original_context_length"), (uint32_t)sh->rope_orig);
+#undef K
+}
+
+static int synth__llama_tensors(synth_ctx *c, const synth_shape *sh, int L) {
+    const int C = sh->dim, F = sh->ffn;
+    const int D = sh->head_dim ? sh->head_dim : sh->dim / sh->heads;
+    const float sc = 1.0f / sqrtf((float)C), sf = 1.0f / sqrtf((float)F);
+    if (add_matrix(c, "token_embd.weight", sh->vocab, C, 1.0f) ||
+        add_ones(c, "output_norm.weight", C) ||
+        (!(sh->blk & SY_TIED) && add_matrix(c, "output.weight", sh->vocab, C, sc)))
+        return -1;
+    for (int l = 0; l < L; l++) {
+        char tn[64];
+#define T(s) (snprintf(tn, sizeof tn, "blk.%d.%s", l, s), tn)
+        if (add_ones(c, T("attn_norm.weight"), C) ||
+            add_matrix(c, T("attn_q.weight"), (int64_t)sh->heads * D, C, sc) ||
+            add_matrix(c, T("attn_k.weight"), (int64_t)sh->kv_heads * D, C, sc) ||
+            add_matrix(c, T("attn_v.weight"), (int64_t)sh->kv_heads * D, C, sc) ||
+            add_matrix(c, T("attn_output.weight"), C, (int64_t)sh->heads * D, sc) ||
+            add_ones(c, T("ffn_norm.weight"), C) ||
+            add_matrix(c, T("ffn_gate.weight"), F, C, sc) ||
+            add_matrix(c, T("ffn_up.weight"), F, C, sc) ||
+            add_matrix(c, T("ffn_down.weight"), C, F, sf))
+            return -1;
+        if ((sh->blk & SY_QKN) && (add_vec(c, T("attn_q_norm.weight"), D) ||
+                                   add_vec(c, T("attn_k_norm.weight"), D)))
+            return -1;
+        if ((sh->blk & SY_POST) && (add_vec(c, T("post_attention_norm.weight"), C) ||
+                                    add_vec(c, T("post_ffw_norm.weight"), C)))
+            return -1;
+#undef T
+    }
+    return 0;
+}
+
+/* deepseek2's metadata as llama.cpp's converter writes it for the split MLA form: key_length and
+ * value_length are the compressed (MQA) head, kv_lora + rope and kv_lora; the _mla keys are the
+ * decompressed one, qk_nope + rope and v_head. */
+static void synth__ds2_kv(synth_ctx *c, const synth_ds2_shape *sh, int L) {
+    char key[96];
+#define K(s) (snprintf(key, sizeof key, "deepseek2.%s", s), key)
+    gguf_writer_set_u32(c->w, K("context_length"), (uint32_t)sh->ctx);
+    gguf_writer_set_u32(c->w, K("embedding_length"), (uint32_t)sh->dim);
+    gguf_writer_set_u32(c->w, K("block_count"), (uint32_t)L);
+    gguf_writer_set_u32(c->w, K("feed_forward_length"), (uint32_t)sh->ffn);
+    gguf_writer_set_u32(c->w, K("attention.head_count"), (uint32_t)sh->heads);
+    gguf_writer_set_u32(c->w, K("attention.head_count_kv"), 1);
+    gguf_writer_set_f32(c->w, K("rope.freq_base"), 10000.0f);
+    gguf_writer_set_f32(c->w, K("attention.layer_norm_rms_epsilon"), 1e-6f);
+    gguf_writer_set_u32(c->w, K("leading_dense_block_count"),
+                        (uint32_t)(sh->n_dense < L ? sh->n_dense : L));
+    gguf_writer_set_u32(c->w, K("vocab_size"), (uint32_t)sh->vocab);
+    if (sh->q_lora) gguf_writer_set_u32(c->w, K("attention.q_lora_rank"), (uint32_t)sh->q_lora);
+    gguf_writer_set_u32(c->w, K("attention.kv_lora_rank"), (uint32_t)sh->kv_lora);
+    gguf_writer_set_u32(c->w, K("attention.key_length"), (uint32_t)(sh->kv_lora + sh->rope));
+    gguf_writer_set_u32(c->w, K("attention.value_length"), (uint32_t)sh->kv_lora);
+    gguf_writer_set_u32(c->w, K("attention.key_length_mla"), (uint32_t)(sh->qk_nope + sh->rope));
+    gguf_writer_set_u32(c->w, K("attention.value_length_mla"), (uint32_t)sh->v_head);
+    gguf_writer_set_u32(c->w, K("expert_feed_forward_length"), (uint32_t)sh->expert_ffn);
+    gguf_writer_set_u32(c->w, K("expert_count"), (uint32_t)sh->experts);
+    gguf_writer_set_u32(c->w, K("expert_used_count"), (uint32_t)sh->used);
+    gguf_writer_set_u32(c->w, K("expert_shared_count"), (uint32_t)sh->shared);
+    if (sh->groups) {
+        gguf_writer_set_u32(c->w, K("expert_group_count"), (uint32_t)sh->groups);
+        gguf_writer_set_u32(c->w, K("expert_group_used_count"), (uint32_t)sh->groups_used);
+    }
+    gguf_writer_set_f32(c->w, K("expert_weights_scale"), sh->scale);
+    gguf_writer_set_bool(c->w, K("expert_weights_norm"), sh->norm);
+    gguf_writer_set_u32(c->w, K("expert_gating_func"), (uint32_t)sh->gating);
+    gguf_writer_set_u32(c->w, K("rope.dimension_count"), (uint32_t)sh->rope);
+    if (sh->yarn_factor > 0) {
+        gguf_writer_set_str(c->w, K("rope.scaling.type"), "yarn");
+        gguf_writer_set_f32(c->w, K("rope.scaling.factor"), sh->yarn_factor);
+        gguf_writer_set_u32(c->w, K("rope.scaling.original_context_length"), (uint32_t)sh->yarn_orig);
+        gguf_writer_set_f32(c->w, K("rope.scaling.yarn_log_multiplier"), sh->yarn_log_mul);
+    }
+#undef K
+}
+
+/* Each std is 1/sqrt(the fan-in of the product the tensor takes part in), so every projection
+ * keeps unit-scale activations: attn_k_b and attn_v_b decompress the kv_lora latent (the
+ * absorbed form multiplies by them the other way round, but the scores come out the same).
+ * exp_probs_b is small (std 0.03) beside sigmoid scores in (0, 1): it moves the choice of
+ * experts without deciding it. */
+static int synth__ds2_tensors(synth_ctx *c, const synth_ds2_shape *sh, int L) {
+    const int64_t C = sh->dim, H = sh->heads, QK = sh->qk_nope + sh->rope, E = sh->experts;
+    const int64_t Fe = sh->expert_ffn, Fs = sh->expert_ffn * sh->shared;
+#define SD(n) (1.0f / sqrtf((float)(n)))
+    if (add_matrix(c, "token_embd.weight", sh->vocab, C, 1.0f)) return -1;
+    for (int l = 0; l < L; l++) {
+        char tn[64];
+#define T(s) (snprintf(tn, sizeof tn, "blk.%d.%s", l, s), tn)
+        const int64_t k_b[3] = { sh->qk_nope, sh->kv_lora, H };
+        const int64_t v_b[3] = { sh->kv_lora, sh->v_head, H };
+        if (add_ones(c, T("attn_norm.weight"), C)) return -1;
+        if (sh->q_lora ? add_matrix(c, T("attn_q_a.weight"), sh->q_lora, C, SD(C)) ||
+                             add_vec(c, T("attn_q_a_norm.weight"), sh->q_lora) ||
+                             add_matrix(c, T("attn_q_b.weight"), H * QK, sh->q_lora, SD(sh->q_lora))
+                       : add_matrix(c, T("attn_q.weight"), H * QK, C, SD(C)))
+            return -1;
+        if (add_matrix(c, T("attn_kv_a_mqa.weight"), sh->kv_lora + sh->rope, C, SD(C)) ||
+            add_vec(c, T("attn_kv_a_norm.weight"), sh->kv_lora) ||
+            synth__add_noise(c, T("attn_k_b.weight"), 3, k_b, SD(sh->kv_lora), 0) ||
+            synth__add_noise(c, T("attn_v_b.weight"), 3, v_b, SD(sh->kv_lora), 0) ||
+            add_matrix(c, T("attn_output.weight"), C, H * sh->v_head, SD(H * sh->v_head)) ||
+            add_ones(c, T("ffn_norm.weight"), C))
+            return -1;
+        if (l < sh->n_dense) {
+            if (add_matrix(c, T("ffn_gate.weight"), sh->ffn, C, SD(C)) ||
+                add_matrix(c, T("ffn_up.weight"), sh->ffn, C, SD(C)) ||
+                add_matrix(c, T("ffn_down.weight"), C, sh->ffn, SD(sh->ffn)))
+                return -1;
+            continue;
+        }
+        const int64_t up[3] = { C, Fe, E }, down[3] = { Fe, C, E }, router[2] = { C, E };
+        if (synth__add_noise(c, T("ffn_gate_inp.weight"), 2, router, SD(C), 1) ||
+            (sh->probs_b && synth__add_noise(c, T("exp_probs_b.bias"), 1, &E, 0.03f, 1)) ||
+            synth__add_noise(c, T("ffn_gate_exps.weight"), 3, up, SD(C), 0) ||
+            synth__add_noise(c, T("ffn_up_exps.weight"), 3, up, SD(C), 0) ||
+            synth__add_noise(c, T("ffn_down_exps.weight"), 3, down, SD(Fe), 0) ||
+            add_matrix(c, T("ffn_gate_shexp.weight"), Fs, C, SD(C)) ||
+            add_matrix(c, T("ffn_up_shexp.weight"), Fs, C, SD(C)) ||
+            add_matrix(c, T("ffn_down_shexp.weight"), C, Fs, SD(Fs)))
+            return -1;
+#undef T
+    }
+    if (add_ones(c, "output_norm.weight", C) || add_matrix(c, "output.weight", sh->vocab, C, SD(C)))
+        return -1;
+#undef SD
+    return 0;
+}
+
+static void synth__tokenizer_kv(synth_ctx *c, const vocab *v, const int32_t *types) {
+    gguf_writer_set_str(c->w, "tokenizer.ggml.model", "gpt2");
+    gguf_writer_set_str(c->w, "tokenizer.ggml.pre", "gpt-2");
+    gguf_writer_set_arr_str(c->w, "tokenizer.ggml.tokens", (const char *const *)v->tok, (uint64_t)v->n);
+    gguf_writer_set_arr(c->w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, (uint64_t)v->n);
+    gguf_writer_set_arr_str(c->w, "tokenizer.ggml.merges", (const char *const *)v->merges,
+                            (uint64_t)v->n_merges);
+    gguf_writer_set_u32(c->w, "tokenizer.ggml.bos_token_id", 256);
+    gguf_writer_set_u32(c->w, "tokenizer.ggml.eos_token_id", 257);
+    gguf_writer_set_bool(c->w, "tokenizer.ggml.add_bos_token", 1);
+}
+
+/* The entry of a shape table named `shape` (each entry's first member is its name); NULL, with
+ * the table's names ("a, b, c") in names, when there is none. */
+static const void *synth__find(const void *table, size_t count, size_t stride, const char *shape,
+                               char *names, size_t n) {
+    names[0] = 0;
+    for (size_t i = 0; i < count; i++) {
+        const char *entry = (const char *)table + i * stride, *name = *(const char *const *)entry;
+        if (!strcmp(shape, name)) return entry;
+        size_t used = strlen(names);
+        snprintf(names + used, n - used, "%s%s", i ? ", " : "", name);
+    }
+    return NULL;
+}
+
 int synth_model(const char *path, const char *shape, int type, int layers, uint64_t seed,
                 char *err, size_t errlen) {
+    return synth_model_arch(path, NULL, shape, type, layers, seed, err, errlen);
+}
+
+int synth_model_arch(const char *path, const char *arch, const char *shape, int type, int layers,
+                     uint64_t seed, char *err, size_t errlen) {
     const synth_shape *sh = NULL;
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-        if (!strcmp(shape, shapes[i].name)) sh = &shapes[i];
-    if (!sh) {
-        char names[256] = "";
-        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-            size_t n = strlen(names);
-            snprintf(names + n, sizeof names - n, "%s%s", i ? ", " : "", shapes[i].name);
+    const synth_ds2_shape *ds = NULL;
+    char names[256];
+    if (arch && !strcmp(arch, "deepseek2")) {
+        ds = synth__find(ds2_shapes, sizeof ds2_shapes / sizeof ds2_shapes[0], sizeof ds2_shapes[0],
+                         shape, names, sizeof names);
+        if (!ds) {
+            snprintf(err, errlen, "synth: unknown deepseek2 shape '%s' (%s)", shape, names);
+            return -1;
         }
-        snprintf(err, errlen, "synth: unknown shape '%s' (%s)", shape, names);
-        return -1;
+    } else {
+        sh = synth__find(shapes, sizeof shapes / sizeof shapes[0], sizeof shapes[0], shape, names,
+                         sizeof names);
+        if (!sh) {
+            snprintf(err, errlen, "synth: unknown shape '%s' (%s)", shape, names);
+            return -1;
+        }
+        const char *own = sh->arch ? sh->arch : "llama";
+        if (arch && strcmp(arch, own)) {
+            snprintf(err, errlen, "synth: shape '%s' is a %s shape, not %s (architectures: llama, "
+                     "gemma3, qwen3 by shape name; deepseek2)", shape, own, arch);
+            return -1;
+        }
     }
-    const int base = synth__tensor_type(type, "", 1);   /* a mix's main type */
+    const int base = synth_mix_tensor_type(type, "", 1, 0);   /* a mix's main type */
     const qt_traits *tt = base >= 0 && base < QT_COUNT ? qt_get(base) : NULL;
     if (!tt || (base != QT_F32 && !tt->from_float) || base == QT_Q8_K) {
         snprintf(err, errlen, "synth: unsupported weight type %d", type);
         return -1;
     }
-    int L = layers > 0 ? layers : sh->layers;
+    const int L = layers > 0 ? layers : sh ? sh->layers : ds->layers;
+    const int n_vocab = sh ? sh->vocab : ds->vocab;
     vocab v;
-    if (vocab_build(&v, sh->vocab, seed)) {
+    if (vocab_build(&v, n_vocab, seed)) {
         vocab_free(&v);
-        snprintf(err, errlen, "synth: could not build a %d-token vocabulary", sh->vocab);
+        snprintf(err, errlen, "synth: could not build a %d-token vocabulary", n_vocab);
         return -1;
     }
-    synth_ctx c = { gguf_writer_new(), type, L, seed * 0x2545F4914F6CDD1Dull + 1, NULL, 0, 0, err,
-                    errlen };
+    synth_ctx c = { gguf_writer_new(), type, L, ds ? ds->experts : 0, ds != NULL,
+                    seed * 0x2545F4914F6CDD1Dull + 1, NULL, 0, 0, err, errlen };
     int rc = -1;
-    if (!c.w) {
-        snprintf(err, errlen, "synth: out of memory");
-        goto out;
-    }
-    char name[64];
-    snprintf(name, sizeof name, "sampan-synth-%s", sh->name);
-    const char *ar = sh->arch ? sh->arch : "llama";
-    const int D = sh->head_dim ? sh->head_dim : sh->dim / sh->heads;
-    char key[96];
-#define K(s) (snprintf(key, sizeof key, "%s.%s", ar, s), key)
-    gguf_writer_set_str(c.w, "general.architecture", ar);
-    gguf_writer_set_str(c.w, "general.name", name);
-    gguf_writer_set_u32(c.w, "general.alignment", 32);
-    if (type >= SYNTH_MIX_BASE) gguf_writer_set_u32(c.w, "general.file_type", (uint32_t)(type - SYNTH_MIX_BASE));
-    gguf_writer_set_u32(c.w, K("context_length"), (uint32_t)sh->ctx);
-    gguf_writer_set_u32(c.w, K("embedding_length"), (uint32_t)sh->dim);
-    gguf_writer_set_u32(c.w, K("block_count"), (uint32_t)L);
-    gguf_writer_set_u32(c.w, K("feed_forward_length"), (uint32_t)sh->ffn);
-    gguf_writer_set_u32(c.w, K("attention.head_count"), (uint32_t)sh->heads);
-    gguf_writer_set_u32(c.w, K("attention.head_count_kv"), (uint32_t)sh->kv_heads);
-    gguf_writer_set_u32(c.w, K("rope.dimension_count"), (uint32_t)D);
-    gguf_writer_set_f32(c.w, K("rope.freq_base"), sh->arch ? 1000000.0f : 10000.0f);
-    gguf_writer_set_f32(c.w, K("attention.layer_norm_rms_epsilon"), sh->arch ? 1e-6f : 1e-5f);
-    if (sh->head_dim) {
-        gguf_writer_set_u32(c.w, K("attention.key_length"), (uint32_t)D);
-        gguf_writer_set_u32(c.w, K("attention.value_length"), (uint32_t)D);
-    }
-    if (sh->window) {
-        gguf_writer_set_u32(c.w, K("attention.sliding_window"), (uint32_t)sh->window);
-        gguf_writer_set_u32(c.w, K("attention.sliding_window_pattern"), (uint32_t)sh->period);
-    }
-    if (sh->rope_type) {
-        gguf_writer_set_str(c.w, K("rope.scaling.type"), sh->rope_type);
-        gguf_writer_set_f32(c.w, K("rope.scaling.factor"), sh->rope_factor);
-    }
-    if (sh->rope_orig)
-        gguf_writer_set_u32(c.w, K("rope.scaling.original_context_length"), (uint32_t)sh->rope_orig);
-#undef K
-    gguf_writer_set_str(c.w, "tokenizer.ggml.model", "gpt2");
-    gguf_writer_set_str(c.w, "tokenizer.ggml.pre", "gpt-2");
-    gguf_writer_set_arr_str(c.w, "tokenizer.ggml.tokens", (const char *const *)v.tok, (uint64_t)v.n);
     int32_t *tt_arr = keep(&c, malloc((size_t)v.n * sizeof *tt_arr));
-    if (!tt_arr) {
+    if (!c.w || !tt_arr) {
         snprintf(err, errlen, "synth: out of memory");
         goto out;
     }
     for (int i = 0; i < v.n; i++) tt_arr[i] = (i == 256 || i == 257) ? 3 : 1;
-    gguf_writer_set_arr(c.w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, tt_arr, (uint64_t)v.n);
-    gguf_writer_set_arr_str(c.w, "tokenizer.ggml.merges", (const char *const *)v.merges,
-                            (uint64_t)v.n_merges);
-    gguf_writer_set_u32(c.w, "tokenizer.ggml.bos_token_id", 256);
-    gguf_writer_set_u32(c.w, "tokenizer.ggml.eos_token_id", 257);
-    gguf_writer_set_bool(c.w, "tokenizer.ggml.add_bos_token", 1);
-
-    const int C = sh->dim, F = sh->ffn;
-    const float sc = 1.0f / sqrtf((float)C), sf = 1.0f / sqrtf((float)F);
-    if (add_matrix(&c, "token_embd.weight", sh->vocab, C, 1.0f) ||
-        add_ones(&c, "output_norm.weight", C) ||
-        (!(sh->blk & SY_TIED) && add_matrix(&c, "output.weight", sh->vocab, C, sc)))
-        goto out;
-    for (int l = 0; l < L; l++) {
-        char tn[64];
-#define T(s) (snprintf(tn, sizeof tn, "blk.%d.%s", l, s), tn)
-        if (add_ones(&c, T("attn_norm.weight"), C) ||
-            add_matrix(&c, T("attn_q.weight"), (int64_t)sh->heads * D, C, sc) ||
-            add_matrix(&c, T("attn_k.weight"), (int64_t)sh->kv_heads * D, C, sc) ||
-            add_matrix(&c, T("attn_v.weight"), (int64_t)sh->kv_heads * D, C, sc) ||
-            add_matrix(&c, T("attn_output.weight"), C, (int64_t)sh->heads * D, sc) ||
-            add_ones(&c, T("ffn_norm.weight"), C) ||
-            add_matrix(&c, T("ffn_gate.weight"), F, C, sc) ||
-            add_matrix(&c, T("ffn_up.weight"), F, C, sc) ||
-            add_matrix(&c, T("ffn_down.weight"), C, F, sf))
-            goto out;
-        if ((sh->blk & SY_QKN) && (add_vec(&c, T("attn_q_norm.weight"), D) ||
-                                   add_vec(&c, T("attn_k_norm.weight"), D)))
-            goto out;
-        if ((sh->blk & SY_POST) && (add_vec(&c, T("post_attention_norm.weight"), C) ||
-                                    add_vec(&c, T("post_ffw_norm.weight"), C)))
-            goto out;
-#undef T
-    }
+    char name[64];
+    snprintf(name, sizeof name, ds ? "sampan-synth-deepseek2-%s" : "sampan-synth-%s",
+             sh ? sh->name : ds->name);
+    gguf_writer_set_str(c.w, "general.architecture",
+                        sh ? (sh->arch ? sh->arch : "llama") : "deepseek2");
+    gguf_writer_set_str(c.w, "general.name", name);
+    gguf_writer_set_u32(c.w, "general.alignment", 32);
+    if (type >= SYNTH_MIX_BASE) gguf_writer_set_u32(c.w, "general.file_type", (uint32_t)(type - SYNTH_MIX_BASE));
+    if (sh) synth__llama_kv(&c, sh, L);
+    else synth__ds2_kv(&c, ds, L);
+    synth__tokenizer_kv(&c, &v, tt_arr);
+    if (sh ? synth__llama_tensors(&c, sh, L) : synth__ds2_tensors(&c, ds, L)) goto out;
     rc = gguf_writer_write(c.w, path, err, errlen) == GGUF_OK ? 0 : -1;
 out:
     gguf_writer_free(c.w);

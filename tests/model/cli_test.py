@@ -202,8 +202,13 @@ for mix, base in (("Q4_K_M", "Q4_K"), ("Q5_K_M", "Q5_K")):
     rc2, out2, _ = run(["bench", "-m", p, "--threads", "1", "--pp", "0", "--tg", "2", "--json", p + ".json"])
     label = rc2 == 0 and json.load(open(p + ".json"))["runs"][0]["type"]
     check(label == mix, f"bench labels the synth {mix} model by its file type (got {label!r})")
+# quantize to a mix: tiny's rows of 64 take llama.cpp's fallbacks (Q4_K -> Q5_0; Q6_K -> Q8_0 for
+# the head and, use_more_bits(1, 2), layer 1's attn_v and ffn_down)
 rc, out, err = run(["model", "quantize", paths[0], os.path.join(tmp, "cli-mix.gguf"), "Q4_K_M"])
-check(one_line_error(rc, err, 2) and "mix" in err, f"quantize to a mix: one-line refusal ({err.strip()!r})")
+rc3, info, _ = run(["info", os.path.join(tmp, "cli-mix.gguf")])
+counts = dict(re.findall(r"^  (\w+)\s+(\d+) tensors", info, re.M))
+check(rc == 0 and counts.get("Q8_0") == "3" and counts.get("Q5_0") == "13" and "Q4_K_M" in err,
+      f"quantize tiny to Q4_K_M: 13 Q5_0 + 3 Q8_0 (got {counts}, {err.strip()[-120:]!r})")
 
 # ---- run's text is valid UTF-8: a random-weight model emits arbitrary bytes; stdout shows
 # them with U+FFFD for what is not UTF-8 (no invalid sequence reaches a terminal) and equals
