@@ -20,6 +20,9 @@ ap = argparse.ArgumentParser()
 ap.add_argument("model")
 ap.add_argument("--tol", type=float, required=True, help="max |ours-ref| / std")
 ap.add_argument("--top1", type=float, default=1.0, help="min fraction of positions with equal top-1")
+ap.add_argument("--tol-frac", type=float, default=1.0,
+                help="--tol must hold at >= this fraction of positions (MoE: a quantized model's "
+                     "routing flips at near-ties, and the positions after a flip differ by more)")
 ap.add_argument("--greedy", action="store_true", help="free-running greedy must match exactly")
 ap.add_argument("--full-rel", type=float, default=None)
 ap.add_argument("--full-top1", type=float, default=None,
@@ -34,6 +37,7 @@ ap.add_argument("--launcher", default="", help="prefix for every sampan command,
 ap.add_argument("--sampan-args", default="", help="extra arguments for run and score, e.g. '--tp 2 --pp 2'")
 ap.add_argument("--report", help="write {worst, top1} over all prompts as JSON here")
 ap.add_argument("--model-path", help="run this file against the model's references (e.g. our own quantization)")
+ap.add_argument("--quantize", help="run `sampan model quantize` of the model to this type (or mix) first, and test that")
 args = ap.parse_args()
 
 sampan = os.environ.get("SAMPAN", "build/sampan")
@@ -47,6 +51,13 @@ if not os.path.exists(mpath) or not os.path.isdir(rdir):
 # must not share file names
 tmp = tempfile.mkdtemp(prefix="sampan-test-")
 atexit.register(shutil.rmtree, tmp, True)
+if args.quantize:
+    qpath = os.path.join(tmp, f"{args.model}-{args.quantize}.gguf")
+    r = subprocess.run([sampan, "model", "quantize", mpath, qpath, args.quantize], capture_output=True, text=True, timeout=600)
+    check(r.returncode == 0, f"sampan model quantize {args.model} {args.quantize}: {r.stderr.strip().splitlines()[-1:]}")
+    if r.returncode != 0:
+        finish()
+    mpath = qpath
 overall_worst, overall_top1 = 0.0, 1.0
 
 def sh(cmd):
@@ -98,18 +109,23 @@ for pf in prompts:
     V = V or sc["n_vocab"]
     npos = len(ref["positions"])
     check(len(logits) == npos * V, f"{name}: {npos} positions x {V} logits returned")
-    worst, worst_at, top1 = 0.0, -1, 0
+    worst, worst_at, top1, within = 0.0, -1, 0, 0
     for i, pos in enumerate(ref["positions"]):
         row = logits[i * V:(i + 1) * V]
-        for tid, val in pos["top"]:
-            err = abs(row[tid] - val) / pos["std"]
-            if err > worst: worst, worst_at = err, i
+        pworst = max(abs(row[tid] - val) / pos["std"] for tid, val in pos["top"])
+        within += pworst <= args.tol
+        if pworst > worst: worst, worst_at = pworst, i
         best = max(range(V), key=row.__getitem__)
         if best == pos["top"][0][0]: top1 += 1
         elif abs(row[best] - row[pos["top"][0][0]]) == 0: top1 += 1   # exact tie: either id
     overall_worst = max(overall_worst, worst)
     overall_top1 = min(overall_top1, top1 / npos)
-    check(worst <= args.tol, f"{name}: max |ours-ref|/std = {worst:.3g} at position {worst_at} (tol {args.tol:g})")
+    if args.tol_frac >= 1.0:
+        check(worst <= args.tol, f"{name}: max |ours-ref|/std = {worst:.3g} at position {worst_at} (tol {args.tol:g})")
+    else:
+        check(within >= args.tol_frac * npos - 1e-9,
+              f"{name}: |ours-ref|/std <= {args.tol:g} at {within}/{npos} positions (need {args.tol_frac:.0%}; "
+              f"worst {worst:.3g} at position {worst_at})")
     check(top1 >= args.top1 * npos - 1e-9, f"{name}: top-1 equal at {top1}/{npos} positions (need {args.top1:.0%})")
 
     fp = os.path.join(rdir, pf.replace(".json", ".prompt_logits.f32"))
