@@ -9,6 +9,7 @@
  * model's logits are bit-identical to those before the seam.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -480,30 +481,81 @@ static int cpu__moe_route(backend *b, int32_t *ids, float *w, const float *logit
     return 0;
 }
 
-static int cpu__moe_experts(backend *b, float *y, const float *x, int C, const backend_moe *mo) {
-    int most = 0;
-    for (int e = 0; e < mo->n_expert; e++)
-        most = mo->off[e + 1] - mo->off[e] > most ? mo->off[e + 1] - mo->off[e] : most;
-    if (!most) return 0;
-    const int Fe = (int)mo->gate[0].n_rows;
-    float *g = cpu__rows(b, (size_t)most * (2 * (size_t)C + 2 * (size_t)Fe));
-    if (!g) return -1;
-    float *hg = g + (size_t)most * C, *hu = hg + (size_t)most * Fe, *yd = hu + (size_t)most * Fe;
-    for (int e = 0; e < mo->n_expert; e++) {
-        const int p0 = mo->off[e], n = mo->off[e + 1] - p0;
-        if (!n) continue;
-        for (int i = 0; i < n; i++)
-            memcpy(g + (size_t)i * C, x + (size_t)mo->row[p0 + i] * C, (size_t)C * sizeof(float));
-        if (cpu__matmul_n(b, 2, (float *const[]){ hg, hu },
-                          (const kern_weight *const[]){ &mo->gate[e], &mo->up[e] }, g, n) ||
-            cpu__swiglu(b, hg, hu, (size_t)n * Fe) || cpu__matmul(b, yd, &mo->down[e], hg, n))
-            return -1;
-        for (int i = 0; i < n; i++) {
-            float *dst = y + (size_t)mo->dst[p0 + i] * C;
-            const float *src = yd + (size_t)i * C, wi = mo->w[p0 + i];
-            for (int d = 0; d < C; d++) dst[d] = src[d] * wi;
-        }
+/* one expert's pairs on the calling thread: gather its rows into g, gate/up, SwiGLU, down,
+ * scale and scatter (pool NULL: kern_matmul on this thread; else split over the pool) */
+typedef struct {
+    const backend_moe *mo;
+    const float *x;
+    float *y;
+    int C, Fe, most;
+    size_t rows_f;          /* floats of one thread's rows, hg, hu, yd (a multiple of 16) */
+    size_t per;             /* floats of one thread's scratch: those, then matmul's */
+    float *scratch;         /* (nth, per) */
+    atomic_int next;        /* the next expert a thread takes */
+} moe_job;
+
+static void cpu__expert(const moe_job *j, int e, float *g, pool *pl, void *mm) {
+    const backend_moe *mo = j->mo;
+    const int C = j->C, Fe = j->Fe, p0 = mo->off[e], n = mo->off[e + 1] - p0;
+    float *hg = g + (size_t)j->most * C, *hu = hg + (size_t)j->most * Fe, *yd = hu + (size_t)j->most * Fe;
+    for (int i = 0; i < n; i++)
+        memcpy(g + (size_t)i * C, j->x + (size_t)mo->row[p0 + i] * C, (size_t)C * sizeof(float));
+    kern_matmul_n(pl, 2, (float *const[]){ hg, hu },
+                  (const kern_weight *const[]){ &mo->gate[e], &mo->up[e] }, g, n, mm);
+    if (pl) {
+        glu_job gj = { kern_swiglu, hg, hu, (size_t)n * Fe };
+        pool_run(pl, cpu__glu_worker, &gj);
+    } else {
+        kern_swiglu(hg, hg, hu, n * Fe);
     }
+    kern_matmul(pl, yd, &mo->down[e], hg, n, mm);
+    for (int i = 0; i < n; i++) {
+        float *dst = j->y + (size_t)mo->dst[p0 + i] * C;
+        const float *src = yd + (size_t)i * C, wi = mo->w[p0 + i];
+        for (int d = 0; d < C; d++) dst[d] = src[d] * wi;
+    }
+}
+
+/* experts in parallel: each thread takes whole experts (no barrier between them) */
+static void cpu__experts_worker(void *arg, int ith, int nth) {
+    (void)nth;
+    moe_job *j = arg;
+    float *g = j->scratch + (size_t)ith * j->per;
+    void *mm = g + j->rows_f;
+    for (int e; (e = atomic_fetch_add(&j->next, 1)) < j->mo->n_expert;)
+        if (j->mo->off[e + 1] > j->mo->off[e]) cpu__expert(j, e, g, NULL, mm);
+}
+
+/* Each pair's value is kern_matmul's for its row (one vec_dot per output whatever the rows
+ * and the thread), so both schedules give the same floats: experts spread over the threads
+ * when there are enough of them (a prompt step; decode with k >= 2 per thread), else each
+ * expert's rows split over the pool. */
+static int cpu__moe_experts(backend *b, float *y, const float *x, int C, const backend_moe *mo) {
+    cpu_ctx *c = b->ctx;
+    int most = 0, active = 0;
+    for (int e = 0; e < mo->n_expert; e++) {
+        int n = mo->off[e + 1] - mo->off[e];
+        most = n > most ? n : most;
+        active += n > 0;
+    }
+    if (!most) return 0;
+    const int Fe = (int)mo->gate[0].n_rows, nth = pool_size(c->pool);
+    size_t mm = kern_matmul_scratch(&mo->gate[0], most);
+    size_t md = kern_matmul_scratch(&mo->down[0], most);
+    mm = (mm > md ? mm : md) / sizeof(float) + 16;
+    const int spread = active >= 2 * nth;
+    size_t rows_f = ((size_t)most * (2 * (size_t)C + 2 * (size_t)Fe) + 15) / 16 * 16;
+    size_t per = rows_f + (mm + 15) / 16 * 16;
+    float *g = cpu__rows(b, per * (size_t)(spread ? nth : 1));
+    if (!g) return -1;
+    moe_job j = { mo, x, y, C, Fe, most, rows_f, per, g, 0 };
+    if (spread) {
+        pool_run(c->pool, cpu__experts_worker, &j);
+        return 0;
+    }
+    for (int e = 0; e < mo->n_expert; e++)
+        if (mo->off[e + 1] > mo->off[e])
+            cpu__expert(&j, e, g, c->pool, g + rows_f);
     return 0;
 }
 
