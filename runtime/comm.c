@@ -540,11 +540,3 @@ int comm_local_rank(const comm *c, int *local_rank, int *local_size) {
     *local_size = 1;
     return 0;
 }
-/* TEMP-ALLTOALLV: replaced by the comm branch */
-int comm_alltoallv(comm *c, const void *send, const size_t *send_counts, const size_t *send_displs,
-                   void *recv, const size_t *recv_counts, const size_t *recv_displs, comm_dtype t);
-int comm_alltoallv(comm *c, const void *send, const size_t *send_counts, const size_t *send_displs,
-                   void *recv, const size_t *recv_counts, const size_t *recv_displs, comm_dtype t) {
-    (void)c; (void)send; (void)send_counts; (void)send_displs; (void)recv; (void)recv_counts; (void)recv_displs; (void)t;
-    return -1;
-}

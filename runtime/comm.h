@@ -163,7 +163,6 @@ int comm_nccl_for_backend(comm *tp_host, comm *pp_host, int device, comm **tp_ou
 /* dispatchers: argument checks shared by every implementation, then the vtable */
 int comm_allreduce_sum(comm *c, void *buf, size_t count, comm_dtype t);
 int comm_allgather(comm *c, const void *send, void *recv, size_t count, comm_dtype t);
-int comm_alltoallv(comm *c, const void *send, const size_t *send_counts, const size_t *send_displs, void *recv, const size_t *recv_counts, const size_t *recv_displs, comm_dtype t); /* TEMP-ALLTOALLV */
 int comm_bcast(comm *c, void *buf, size_t bytes, int root);
 int comm_argmax(comm *c, float *value, int32_t *index);
 int comm_send(comm *c, const void *buf, size_t bytes, int peer, int tag);
