@@ -486,6 +486,51 @@ int comm_allgather(comm *c, const void *send, void *recv, size_t count, comm_dty
     return c->i->allgather(c, send, recv, count, t);
 }
 
+/* the bytes [*lo, *hi) that the n blocks (counts, displs) of es-byte elements span (lo == hi:
+ * none); an element count past SIZE_MAX bytes is an error naming the block */
+static int comm__extent(comm *c, const char *what, const size_t *counts, const size_t *displs,
+                        size_t es, size_t *lo, size_t *hi) {
+    *lo = SIZE_MAX;
+    *hi = 0;
+    for (int q = 0; q < c->size; q++) {
+        if (counts[q] == 0) continue;
+        if (counts[q] > SIZE_MAX / es || displs[q] > SIZE_MAX / es - counts[q])
+            return comm__fail(c, COMM_ERR_ARG, "alltoallv: %s block %d (displ %zu, count %zu) "
+                              "overflows the address space", what, q, displs[q], counts[q]);
+        if (displs[q] * es < *lo) *lo = displs[q] * es;
+        if ((displs[q] + counts[q]) * es > *hi) *hi = (displs[q] + counts[q]) * es;
+    }
+    if (*hi == 0) *lo = 0;
+    return 0;
+}
+
+int comm_alltoallv(comm *c, const void *send, const size_t *send_counts,
+                   const size_t *send_displs, void *recv, const size_t *recv_counts,
+                   const size_t *recv_displs, comm_dtype t) {
+    int rc = comm__check_dtype(c, "alltoallv", t, 0);
+    if (rc) return rc;
+    if (!send_counts || !send_displs || !recv_counts || !recv_displs)
+        return comm__fail(c, COMM_ERR_ARG, "alltoallv: NULL count or displacement array");
+    const size_t es = comm_dtype_size(t);
+    size_t slo, shi, rlo, rhi;
+    if ((rc = comm__extent(c, "send", send_counts, send_displs, es, &slo, &shi)) ||
+        (rc = comm__extent(c, "recv", recv_counts, recv_displs, es, &rlo, &rhi)))
+        return rc;
+    if ((shi > 0 && !send) || (rhi > 0 && !recv))
+        return comm__fail(c, COMM_ERR_ARG, "alltoallv: NULL %s buffer for %zu bytes",
+                          shi > 0 && !send ? "send" : "recv", shi > 0 && !send ? shi : rhi);
+    if (send_counts[c->rank] != recv_counts[c->rank])
+        return comm__fail(c, COMM_ERR_ARG, "alltoallv: this rank (%d) sends itself %zu elements "
+                          "but expects %zu", c->rank, send_counts[c->rank],
+                          recv_counts[c->rank]);
+    const uintptr_t s = (uintptr_t)send, r = (uintptr_t)recv;
+    if (shi > slo && rhi > rlo && s + slo < r + rhi && r + rlo < s + shi)
+        return comm__fail(c, COMM_ERR_ARG, "alltoallv: send bytes [%zu, %zu) overlap recv bytes "
+                          "[%zu, %zu) (%+td bytes apart; send and recv must not alias)", slo, shi,
+                          rlo, rhi, (ptrdiff_t)(r - s));
+    return c->i->alltoallv(c, send, send_counts, send_displs, recv, recv_counts, recv_displs, t);
+}
+
 int comm_bcast(comm *c, void *buf, size_t bytes, int root) {
     int rc = comm__check_root(c, "bcast", root);
     if (rc || bytes == 0) return rc;

@@ -79,6 +79,12 @@ typedef struct {
      * be recv + rank * count (in place) */
     int (*allgather)(comm *c, const void *send, void *recv, size_t count, comm_dtype t);
     int (*bcast)(comm *c, void *buf, size_t bytes, int root);
+    /* recv + recv_displs[q] (recv_counts[q] elements) = what rank q sent this rank, for every
+     * q; arrays of size entries, counts and displacements in elements of t; checked by
+     * comm_alltoallv (no aliasing, send_counts[rank] == recv_counts[rank]) */
+    int (*alltoallv)(comm *c, const void *send, const size_t *send_counts,
+                     const size_t *send_displs, void *recv, const size_t *recv_counts,
+                     const size_t *recv_displs, comm_dtype t);
     /* (value, index) pairs: the largest value wins, ties to the smallest index (greedy
      * sampling over a vocabulary split across ranks). Host pointers for every implementation;
      * values must not be NaN. */
@@ -164,6 +170,22 @@ int comm_nccl_for_backend(comm *tp_host, comm *pp_host, int device, comm **tp_ou
 int comm_allreduce_sum(comm *c, void *buf, size_t count, comm_dtype t);
 int comm_allgather(comm *c, const void *send, void *recv, size_t count, comm_dtype t);
 int comm_bcast(comm *c, void *buf, size_t bytes, int root);
+/* All-to-all with variable counts (MPI_Alltoallv), for expert parallelism: rank r sends
+ * send_counts[q] elements of t from send + send_displs[q] to rank q, and receives
+ * recv_counts[q] elements from rank q into recv + recv_displs[q]. Every array has c->size
+ * entries; counts and displacements are in elements of t (any dtype: nothing is summed).
+ * send_counts[q] on rank r must equal recv_counts[r] on rank q (the caller agrees on them,
+ * e.g. by an earlier alltoallv of the counts); a mismatch is an MPI truncation error or a
+ * message never received (the watchdog). Zero counts are allowed (a NULL buffer too, when
+ * all its counts are 0). The blocks may sit anywhere in their buffer, in any order, but the
+ * send and recv ranges must not overlap (no in-place form). The caller owns all six
+ * arrays; they are read only during the call, and recv is complete when it returns.
+ * Host buffers (self, MPI); device buffers for NCCL (host ones go to its host comm).
+ * MPI takes int counts: a count or displacement above INT_MAX is COMM_ERR_ARG on the rank
+ * that holds it (its peers then meet the watchdog: the caller aborts, as after any error). */
+int comm_alltoallv(comm *c, const void *send, const size_t *send_counts,
+                   const size_t *send_displs, void *recv, const size_t *recv_counts,
+                   const size_t *recv_displs, comm_dtype t);
 int comm_argmax(comm *c, float *value, int32_t *index);
 int comm_send(comm *c, const void *buf, size_t bytes, int peer, int tag);
 int comm_recv(comm *c, void *buf, size_t bytes, int peer, int tag);

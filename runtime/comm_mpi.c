@@ -5,13 +5,16 @@
  * comes back as COMM_ERR_MPI with "host:rank N: MPI_Allreduce failed: <MPI_Error_string>".
  * Each blocking call runs between comm__watch_begin/end (comm.c), whose thread aborts the job
  * past the deadline. Counts above comm__max_count() (INT_MAX: MPI counts are int) are sent in
- * chunks; an allgather that large becomes one chunked broadcast per rank. BF16 sums go through
- * f32 in chunks of at most 4 Mi elements and are rounded once. comm_bcast_idle is the one non-blocking path (MPI_Ibcast polled with sleeps) so
- * waiting workers do not spin.
+ * chunks; an allgather that large becomes one chunked broadcast per rank. An alltoallv is
+ * one MPI_Alltoallv, not chunked: a count or displacement above INT_MAX is an error naming
+ * it. BF16 sums go through f32 in chunks of at most 4 Mi elements and are rounded once.
+ * comm_bcast_idle is the one non-blocking path (MPI_Ibcast polled with sleeps) so waiting
+ * workers do not spin.
  */
 #include "comm_impl.h"
 #include "qtypes.h"
 
+#include <limits.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,6 +117,41 @@ static int mpi__allgather(comm *c, const void *send, void *recv, size_t count, c
         if (rc) return rc;
     }
     return 0;
+}
+
+/* MPI counts and displacements are int: each value is converted, or named in the error */
+static int mpi__ints(comm *c, const char *what, const size_t *v, int *out) {
+    for (int q = 0; q < c->size; q++) {
+        if (v[q] > INT_MAX)
+            return comm__fail(c, COMM_ERR_ARG, "alltoallv: %s[%d] = %zu does not fit MPI's int "
+                              "(max %d)", what, q, v[q], INT_MAX);
+        out[q] = (int)v[q];
+    }
+    return 0;
+}
+
+static int mpi__alltoallv(comm *c, const void *send, const size_t *send_counts,
+                          const size_t *send_displs, void *recv, const size_t *recv_counts,
+                          const size_t *recv_displs, comm_dtype t) {
+    const int n = c->size;
+    int *a = malloc(4 * (size_t)n * sizeof *a);
+    if (!a) return comm__fail(c, COMM_ERR_NOMEM, "alltoallv: no memory for %d ranks' counts", n);
+    int *sc = a, *sd = a + n, *rcn = a + 2 * n, *rd = a + 3 * n;
+    int rc = mpi__ints(c, "send_counts", send_counts, sc);
+    if (!rc) rc = mpi__ints(c, "send_displs", send_displs, sd);
+    if (!rc) rc = mpi__ints(c, "recv_counts", recv_counts, rcn);
+    if (!rc) rc = mpi__ints(c, "recv_displs", recv_displs, rd);
+    if (!rc) {
+        size_t bytes = 0;
+        for (int q = 0; q < n; q++) bytes += send_counts[q] + recv_counts[q];
+        MPI_Datatype dt = mpi__type(t);
+        comm__watch_begin(c, "alltoallv", 0, bytes * comm_dtype_size(t));
+        int mrc = MPI_Alltoallv(send, sc, sd, dt, recv, rcn, rd, dt, mpi__mc(c));
+        comm__watch_end();
+        if (mrc != MPI_SUCCESS) rc = mpi__fail(c, mrc, "MPI_Alltoallv");
+    }
+    free(a);
+    return rc;
 }
 
 /* MPI_Ibcast polled: the only non-blocking path, for ranks that may wait for minutes */
@@ -256,6 +294,7 @@ static const comm_i mpi__i = {
     /* .allreduce_sum = */ mpi__allreduce_sum,
     /* .allgather = */ mpi__allgather,
     /* .bcast = */ mpi__bcast,
+    /* .alltoallv = */ mpi__alltoallv,
     /* .argmax = */ mpi__argmax,
     /* .send = */ mpi__send,
     /* .recv = */ mpi__recv,

@@ -15,7 +15,10 @@
  * collectives (model_logits_full's gather of logits) work over the same comm.
  * argmax takes host pointers like every implementation: each rank's (value, index) pair is
  * gathered (ncclAllGather of 8 bytes per rank) and every rank picks the same winner on the host
- * (largest value, ties to the smallest index). Tags are not NCCL's: messages between a pair
+ * (largest value, ties to the smallest index). alltoallv is a group (ncclGroupStart/End) of
+ * one ncclSend and one ncclRecv per peer with a non-zero count; it is compiled and linked here
+ * but has not run on a GPU yet (no machine with one ran tests/comm/test_nccl.c since it was
+ * added). Tags are not NCCL's: messages between a pair
  * arrive in the order sent, whatever the tag.
  *
  * BF16 sums use ncclBfloat16: NCCL rounds to bf16 after each reduction step, which equals the
@@ -127,6 +130,47 @@ static int nccl__allgather(comm *c, const void *send, void *recv, size_t count, 
     if (hs) return nccl__fwd(c, comm_allgather(n->host, send, recv, count, t));
     return nccl__finish(c, ncclAllGather(send, recv, bytes, ncclUint8, n->nc, n->st),
                         "ncclAllGather", "allgather", bytes * (size_t)c->size);
+}
+
+/* One group of a send and a receive per peer with a non-zero count (this rank's own block
+ * included: NCCL copies it). Not run yet: no machine with GPUs has executed this path (CI
+ * compiles and links it against $CUDA_HOME); tests/comm/test_nccl.c checks it where one does. */
+static int nccl__alltoallv(comm *c, const void *send, const size_t *send_counts,
+                           const size_t *send_displs, void *recv, const size_t *recv_counts,
+                           const size_t *recv_displs, comm_dtype t) {
+    nccl__comm *n = nccl__of(c);
+    const size_t es = comm_dtype_size(t);
+    size_t sbytes = 0, rbytes = 0;
+    for (int q = 0; q < c->size; q++) sbytes += send_counts[q], rbytes += recv_counts[q];
+    /* a rank with nothing to send or receive may pass NULL: the other side decides */
+    int hs = sbytes ? nccl__is_host(send) : -1, hr = rbytes ? nccl__is_host(recv) : -1;
+    if (hs >= 0 && hr >= 0 && hs != hr)
+        return comm__fail(c, COMM_ERR_ARG, "alltoallv: send in %s memory, recv in %s memory",
+                          hs ? "host" : "device", hr ? "host" : "device");
+    /* every rank must take the same path: a host call on one and a device call on another
+     * would meet the watchdog; callers keep one kind of buffer per comm */
+    if (hs == 1 || hr == 1)
+        return nccl__fwd(c, comm_alltoallv(n->host, send, send_counts, send_displs, recv,
+                                           recv_counts, recv_displs, t));
+    ncclResult_t r = ncclGroupStart();
+    const char *call = "ncclGroupStart";
+    for (int q = 0; q < c->size && r == ncclSuccess; q++) {
+        if (send_counts[q]) {
+            call = "ncclSend";
+            r = ncclSend((const char *)send + send_displs[q] * es, send_counts[q] * es, ncclUint8,
+                         q, n->nc, n->st);
+        }
+        if (r == ncclSuccess && recv_counts[q]) {
+            call = "ncclRecv";
+            r = ncclRecv((char *)recv + recv_displs[q] * es, recv_counts[q] * es, ncclUint8, q,
+                         n->nc, n->st);
+        }
+    }
+    if (r != ncclSuccess) {   /* the group must still be closed */
+        ncclGroupEnd();
+        return nccl__nfail(c, r, call);
+    }
+    return nccl__finish(c, ncclGroupEnd(), "ncclGroupEnd", "alltoallv", (sbytes + rbytes) * es);
 }
 
 static int nccl__bcast(comm *c, void *buf, size_t bytes, int root) {
@@ -280,6 +324,7 @@ static const comm_i nccl__i = {
     /* .allreduce_sum = */ nccl__allreduce_sum,
     /* .allgather = */ nccl__allgather,
     /* .bcast = */ nccl__bcast,
+    /* .alltoallv = */ nccl__alltoallv,
     /* .argmax = */ nccl__argmax,
     /* .send = */ nccl__send,
     /* .recv = */ nccl__recv,

@@ -1,5 +1,6 @@
 /* runtime/comm_nccl_none.c — comm_nccl_new for builds without the CUDA toolkit: always
- * COMM_ERR_UNSUPPORTED, so callers report "no NCCL" the same way as "no GPU". */
+ * COMM_ERR_UNSUPPORTED, so callers report "no NCCL" the same way as "no GPU". No NCCL comm
+ * exists in such a build, so its collectives (comm_alltoallv included) run on self or MPI. */
 #include "comm_impl.h"
 
 #include <stdio.h>

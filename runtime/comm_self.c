@@ -1,7 +1,7 @@
 /* runtime/comm_self.c — the communicator of a process that runs alone (no MPI): size 1, rank 0.
  *
- * A sum over one rank is its input, a gather is a copy, a broadcast from rank 0 leaves the
- * buffer as it is, and there is no peer to send to (comm_send/comm_recv already refuse peer 0
+ * A sum over one rank is its input, a gather or an all-to-all is a copy, a broadcast from rank 0
+ * leaves the buffer as it is, and there is no peer to send to (comm_send/comm_recv already refuse peer 0
  * as "this rank"). Splitting gives another self comm, so code written for sub-comms runs
  * unchanged on one process.
  */
@@ -18,6 +18,18 @@ static int self__allgather(comm *c, const void *send, void *recv, size_t count, 
 }
 
 static int self__bcast(comm *c, void *buf, size_t bytes, int root) { return 0; }
+
+/* the one block this rank sends itself (comm_alltoallv checked that the counts agree and that
+ * the buffers do not overlap) */
+static int self__alltoallv(comm *c, const void *send, const size_t *send_counts,
+                           const size_t *send_displs, void *recv, const size_t *recv_counts,
+                           const size_t *recv_displs, comm_dtype t) {
+    const size_t es = comm_dtype_size(t);
+    if (send_counts[0])
+        memcpy((char *)recv + recv_displs[0] * es, (const char *)send + send_displs[0] * es,
+               send_counts[0] * es);
+    return 0;
+}
 
 static int self__argmax(comm *c, float *value, int32_t *index) { return 0; }
 
@@ -45,6 +57,7 @@ static const comm_i self__i = {
     /* .allreduce_sum = */ self__allreduce_sum,
     /* .allgather = */ self__allgather,
     /* .bcast = */ self__bcast,
+    /* .alltoallv = */ self__alltoallv,
     /* .argmax = */ self__argmax,
     /* .send = */ self__send,
     /* .recv = */ self__recv,

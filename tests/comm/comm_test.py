@@ -2,10 +2,12 @@
 """tests/comm/comm_test.py — runs the communicator's tests that need mpirun.
 
   run NP [--chunk N] [--tcp] PROG ARGS..   mpirun -np NP PROG ARGS (exit code passed through)
-  killed PROG     kill -9 one rank of a running job: every process (mpirun too) must be gone
-                  within 30 s and mpirun must exit non-zero
+  killed PROG     kill -9 one rank of a running job (in allreduce, bcast_idle or alltoallv
+                  loops): every process (mpirun too) must be gone within 30 s and mpirun must
+                  exit non-zero
   deadpeer PROG   the same with mpirun told not to end the job (orte_abort_on_non_zero_status
                   0): the watchdog alone must notice the dead node-local peer within seconds
+                  (2 ranks; allreduce, bcast_idle, alltoallv)
   stuck PROG      rank 1 never enters the allreduce: with SAMPAN_COMM_TIMEOUT=3 rank 0 must
                   abort with the timeout message after 3 s (not before, and within 3 + 5 s)
   bench PROG      the all-reduce benchmark's JSON: sizes, #wrong, algbw/busbw arithmetic
@@ -163,7 +165,8 @@ def fmt(t_mpirun, gone):
 
 def cmd_killed(prog):
     # Open MPI's own reaction: mpirun notices the signal death and ends the job
-    for mode, victim, np in (('loop', 1, 2), ('loop', 0, 2), ('idle', 0, 2), ('loop', 2, 3)):
+    for mode, victim, np in (('loop', 1, 2), ('loop', 0, 2), ('idle', 0, 2), ('loop', 2, 3),
+                             ('a2a', 1, 3)):
         rc, tm, gone, err = scenario(prog, mode, np=np, victim=victim)
         ok = rc not in (None, 0) and tm is not None and tm <= 30 and len(gone) == np and \
             max(gone.values()) <= 30
@@ -177,7 +180,8 @@ def cmd_deadpeer(prog):
     # mpirun keeps the job when a rank dies: the survivors' watchdogs must end it
     keep = ['--mca', 'orte_abort_on_non_zero_status', '0']
     host = socket.gethostname()
-    for mode, victim, op in (('loop', 1, 'allreduce'), ('idle', 0, 'bcast_idle')):
+    for mode, victim, op in (('loop', 1, 'allreduce'), ('idle', 0, 'bcast_idle'),
+                             ('a2a', 1, 'alltoallv')):
         rc, tm, gone, err = scenario(prog, mode, victim=victim, mca=keep,
                                      env={'SAMPAN_COMM_TIMEOUT': '60'}, limit=30)
         survivor = 1 - victim

@@ -5,10 +5,11 @@
  *                      are closed forms or brute force over the ranks' known inputs; the
  *                      bookkeeping uses raw MPI on MPI_COMM_WORLD, not the comm under test)
  *   test_comm loop     allreduce forever (the killed-rank test kills one rank)
+ *   test_comm a2a      alltoallv (uneven counts) forever, for the same tests
  *   test_comm idle     rank 0 broadcasts every 100 ms, the others wait in comm_bcast_idle
  *   test_comm stuck    rank 1 never enters the allreduce (the watchdog test)
  *   test_comm big      messages over INT_MAX elements (2 GiB per rank; run by hand)
- * loop/idle/stuck print "rank R pid P" on stdout first, for the driver (comm_test.py).
+ * loop/a2a/idle/stuck print "rank R pid P" on stdout first, for the driver (comm_test.py).
  * Prints "N passed, N failed" (rank 0, totals over ranks) and exits 1 if anything failed.
  */
 #include "comm.h"
@@ -65,6 +66,127 @@ static uint32_t mix(uint32_t r, uint32_t i) {
 static int env_int(const char *name, int dflt) {
     const char *v = getenv(name);
     return v && *v ? atoi(v) : dflt;
+}
+
+/* ---- alltoallv: every rank knows what every peer sends it ------------------------------- */
+
+/* elements rank s sends rank d in case k: uneven, with zeros (self blocks included) */
+static size_t a2a_count(int k, int s, int d, size_t scale) {
+    switch (k) {
+    case 0: return (size_t)((s * 7 + d * 3 + 1) % 5) * scale;   /* 0..4 x scale */
+    case 1: return s == 0 ? 0 : (size_t)(d + 1) * scale + (size_t)s;   /* rank 0 sends nothing */
+    case 2: return d == s ? 0 : (size_t)(s + 2 * d + 1) * scale;   /* nothing to itself */
+    default: return 0;   /* nothing at all */
+    }
+}
+
+/* byte j of the block s sends d */
+static unsigned char a2a_byte(int s, int d, size_t j) {
+    return (unsigned char)mix(3000u + (uint32_t)(s * 64 + d), (uint32_t)j);
+}
+
+/* Blocks laid out apart from each other and in another order in each buffer (send: rank n-1
+ * first, 3 elements of gap; recv: rank 0 first, 1 element of gap), so displacements are used
+ * as given; the gaps must come back untouched. */
+static void a2a_case(comm *w, int k, size_t scale, comm_dtype t, const char *tname) {
+    const int n = w->size, r = w->rank;
+    const size_t es = comm_dtype_size(t);
+    size_t *sc = calloc((size_t)n, sizeof *sc), *sd = calloc((size_t)n, sizeof *sd);
+    size_t *rcn = calloc((size_t)n, sizeof *rcn), *rd = calloc((size_t)n, sizeof *rd);
+    size_t stot = 0, rtot = 0;
+    for (int q = n - 1; q >= 0; q--) {
+        sc[q] = a2a_count(k, r, q, scale);
+        sd[q] = stot;
+        stot += sc[q] + 3;
+    }
+    for (int q = 0; q < n; q++) {
+        rcn[q] = a2a_count(k, q, r, scale);
+        rd[q] = rtot;
+        rtot += rcn[q] + 1;
+    }
+    size_t sbytes = 0, rbytes = 0;
+    for (int q = 0; q < n; q++) sbytes += sc[q] * es, rbytes += rcn[q] * es;
+    unsigned char *send = sbytes ? malloc(stot * es) : NULL, *recv = rbytes ? malloc(rtot * es) : NULL;
+    if (send) {
+        memset(send, 0x11, stot * es);
+        for (int q = 0; q < n; q++)
+            for (size_t j = 0; j < sc[q] * es; j++) send[sd[q] * es + j] = a2a_byte(r, q, j);
+    }
+    if (recv) memset(recv, 0xEE, rtot * es);
+    int rc = comm_alltoallv(w, send, sc, sd, recv, rcn, rd, t);
+    size_t bad = 0, gap_bad = 0;
+    for (int q = 0; q < n && recv; q++) {
+        for (size_t j = 0; j < rcn[q] * es; j++) bad += recv[rd[q] * es + j] != a2a_byte(q, r, j);
+        for (size_t j = 0; j < es; j++) gap_bad += recv[(rd[q] + rcn[q]) * es + j] != 0xEE;
+    }
+    CHECK(rc == 0 && bad == 0 && gap_bad == 0, "alltoallv case %d scale %zu %s: rc %d %s, %zu "
+          "bytes wrong, %zu gap bytes written (sent %zu, received %zu bytes)", k, scale, tname, rc,
+          comm_error(w), bad, gap_bad, sbytes, rbytes);
+    free(send);
+    free(recv);
+    free(sc);
+    free(sd);
+    free(rcn);
+    free(rd);
+}
+
+/* argument errors every rank makes alike (so none of them enters the collective) */
+static void a2a_errors(comm *w) {
+    const int n = w->size, r = w->rank;
+    size_t *z = calloc((size_t)n, sizeof *z), *one = calloc((size_t)n, sizeof *one);
+    size_t *big = calloc((size_t)n, sizeof *big), *two = calloc((size_t)n, sizeof *two);
+    size_t *at2 = calloc((size_t)n, sizeof *at2);
+    float buf[8] = { 0 }, out[8] = { 0 };
+    for (int q = 0; q < n; q++) one[q] = q == r;
+    int rc = comm_alltoallv(w, buf, one, z, out, one, z, (comm_dtype)9);
+    CHECK(rc == COMM_ERR_ARG && strstr(comm_error(w), "dtype 9"), "alltoallv dtype 9: %d %s", rc,
+          comm_error(w));
+    rc = comm_alltoallv(w, buf, one, NULL, out, one, z, COMM_F32);
+    CHECK(rc == COMM_ERR_ARG && strstr(comm_error(w), "NULL count or displacement"),
+          "alltoallv NULL displs: %d %s", rc, comm_error(w));
+    rc = comm_alltoallv(w, NULL, one, z, out, one, z, COMM_F32);
+    CHECK(rc == COMM_ERR_ARG && strstr(comm_error(w), "NULL send buffer for 4 bytes"),
+          "alltoallv NULL send: %d %s", rc, comm_error(w));
+    /* the block to itself: 1 element sent, 2 expected */
+    for (int q = 0; q < n; q++) two[q] = 2 * (q == r);
+    rc = comm_alltoallv(w, buf, one, z, out, two, z, COMM_F32);
+    char want[96];
+    snprintf(want, sizeof want, "this rank (%d) sends itself 1 elements but expects 2", r);
+    CHECK(rc == COMM_ERR_ARG && strstr(comm_error(w), want), "alltoallv self mismatch: %d %s",
+          rc, comm_error(w));
+    /* aliasing: recv overlaps send by one element */
+    for (int q = 0; q < n; q++) at2[q] = 2;
+    rc = comm_alltoallv(w, buf, two, z, buf + 1, two, z, COMM_F32);
+    CHECK(rc == COMM_ERR_ARG && strstr(comm_error(w), "must not alias"), "alltoallv alias: %d %s",
+          rc, comm_error(w));
+    /* adjacent, not overlapping: fine (self block only, other counts 0) */
+    buf[0] = 1.5f, buf[1] = -2;
+    rc = comm_alltoallv(w, buf, two, z, buf, two, at2, COMM_F32);
+    CHECK(rc == 0 && buf[2] == 1.5f && buf[3] == -2, "alltoallv adjacent ranges: %d %s", rc,
+          comm_error(w));
+    /* a displacement past MPI's int (never dereferenced: the check comes first) */
+    if (strcmp(w->i->name, "mpi") == 0) {
+        for (int q = 0; q < n; q++) big[q] = q == n - 1 ? (size_t)INT32_MAX + 1 : 0;
+        rc = comm_alltoallv(w, buf, one, big, out, one, z, COMM_U8);
+        snprintf(want, sizeof want, "send_displs[%d] = 2147483648 does not fit MPI's int", n - 1);
+        CHECK(rc == COMM_ERR_ARG && strstr(comm_error(w), want), "alltoallv displ > INT_MAX: %d "
+              "%s", rc, comm_error(w));
+    }
+    free(z);
+    free(one);
+    free(big);
+    free(two);
+    free(at2);
+}
+
+static void test_alltoallv(comm *w) {
+    const comm_dtype types[] = { COMM_F32, COMM_BF16, COMM_I32, COMM_U8 };
+    const char *names[] = { "f32", "bf16", "i32", "u8" };
+    const size_t scales[] = { 1, 3001 };   /* a few elements; blocks past the eager limit */
+    for (int t = 0; t < 4; t++)
+        for (int k = 0; k < 4; k++)
+            for (int s = 0; s < 2; s++) a2a_case(w, k, scales[s], types[t], names[t]);
+    a2a_errors(w);
 }
 
 /* ---- self -------------------------------------------------------------------------------- */
@@ -126,6 +248,7 @@ static int run_self(int argc, char **argv) {
     CHECK(rc == COMM_ERR_ARG && strstr(comm_error(w), "root 1"), "bcast root 1: %d %s", rc,
           comm_error(w));
     CHECK(comm_bcast_idle(w, u, 4, 0) == 0 && u[1] == 2, "self bcast_idle");
+    test_alltoallv(w);
     float v = 2.5f;
     int32_t ix = 17;
     CHECK(comm_argmax(w, &v, &ix) == 0 && v == 2.5f && ix == 17, "self argmax: %g %d", v, ix);
@@ -533,6 +656,7 @@ static int run_mpi(int argc, char **argv) {
         test_allgather(w, counts[k]);
         test_bcast(w, counts[k] * 3 + 1);
     }
+    test_alltoallv(w);
     test_argmax(w);
     test_p2p(w);
     test_barrier(w);
@@ -570,6 +694,19 @@ static int run_scenario(int argc, char **argv, const char *mode) {
     if (strcmp(mode, "loop") == 0) {
         while (now() < end)
             if (comm_allreduce_sum(w, buf, 1024, COMM_F32)) break;
+    } else if (strcmp(mode, "a2a") == 0) {
+        /* rank q sends rank d (q + d) % 3 * 100 floats: uneven, some zero */
+        size_t sc[64], sd[64], rcn[64], rd[64], so = 0, ro = 0;
+        float *in = malloc((size_t)w->size * 200 * sizeof *in);
+        for (int q = 0; q < w->size && q < 64; q++) {
+            sc[q] = (size_t)((w->rank + q) % 3) * 100, sd[q] = so, so += sc[q];
+            rcn[q] = sc[q], rd[q] = ro, ro += rcn[q];
+        }
+        float *out = calloc(so + 1, sizeof *out);
+        while (in && out && w->size <= 64 && now() < end)
+            if (comm_alltoallv(w, out, sc, sd, in, rcn, rd, COMM_F32)) break;
+        free(in);
+        free(out);
     } else if (strcmp(mode, "idle") == 0) {
         while (now() < end) {
             if (w->rank == 0) nap(0.1);
@@ -642,8 +779,9 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "self") == 0) return run_self(argc, argv);
     if (strcmp(mode, "mpi") == 0) return run_mpi(argc, argv);
     if (strcmp(mode, "big") == 0) return run_big(argc, argv);
-    if (!strcmp(mode, "loop") || !strcmp(mode, "idle") || !strcmp(mode, "stuck"))
+    if (!strcmp(mode, "loop") || !strcmp(mode, "a2a") || !strcmp(mode, "idle") ||
+        !strcmp(mode, "stuck"))
         return run_scenario(argc, argv, mode);
-    fprintf(stderr, "usage: test_comm self|mpi|loop|idle|stuck|big\n");
+    fprintf(stderr, "usage: test_comm self|mpi|loop|a2a|idle|stuck|big\n");
     return 2;
 }
