@@ -541,6 +541,8 @@ static int bench__write_json(const bench_opts *o, const bench_log *lg, char *err
         cJSON_AddNumberToObject(e, "gflops", gf);
         cJSON_AddNumberToObject(e, "frac_fma_peak", c && c->fma_gflops > 0 ? gf / c->fma_gflops : 0);
         cJSON_AddNumberToObject(e, "weight_bytes", r->bytes);
+        /* per token: tg's are the active bytes a token reads (MoE: k of E routed experts) */
+        if (r->tokens > 0) cJSON_AddNumberToObject(e, "weight_bytes_per_token", r->bytes / r->tokens);
         cJSON_AddNumberToObject(e, "weight_gbs", gb);
         cJSON_AddNumberToObject(e, "frac_read_bw", c && c->read_gbs > 0 ? gb / c->read_gbs : 0);
         if (r->device[0]) {   /* GPU: fractions of the device's peaks, not the host's */
