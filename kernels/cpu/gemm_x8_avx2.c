@@ -508,10 +508,48 @@ GX_INLINE size_t gx__ysz(int kind) {   /* bytes of a block's activations */
     return kind >= GX_Q4_K ? sizeof(block_q8_K) : sizeof(gemm_q8p);
 }
 
-/* gx__tile for the 8-chain kinds (Q5_0, Q6_K): a token at a time */
+/* Q5_0 over TT tokens: each block's 5-bit codes are decoded once for all TT tokens (the
+ * decode is about as many operations as one token's products); every output's arithmetic is
+ * gx__q5_0_chains' (the same products, fmas and chain sums in the same order), so the bits are
+ * those of a token at a time. The TT x 8 chains live in L1, not in registers. */
+GX_INLINE void gx__tile_q5_0(int TT, const uint8_t *g, int64_t nb, const uint8_t *x,
+                             size_t x_stride, float *out, int64_t N, int64_t n0, int nr) {
+    const __m256i ones = _mm256_set1_epi16(1), sixteen = _mm256_set1_epi8(16);
+    const size_t bsz = gx__bsz(GX_Q5_0), ysz = gx__ysz(GX_Q5_0);
+    __m256 acc[GX_TT][8];
+    for (int j = 0; j < TT; j++)
+        for (int l = 0; l < 8; l++) acc[j][l] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = g + (size_t)b * bsz;
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk));
+        __m256i c[4][2];
+        GX_UNROLL
+        for (int q = 0; q < 4; q++) gx__codes(blk + X8_B32_Q + 32 * q, blk + X8_Q5_0_H, q, 0x10, &c[q][0], &c[q][1]);
+        for (int j = 0; j < TT; j++) {
+            const gemm_q8p *y = (const gemm_q8p *)(x + (size_t)j * x_stride + (size_t)b * ysz);
+            const __m256 d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&y->d));
+            GX_UNROLL
+            for (int q = 0; q < 4; q++)
+                GX_UNROLL
+                for (int h = 0; h < 2; h++) {
+                    __m256i yv = gx__bcast4(y->qs + 16 * h + 4 * q);
+                    __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(c[q][h], yv), _mm256_maddubs_epi16(sixteen, yv));
+                    acc[j][4 * h + q] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc[j][4 * h + q]);
+                }
+        }
+    }
+    for (int j = 0; j < TT; j++) gx__store(out + (size_t)j * (size_t)N + n0, gx__sum8(acc[j]), nr);
+}
+
+/* gx__tile for the 8-chain kinds (Q5_0, Q6_K): a token at a time (Q5_0 with several:
+ * gx__tile_q5_0) */
 GX_INLINE void gx__tile_chains(int kind, int TT, const uint8_t *g, int64_t nb, const uint8_t *x,
                                size_t x_stride, float *out, int64_t N, int64_t n0, int nr) {
     const size_t bsz = gx__bsz(kind), ysz = gx__ysz(kind);
+    if (kind == GX_Q5_0 && TT > 1) {
+        gx__tile_q5_0(TT, g, nb, x, x_stride, out, N, n0, nr);
+        return;
+    }
     for (int j = 0; j < TT; j++) {
         __m256 acc[8];
         GX_UNROLL
