@@ -20,7 +20,7 @@ static void usage(FILE *f) {
           "  topo   [--topology FILE.xml | --synthetic DESC] [--ranks N] [--bind]   where ranks run (cores, NUMA node, GPU)\n"
           "  bench  [--quick] [--json FILE] ... prompt/decode speed against measured machine ceilings\n"
           "  bench  allreduce [--json FILE]     all-reduce algbw/busbw, 4 KiB-64 MiB (under mpirun)\n"
-          "  bench  alltoall [--json FILE]      all-to-all (comm_alltoallv) algbw/busbw, the same sizes\n"
+          "  bench  alltoall [--json FILE]      all-to-all algbw/busbw, 4 KiB-64 MiB (under mpirun)\n"
           "Run 'sampan <command> --help' for a command's options.\n",
           f);
 }
