@@ -20,6 +20,7 @@ static void usage(FILE *f) {
           "  topo   [--topology FILE.xml | --synthetic DESC] [--ranks N] [--bind]   where ranks run (cores, NUMA node, GPU)\n"
           "  bench  [--quick] [--json FILE] ... prompt/decode speed against measured machine ceilings\n"
           "  bench  allreduce [--json FILE]     all-reduce algbw/busbw, 4 KiB-64 MiB (under mpirun)\n"
+          "  bench  alltoall [--json FILE]      all-to-all algbw/busbw, 4 KiB-64 MiB (under mpirun)\n"
           "Run 'sampan <command> --help' for a command's options.\n",
           f);
 }
@@ -38,9 +39,11 @@ int main(int argc, char **argv) {
         printf("sampan 0.1.0\n");
         return 0;
     }
-    /* the all-reduce benchmark starts and ends MPI itself */
+    /* the collective benchmarks start and end MPI themselves */
     if (!strcmp(cmd, "bench") && argc > 2 && !strcmp(argv[2], "allreduce"))
         return bench_allreduce_main(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench") && argc > 2 && !strcmp(argv[2], "alltoall"))
+        return bench_alltoall_main(argc - 2, argv + 2);
     const char *isa = getenv("SAMPAN_ISA");
     if (kern_init(isa && *isa ? isa : NULL) != 0) {
         cli_error("SAMPAN_ISA=%s is not supported by this CPU", isa);

@@ -15,9 +15,10 @@
  * comm_world_finalize.
  *
  * Calling convention. Callers use the comm_* functions below (comm_allreduce_sum, ...): they
- * check the arguments every implementation shares (dtype, root, peer, tag, NULL buffers) and
- * then call the vtable. Every collective must be entered by every rank of the comm with the
- * same count / root / dtype; a rank that never arrives is caught by the watchdog.
+ * check the arguments every implementation shares (dtype, root, peer, tag, NULL buffers,
+ * alltoallv's overlapping or overflowing blocks) and then call the vtable. Every collective
+ * must be entered by every rank of the comm with the same count / root / dtype; a rank that
+ * never arrives is caught by the watchdog.
  *
  * The watchdog. A blocking call (collective, send, recv, barrier, split) runs under a watchdog
  * thread with a deadline of comm_set_timeout seconds (default 30, env SAMPAN_COMM_TIMEOUT) plus
@@ -175,12 +176,15 @@ int comm_bcast(comm *c, void *buf, size_t bytes, int root);
  * recv_counts[q] elements from rank q into recv + recv_displs[q]. Every array has c->size
  * entries; counts and displacements are in elements of t (any dtype: nothing is summed).
  * send_counts[q] on rank r must equal recv_counts[r] on rank q (the caller agrees on them,
- * e.g. by an earlier alltoallv of the counts); a mismatch is an MPI truncation error or a
- * message never received (the watchdog). Zero counts are allowed (a NULL buffer too, when
- * all its counts are 0). The blocks may sit anywhere in their buffer, in any order, but the
- * send and recv ranges must not overlap (no in-place form). The caller owns all six
- * arrays; they are read only during the call, and recv is complete when it returns.
- * Host buffers (self, MPI); device buffers for NCCL (host ones go to its host comm).
+ * e.g. by an earlier alltoallv of the counts); a mismatch is the caller's bug: MPI reports a
+ * smaller recv count as truncation and leaves the tail of a larger block unwritten, NCCL
+ * waits for bytes that never come (the watchdog ends it). Zero counts are allowed (a NULL
+ * buffer too, when all its counts are 0). The blocks may sit anywhere in their buffer, in any
+ * order, but the send and recv ranges must not overlap (no in-place form). The caller owns
+ * both buffers and the four arrays; the arrays and send are only read during the call, and
+ * recv is complete when it returns.
+ * Host buffers (self, MPI); device buffers for NCCL (host ones go to its host comm: all
+ * ranks must pass the same kind; a rank whose send and recv are both NULL takes NCCL's path).
  * MPI takes int counts: a count or displacement above INT_MAX is COMM_ERR_ARG on the rank
  * that holds it (its peers then meet the watchdog: the caller aborts, as after any error). */
 int comm_alltoallv(comm *c, const void *send, const size_t *send_counts,

@@ -142,13 +142,13 @@ static int nccl__alltoallv(comm *c, const void *send, const size_t *send_counts,
     const size_t es = comm_dtype_size(t);
     size_t sbytes = 0, rbytes = 0;
     for (int q = 0; q < c->size; q++) sbytes += send_counts[q], rbytes += recv_counts[q];
-    /* a rank with nothing to send or receive may pass NULL: the other side decides */
-    int hs = sbytes ? nccl__is_host(send) : -1, hr = rbytes ? nccl__is_host(recv) : -1;
+    /* a rank with nothing to send or receive may pass NULL: the other buffer decides */
+    int hs = send ? nccl__is_host(send) : -1, hr = recv ? nccl__is_host(recv) : -1;
     if (hs >= 0 && hr >= 0 && hs != hr)
         return comm__fail(c, COMM_ERR_ARG, "alltoallv: send in %s memory, recv in %s memory",
                           hs ? "host" : "device", hr ? "host" : "device");
     /* every rank must take the same path: a host call on one and a device call on another
-     * would meet the watchdog; callers keep one kind of buffer per comm */
+     * would meet the watchdog; callers keep one kind of buffer per comm (both NULL: device) */
     if (hs == 1 || hr == 1)
         return nccl__fwd(c, comm_alltoallv(n->host, send, send_counts, send_displs, recv,
                                            recv_counts, recv_displs, t));

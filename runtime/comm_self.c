@@ -1,8 +1,8 @@
 /* runtime/comm_self.c — the communicator of a process that runs alone (no MPI): size 1, rank 0.
  *
- * A sum over one rank is its input, a gather or an all-to-all is a copy, a broadcast from rank 0
- * leaves the buffer as it is, and there is no peer to send to (comm_send/comm_recv already refuse peer 0
- * as "this rank"). Splitting gives another self comm, so code written for sub-comms runs
+ * A sum over one rank is its input, a gather or an all-to-all is a copy, a broadcast from
+ * rank 0 leaves the buffer as it is, and there is no peer to send to (comm_send/comm_recv
+ * already refuse peer 0 as "this rank"). Splitting gives another self comm, so code written for sub-comms runs
  * unchanged on one process.
  */
 #include "comm_impl.h"

@@ -11,6 +11,7 @@
   stuck PROG      rank 1 never enters the allreduce: with SAMPAN_COMM_TIMEOUT=3 rank 0 must
                   abort with the timeout message after 3 s (not before, and within 3 + 5 s)
   bench PROG      the all-reduce benchmark's JSON: sizes, #wrong, algbw/busbw arithmetic
+  bench-a2a PROG  the same for the all-to-all benchmark (busbw = algbw * (n-1)/n)
 
 Every mpirun runs in its own session with a time limit; leftovers are killed by process group.
 Prints "N passed, N failed" (the run subcommand leaves that to the program).
@@ -210,7 +211,9 @@ def cmd_stuck(prog):
         print(text(err)[-2000:])
 
 
-def cmd_bench(prog):
+def cmd_bench(prog, op='allreduce'):
+    """op: allreduce (in place, busbw factor 2(n-1)/n) or alltoall (each rank's bytes split in
+    n equal blocks, so a size is rounded down to n elements; factor (n-1)/n)"""
     for np, extra in ((2, ['--max', '1M', '--iters', '20']),
                       (3, ['--max', '256K', '--dtype', 'bf16', '--factor', '2', '--iters', '20'])):
         p = subprocess.run(mpirun_cmd(np, [prog] + extra, ['--mca', 'btl', 'self,vader']),
@@ -219,29 +222,39 @@ def cmd_bench(prog):
         try:
             doc = json.loads(p.stdout)
         except ValueError:
-            check(False, 'bench -np %d: JSON: %s %s' % (np, p.stdout[-500:], p.stderr[-500:]))
+            check(False, '%s -np %d: JSON: %s %s' % (op, np, p.stdout[-500:], p.stderr[-500:]))
             continue
         res = doc.get('results', [])
         factor = 2 if '--factor' in extra else 4
         top = 1 << 20 if np == 2 else 256 << 10
+        es = 2 if 'bf16' in extra else 4
+        blocks = np if op == 'alltoall' else 1
         sizes = []
         s = 4096
         while s <= top:
-            sizes.append(s)
+            sizes.append((s // es) // blocks * blocks * es)
             s *= factor
-        check(p.returncode == 0 and doc.get('ranks') == np and doc.get('bench') == 'allreduce',
-              'bench -np %d: exit %d, ranks %s' % (np, p.returncode, doc.get('ranks')))
-        check([r['bytes'] for r in res] == sizes, 'bench -np %d sizes %s' %
-              (np, [r['bytes'] for r in res]))
-        check(all(r['wrong'] == 0 for r in res), 'bench -np %d: no wrong results' % np)
+        bus = (np - 1) / np if op == 'alltoall' else 2 * (np - 1) / np
+        check(p.returncode == 0 and doc.get('ranks') == np and doc.get('bench') == op,
+              '%s -np %d: exit %d, ranks %s' % (op, np, p.returncode, doc.get('ranks')))
+        check([r['bytes'] for r in res] == sizes, '%s -np %d sizes %s' %
+              (op, np, [r['bytes'] for r in res]))
+        check(all(r['wrong'] == 0 for r in res), '%s -np %d: no wrong results' % (op, np))
+        check(all(r['count'] * es == r['bytes'] and r['type'] == ('bf16' if es == 2 else 'f32')
+                  for r in res), '%s -np %d: count and type columns' % (op, np))
         arith = all(abs(r['algbw_GBps'] - r['bytes'] / (r['time_us'] * 1e-6) * 1e-9) <=
                     1e-3 * r['algbw_GBps'] + 1e-4 and
-                    abs(r['busbw_GBps'] - r['algbw_GBps'] * 2 * (np - 1) / np) <=
+                    abs(r['busbw_GBps'] - r['algbw_GBps'] * bus) <=
                     1e-3 * r['algbw_GBps'] + 1e-4 for r in res)
-        check(arith, 'bench -np %d: algbw = bytes/time, busbw = algbw*2(n-1)/n' % np)
-        check(doc.get('ceiling', {}).get('memcpy_GBps', 0) > 0, 'bench -np %d: ceiling %s' %
-              (np, doc.get('ceiling')))
+        check(arith and abs(doc.get('busbw_factor', 0) - bus) < 1e-5,
+              '%s -np %d: algbw = bytes/time, busbw = algbw*%.4f' % (op, np, bus))
+        check(doc.get('ceiling', {}).get('memcpy_GBps', 0) > 0, '%s -np %d: ceiling %s' %
+              (op, np, doc.get('ceiling')))
         sys.stdout.write(p.stderr)
+
+
+def cmd_bench_a2a(prog):
+    cmd_bench(prog, 'alltoall')
 
 
 def main():
@@ -252,7 +265,7 @@ def main():
     if what == 'run':
         return cmd_run(rest)
     {'killed': cmd_killed, 'deadpeer': cmd_deadpeer, 'stuck': cmd_stuck,
-     'bench': cmd_bench}[what](rest[0])
+     'bench': cmd_bench, 'bench-a2a': cmd_bench_a2a}[what](rest[0])
     print('%d passed, %d failed' % (passed, failed))
     return 1 if failed else 0
 

@@ -106,7 +106,8 @@ static void a2a_case(comm *w, int k, size_t scale, comm_dtype t, const char *tna
     }
     size_t sbytes = 0, rbytes = 0;
     for (int q = 0; q < n; q++) sbytes += sc[q] * es, rbytes += rcn[q] * es;
-    unsigned char *send = sbytes ? malloc(stot * es) : NULL, *recv = rbytes ? malloc(rtot * es) : NULL;
+    unsigned char *send = sbytes ? malloc(stot * es) : NULL;
+    unsigned char *recv = rbytes ? malloc(rtot * es) : NULL;
     if (send) {
         memset(send, 0x11, stot * es);
         for (int q = 0; q < n; q++)

@@ -117,6 +117,32 @@ static void test_ops(comm *nc) {
     }
     CHECK(comm_barrier(nc) == 0, "barrier: %s", comm_error(nc));
 
+    /* alltoallv: rank s sends rank d (s + 2d) % 3 int32 of value 1000 s + 10 d + i (0 to some
+     * peers), packed in rank order; received in reverse rank order */
+    size_t *sc = calloc((size_t)n, sizeof *sc), *sd = calloc((size_t)n, sizeof *sd);
+    size_t *rcn = calloc((size_t)n, sizeof *rcn), *rd = calloc((size_t)n, sizeof *rd);
+    size_t so = 0, ro = 0;
+    for (int q = 0; q < n; q++) sc[q] = (size_t)((r + 2 * q) % 3), sd[q] = so, so += sc[q];
+    for (int q = n - 1; q >= 0; q--) rcn[q] = (size_t)((q + 2 * r) % 3), rd[q] = ro, ro += rcn[q];
+    int32_t *hs = malloc((so + 1) * sizeof *hs), *hr = malloc((ro + 1) * sizeof *hr);
+    for (int q = 0; q < n; q++)
+        for (size_t i = 0; i < sc[q]; i++) hs[sd[q] + i] = 1000 * r + 10 * q + (int32_t)i;
+    int32_t *ds = dev_copy(hs, (so + 1) * sizeof *hs), *dr = dev_copy(NULL, (ro + 1) * sizeof *hr);
+    rc = comm_alltoallv(nc, ds, sc, sd, dr, rcn, rd, COMM_I32);
+    host_copy(hr, dr, (ro + 1) * sizeof *hr);
+    bad = 0;
+    for (int q = 0; q < n; q++)
+        for (size_t i = 0; i < rcn[q]; i++) bad += hr[rd[q] + i] != 1000 * q + 10 * r + (int32_t)i;
+    CHECK(rc == 0 && bad == 0, "alltoallv: rc %d %s, %d wrong", rc, comm_error(nc), bad);
+    cudaFree(ds);
+    cudaFree(dr);
+    free(hs);
+    free(hr);
+    free(sc);
+    free(sd);
+    free(rcn);
+    free(rd);
+
     comm *half = NULL;
     rc = comm_split(nc, r % 2, r, &half);
     CHECK(rc == 0 && half && half->size == (n + 1 - r % 2) / 2 && half->rank == r / 2,
