@@ -5,6 +5,13 @@
 
 #include "chat.h"
 
+/* DeepSeek's markers: fullwidth vertical bars (U+FF5C) and U+2581 for the spaces */
+#define CHAT__DS_BAR "\xef\xbd\x9c"
+#define CHAT__DS_SP "\xe2\x96\x81"
+#define CHAT__DS_USER "<" CHAT__DS_BAR "User" CHAT__DS_BAR ">"
+#define CHAT__DS_ASSISTANT "<" CHAT__DS_BAR "Assistant" CHAT__DS_BAR ">"
+#define CHAT__DS_EOS "<" CHAT__DS_BAR "end" CHAT__DS_SP "of" CHAT__DS_SP "sentence" CHAT__DS_BAR ">"
+
 typedef struct {
     char *p;
     size_t n, cap;
@@ -89,11 +96,20 @@ void chat_tmpl_detect(const char *src, size_t len, chat_tmpl *out) {
     else if (chat__find(src, len, "<|im_start|>")) {
         out->family = CHAT_CHATML;
         chat__default_system(src, len, out->default_system, sizeof out->default_system);
-    } else if (chat__find(src, len, "[INST]"))
+    } else if (chat__find(src, len, "[INST]")) {
         out->family = chat__find(src, len, "<<SYS>>") ? CHAT_LLAMA2 : CHAT_MISTRAL;
+    } else if (chat__find(src, len, CHAT__DS_USER) && chat__find(src, len, CHAT__DS_ASSISTANT) &&
+               chat__find(src, len, CHAT__DS_EOS)) {
+        out->family = CHAT_DEEPSEEK3;
+        out->reasoning = chat__find(src, len, "</think>") != NULL;
+        out->think_prompt = chat__find(src, len, CHAT__DS_ASSISTANT "<think>\\n") != NULL;
+    } else if (chat__find(src, len, "'Assistant: ' + message['content'] + eos_token")) {
+        out->family = CHAT_DEEPSEEK2;
+    }
 }
 
-static const char *const chat__names[] = { "plain", "llama2", "llama3", "chatml", "mistral" };
+static const char *const chat__names[] = { "plain", "llama2", "llama3", "chatml", "mistral",
+                                           "deepseek3", "deepseek2" };
 
 const char *chat_family_name(chat_family f) {
     return (unsigned)f < sizeof chat__names / sizeof *chat__names ? chat__names[f] : "?";
@@ -209,6 +225,43 @@ static int chat__inst(chat__buf *b, int llama2, const chat_msg *m, int n, char *
     return 0;
 }
 
+/* DeepSeek-V3 / R1, as their Jinja sources render: the system messages first (joined by
+ * "\n\n"), then the turns; R1's drops an earlier answer's thought */
+static void chat__deepseek3(chat__buf *b, const chat_tmpl *t, const chat_msg *m, int n) {
+    int sys = 0;
+    for (int i = 0; i < n; i++)
+        if (m[i].role == CHAT_SYSTEM) {
+            if (sys++) chat__puts(b, "\n\n");
+            chat__puts(b, m[i].content);
+        }
+    for (int i = 0; i < n; i++) {
+        if (m[i].role == CHAT_USER) {
+            chat__puts(b, CHAT__DS_USER);
+            chat__puts(b, m[i].content);
+        } else if (m[i].role == CHAT_ASSISTANT) {
+            const char *c = m[i].content, *e;
+            if (t->reasoning)   /* content.split('</think>')[-1] */
+                while ((e = strstr(c, "</think>"))) c = e + strlen("</think>");
+            chat__puts(b, CHAT__DS_ASSISTANT);
+            chat__puts(b, c);
+            chat__puts(b, CHAT__DS_EOS);
+        }
+    }
+    chat__puts(b, CHAT__DS_ASSISTANT);
+    if (t->think_prompt) chat__puts(b, "<think>\n");
+}
+
+/* DeepSeek-V2, as llama.cpp renders it */
+static void chat__deepseek2(chat__buf *b, const chat_msg *m, int n) {
+    static const char *const label[] = { "", "User: ", "Assistant: " };
+    for (int i = 0; i < n; i++) {
+        chat__puts(b, label[m[i].role]);
+        chat__puts(b, m[i].content);
+        chat__puts(b, m[i].role == CHAT_ASSISTANT ? CHAT__DS_EOS : "\n\n");
+    }
+    chat__puts(b, "Assistant:");
+}
+
 static void chat__plain(chat__buf *b, const chat_msg *m, int n) {
     static const char *const label[] = { "System: ", "User: ", "Assistant: " };
     for (int i = 0; i < n; i++) {
@@ -240,6 +293,8 @@ char *chat_render(const chat_tmpl *t, const chat_msg *msgs, int n, char *err, si
             return NULL;
         }
         break;
+    case CHAT_DEEPSEEK3: chat__deepseek3(&b, t, msgs, n); break;
+    case CHAT_DEEPSEEK2: chat__deepseek2(&b, msgs, n); break;
     default: chat__plain(&b, msgs, n); break;
     }
     if (b.oom || !b.p) {

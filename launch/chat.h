@@ -23,6 +23,16 @@
  *                                                right after it, followed by "\n\n"
  *   (llama2, mistral: a system message not followed by a user message gets a turn of its
  *   own at the start: "[INST] <<SYS>>\nS\n<</SYS>> [/INST]", mistral "[INST] S [/INST]")
+ *   deepseek3 "<｜User｜>", "<｜Assistant｜>" and  S<｜User｜>U<｜Assistant｜>A<｜end▁of▁sentence｜>
+ *             "<｜end▁of▁sentence｜>" (DeepSeek-  <｜User｜>U ... then <｜Assistant｜> (system
+ *             V3, R1 and their distills)         messages first, joined by "\n\n", as the
+ *                                                Jinja source renders them); a reasoning
+ *                                                template (its source names "</think>", R1)
+ *                                                drops an earlier answer's thought (text up to
+ *                                                its last "</think>") and, when the source
+ *                                                opens the answer with "<think>\n", ends so
+ *   deepseek2 "'Assistant: ' + message['content'] S\n\nUser: U\n\nAssistant: A<｜end▁of▁sentence｜>
+ *             + eos_token" (DeepSeek-V2)         ... then "Assistant:" (llama.cpp's rendering)
  *   plain     anything else, or no template      "System: S\nUser: U\nAssistant: A\n" ...
  *                                                then "Assistant:"
  *
@@ -41,7 +51,9 @@ typedef enum {
     CHAT_LLAMA2,
     CHAT_LLAMA3,
     CHAT_CHATML,
-    CHAT_MISTRAL
+    CHAT_MISTRAL,
+    CHAT_DEEPSEEK3,
+    CHAT_DEEPSEEK2
 } chat_family;
 
 #define CHAT_DEFAULT_SYSTEM_MAX 512
@@ -49,6 +61,9 @@ typedef enum {
 typedef struct {
     chat_family family;
     char default_system[CHAT_DEFAULT_SYSTEM_MAX];   /* "" = none */
+    int reasoning;        /* a thinking model's template (DeepSeek-R1): answers start in a
+                             thought that the API returns as reasoning_content (oai_think.c) */
+    int think_prompt;     /* the generation prompt opens the thought: "<think>\n" */
 } chat_tmpl;
 
 typedef enum { CHAT_SYSTEM = 0, CHAT_USER, CHAT_ASSISTANT } chat_role;

@@ -171,6 +171,81 @@ static void test_detect(void) {
     check(chat_role_parse("tool", &r) == -1, "tool role refused");
 }
 
+/* DeepSeek: the R1 template's source (abridged from tokenizer_config.json: the parts that
+ * decide what these messages render), V3's (no thought handling), R1-0528's generation prompt
+ * and V2's; the 4-message conversation of the DeepSeek issue's acceptance. The markers are the
+ * fullwidth bar U+FF5C and U+2581. */
+#define DS_U "<\xef\xbd\x9cUser\xef\xbd\x9c>"
+#define DS_A "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>"
+#define DS_E "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
+static void test_deepseek(void) {
+    static const char r1[] =
+        "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}"
+        "{% set ns = namespace(is_first=false, is_tool=false, is_output_first=true, system_prompt='') %}"
+        "{%- for message in messages %}{%- if message['role'] == 'system' %}{% set ns.system_prompt = "
+        "message['content'] %}{%- endif %}{%- endfor %}{{bos_token}}{{ns.system_prompt}}"
+        "{%- for message in messages %}{%- if message['role'] == 'user' %}{%- set ns.is_tool = false -%}"
+        "{{'" DS_U "' + message['content']}}{%- endif %}"
+        "{%- if message['role'] == 'assistant' and message['content'] is not none %}"
+        "{% set content = message['content'] %}{% if '</think>' in content %}"
+        "{% set content = content.split('</think>')[-1] %}{% endif %}"
+        "{{'" DS_A "' + content + '" DS_E "'}}{%- endif %}{%- endfor -%}"
+        "{% if add_generation_prompt and not ns.is_tool %}{{'" DS_A "'}}{% endif %}";
+    static const char v3[] =
+        "{{bos_token}}{{ns.system_prompt}}{%- for message in messages %}{%- if message['role'] == 'user' %}"
+        "{{'" DS_U "' + message['content']}}{%- endif %}{%- if message['role'] == 'assistant' %}"
+        "{{'" DS_A "' + message['content'] + '" DS_E "'}}{%- endif %}{%- endfor -%}"
+        "{% if add_generation_prompt %}{{'" DS_A "'}}{% endif %}";
+    static const char r1_0528_tail[] = "{% if add_generation_prompt %}{{'" DS_A "<think>\\n'}}{% endif %}";
+    static const char v2[] =
+        "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}"
+        "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+        "{{ 'User: ' + message['content'] + '\\n\\n' }}{% elif message['role'] == 'assistant' %}"
+        "{{ 'Assistant: ' + message['content'] + eos_token }}{% elif message['role'] == 'system' %}"
+        "{{ message['content'] + '\\n\\n' }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}";
+    const chat_msg conv[] = { { CHAT_SYSTEM, "system" }, { CHAT_USER, "u1" },
+                              { CHAT_ASSISTANT, "a1" }, { CHAT_USER, "u2" } };
+    char err[256] = "";
+    chat_tmpl t;
+    chat_tmpl_detect(r1, strlen(r1), &t);
+    check(t.family == CHAT_DEEPSEEK3 && t.reasoning && !t.think_prompt, "deepseek: R1's template is deepseek3, reasoning");
+    char *got = chat_render(&t, conv, 4, err, sizeof err);
+    const char *want = "system" DS_U "u1" DS_A "a1" DS_E DS_U "u2" DS_A;
+    check(got && !strcmp(got, want), "deepseek: R1 renders the acceptance's 4-message string");
+    if (got && strcmp(got, want)) printf("  got: \"%s\"\n", got);
+    free(got);
+    const chat_msg thought[] = { { CHAT_USER, "u1" }, { CHAT_ASSISTANT, "<think>\nhm</think>\n\na1" },
+                                 { CHAT_USER, "u2" } };
+    got = chat_render(&t, thought, 3, err, sizeof err);
+    check(got && !strcmp(got, DS_U "u1" DS_A "\n\na1" DS_E DS_U "u2" DS_A),
+          "deepseek: R1 drops an earlier answer's thought (split('</think>')[-1])");
+    free(got);
+    chat_tmpl_detect(v3, strlen(v3), &t);
+    check(t.family == CHAT_DEEPSEEK3 && !t.reasoning, "deepseek: V3's template is deepseek3, no reasoning");
+    got = chat_render(&t, thought, 3, err, sizeof err);
+    check(got && !strcmp(got, DS_U "u1" DS_A "<think>\nhm</think>\n\na1" DS_E DS_U "u2" DS_A),
+          "deepseek: V3 keeps the assistant text as it is");
+    free(got);
+    char r1b[sizeof r1 + sizeof r1_0528_tail];
+    snprintf(r1b, sizeof r1b, "%s%s", r1, r1_0528_tail);
+    chat_tmpl_detect(r1b, strlen(r1b), &t);
+    got = chat_render(&t, conv + 1, 1, err, sizeof err);
+    check(t.reasoning && t.think_prompt && got && !strcmp(got, DS_U "u1" DS_A "<think>\n"),
+          "deepseek: R1-0528's generation prompt opens the thought");
+    free(got);
+    const chat_msg two_sys[] = { { CHAT_SYSTEM, "s1" }, { CHAT_SYSTEM, "s2" }, { CHAT_USER, "u" } };
+    got = chat_render(&t, two_sys, 3, err, sizeof err);
+    check(got && !strncmp(got, "s1\n\ns2" DS_U "u", strlen("s1\n\ns2" DS_U "u")), "deepseek: system messages joined by a blank line");
+    free(got);
+    chat_tmpl_detect(v2, strlen(v2), &t);
+    check(t.family == CHAT_DEEPSEEK2, "deepseek: V2's template is deepseek2");
+    got = chat_render(&t, conv, 4, err, sizeof err);
+    check(got && !strcmp(got, "system\n\nUser: u1\n\nAssistant: a1" DS_E "User: u2\n\nAssistant:"),
+          "deepseek: V2 renders as llama.cpp's deepseek2");
+    free(got);
+}
+
 static void test_utf8(void) {
     check(3 - utf8_incomplete_tail("abc", 3) == 3, "utf8: ascii");
     check(3 - utf8_incomplete_tail("a\xE2\x82", 3) == 1, "utf8: 2 of 3 bytes held");
@@ -199,6 +274,7 @@ static void test_auth(void) {
 int main(void) {
     test_render();
     test_detect();
+    test_deepseek();
     test_utf8();
     test_auth();
     printf("%d passed, %d failed\n", n_pass, n_fail);
