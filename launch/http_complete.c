@@ -62,14 +62,38 @@ static cJSON *http__lp_json(http__req *r, const http__lp *lp, const sched_top *t
     return o;
 }
 
-/* one chunk of choice index: text (NULL: none), logprobs (taken), finish (NULL: null) */
+/* one chunk of choice index: text (NULL: none), logprobs (taken), finish (NULL: null),
+ * reasoning (NULL: none) */
 static int http__sse_chunk(http__req *r, int index, const char *text, const char *finish, int role,
-                           cJSON *logprobs) {
+                           cJSON *logprobs, const char *reasoning) {
     cJSON *o = oai_base(r->chat, 1, r->id, r->created, r->h->model_name);
     cJSON *ch = cJSON_AddArrayToObject(o, "choices");
-    cJSON_AddItemToArray(ch, oai_choice(r->chat, 1, index, text, finish, role, logprobs));
+    cJSON_AddItemToArray(ch, oai_choice(r->chat, 1, index, text, finish, role, logprobs, reasoning));
     if (r->include_usage) cJSON_AddNullToObject(o, "usage");
     return http__sse_event(r, o);
+}
+
+/* a piece of choice index's text as a chunk; a reasoning chat splits it into the thought's
+ * part (delta.reasoning_content) and the answer's (delta.content), holding back a possible
+ * tag's start until the next piece or the last call; a chunk with neither part is sent only
+ * to carry logprobs */
+static int http__text_chunk(http__req *r, http__choice *c, int index, const char *text, size_t n,
+                            int last, cJSON *logprobs) {
+    if (!r->reasoning) return http__sse_chunk(r, index, text, NULL, 0, logprobs, NULL);
+    char *rb = malloc(2 * (n + 16) + 2);
+    if (!rb) {
+        cJSON_Delete(logprobs);
+        return 1;
+    }
+    char *cb = rb + n + 17;
+    size_t rn, cn;
+    oai_think_feed(&c->think, text, n, last, rb, &rn, cb, &cn);
+    rb[rn] = cb[cn] = 0;
+    int bad = rn || cn || logprobs
+                  ? http__sse_chunk(r, index, cn ? cb : NULL, NULL, 0, logprobs, rn ? rb : NULL)
+                  : 0;
+    free(rb);
+    return bad;
 }
 
 static int http__n_tokens(http__req *r) {
@@ -154,11 +178,11 @@ static int http__stream_open(http__req *r, int n_plp) {
     int bad = 0;
     for (int i = 0; i < r->n && !bad; i++) {
         if (r->chat) {
-            bad = http__sse_chunk(r, i, NULL, NULL, 1, NULL);
+            bad = http__sse_chunk(r, i, NULL, NULL, 1, NULL, NULL);
         } else if (r->echo) {
             cJSON *lp = NULL;
             if (r->logprobs >= 0 && !(lp = http__lp_json(r, NULL, NULL, 0, 0, n_plp))) bad = 1;
-            else bad = http__sse_chunk(r, i, r->echo_text, NULL, 0, lp);
+            else bad = http__sse_chunk(r, i, r->echo_text, NULL, 0, lp, NULL);
         }
     }
     r->phase = PH_TOKENS;
@@ -216,7 +240,7 @@ static int http__stream_step(http__req *r) {
                                      (size_t)(le - l), off_add, 0)))
                 bad = 1;
             else
-                bad = http__sse_chunk(r, i, p->text + t, NULL, 0, lp);
+                bad = http__text_chunk(r, c, i, p->text + t, te - t, 0, lp);
             p->text[te] = save;
             t = te;
             l = le;
@@ -228,7 +252,8 @@ static int http__stream_step(http__req *r) {
             break;
         }
         if (fin == SCHED_FINISH_ERROR && !errmsg) errmsg = p->errmsg ? p->errmsg : "generation failed";
-        bad = http__sse_chunk(r, i, NULL, oai_finish_reason(fin), 0, NULL);
+        if (r->reasoning) bad = http__text_chunk(r, c, i, "", 0, 1, NULL);   /* what it held */
+        bad = bad || http__sse_chunk(r, i, NULL, oai_finish_reason(fin), 0, NULL, NULL);
         c->closed = 1;
     }
     int all = 1;
@@ -298,8 +323,23 @@ static cJSON *http__answer(http__req *r) {
             !(lp = http__lp_json(r, c->lp, c->top, c->n_lp, r->echo ? r->echo_chars : 0,
                                  r->plp ? r->n_prompt : 0)))
             bad = 1;
-        else
-            cJSON_AddItemToArray(ch, oai_choice(r->chat, 0, i, text, oai_finish_reason(c->finish), 0, lp));
+        else if (r->reasoning) {   /* the thought apart from the answer */
+            oai_think th;
+            oai_think_init(&th);
+            size_t n = el + c->out_len, rn, cn;
+            char *rb = malloc(2 * (n + 16) + 2);
+            if (!rb) {
+                cJSON_Delete(lp);
+                bad = 1;
+            } else {
+                char *cb = rb + n + 17;
+                oai_think_feed(&th, text, n, 1, rb, &rn, cb, &cn);
+                rb[rn] = cb[cn] = 0;
+                cJSON_AddItemToArray(ch, oai_choice(r->chat, 0, i, cb, oai_finish_reason(c->finish), 0, lp, rb));
+                free(rb);
+            }
+        } else
+            cJSON_AddItemToArray(ch, oai_choice(r->chat, 0, i, text, oai_finish_reason(c->finish), 0, lp, NULL));
         free(text);
     }
     cJSON_AddItemToObject(o, "usage", oai_usage(r->n_prompt, http__n_tokens(r)));
@@ -315,6 +355,7 @@ static cJSON *http__answer(http__req *r) {
 /* Copies what the request keeps of the job (echo text, the prompt for its logprobs). */
 static int http__req_setup(http__req *r, const oai_job *j) {
     r->chat = j->chat;
+    r->reasoning = j->chat && r->h->o.chat.reasoning;
     r->stream = j->stream;
     r->include_usage = j->include_usage;
     r->n_prompt = j->n_prompt;

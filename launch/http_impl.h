@@ -23,6 +23,7 @@
 #include <microhttpd.h>
 
 #include "oai.h"
+#include "oai_think.h"
 #include "server.h"
 #include "scheduler/sched.h"
 
@@ -205,6 +206,7 @@ typedef struct {
     /* stream reader state: the connection thread only */
     size_t seg_sent;
     int closed;                  /* its final chunk was sent */
+    oai_think think;             /* the reasoning split of its stream (http__req.reasoning) */
 } http__choice;
 
 struct http__req {
@@ -228,6 +230,7 @@ struct http__req {
     int plp_next, prompt_done;
     /* set before submit, then read-only */
     int chat, stream, include_usage, n_prompt, fd;
+    int reasoning;               /* a reasoning model's chat: the thought as reasoning_content */
     int logprobs;                /* -1 none, else k (oai_job.logprobs) */
     int echo;
     char *echo_text;             /* (echo_len) valid UTF-8 */

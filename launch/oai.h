@@ -95,9 +95,10 @@ cJSON *oai_base(int chat, int chunk, const char *id, long created, const char *m
 /* {"prompt_tokens", "completion_tokens", "total_tokens"} */
 cJSON *oai_usage(int n_prompt, int n_completion);
 /* one element of "choices": text (NULL: none), finish (NULL: null), role: a chat stream's
- * first chunk, which carries {"role": "assistant"}; logprobs (taken; NULL: null) */
+ * first chunk, which carries {"role": "assistant"}; logprobs (taken; NULL: null); reasoning
+ * (chat: a reasoning model's thought, "reasoning_content"; NULL: none) */
 cJSON *oai_choice(int chat, int chunk, int index, const char *text, const char *finish, int role,
-                  cJSON *logprobs);
+                  cJSON *logprobs, const char *reasoning);
 
 /* One position's logprobs, as the scheduler reported them (sched_event) or as the echo of a
  * prompt computed them. */

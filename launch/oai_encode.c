@@ -54,7 +54,7 @@ cJSON *oai_usage(int n_prompt, int n_completion) {
 }
 
 cJSON *oai_choice(int chat, int chunk, int index, const char *text, const char *finish, int role,
-                  cJSON *logprobs) {
+                  cJSON *logprobs, const char *reasoning) {
     cJSON *c = cJSON_CreateObject();
     cJSON_AddNumberToObject(c, "index", index);
     if (!chat) {
@@ -62,6 +62,7 @@ cJSON *oai_choice(int chat, int chunk, int index, const char *text, const char *
     } else {
         cJSON *m = cJSON_AddObjectToObject(c, chunk ? "delta" : "message");
         if (!chunk || role) cJSON_AddStringToObject(m, "role", "assistant");
+        if (reasoning) cJSON_AddStringToObject(m, "reasoning_content", reasoning);
         if (!chunk || role || text) cJSON_AddStringToObject(m, "content", text ? text : "");
     }
     if (logprobs) cJSON_AddItemToObject(c, "logprobs", logprobs);
