@@ -147,4 +147,16 @@ static inline QT_HD void om_sincos(float t, float *s_out, float *c_out) {
     *c_out = (float)cv;
 }
 
+/* DeepSeekMoE's group-limited routing: the score of a group of per selection scores, the sum
+ * of its best two (the best: the first maximum; the second: the first maximum of the others;
+ * one element: itself). Shared by the CPU backend and the CUDA routing kernel (k_moe.cu). */
+static inline QT_HD float om_moe_group_score(const float *sg, int per) {
+    int a = 0;
+    for (int i = 1; i < per; i++) a = sg[i] > sg[a] ? i : a;
+    int b = -1;
+    for (int i = 0; i < per; i++)
+        if (i != a && (b < 0 || sg[i] > sg[b])) b = i;
+    return sg[a] + (b >= 0 ? sg[b] : 0.0f);
+}
+
 #endif

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "ops_math.h"   /* om_moe_group_score */
 
 typedef struct {
     pool *pool;
@@ -446,15 +447,8 @@ static int cpu__moe_route(backend *b, int32_t *ids, float *w, const float *logit
         memset(taken, 0, (size_t)E);
         if (r->n_group > 1) {   /* keep the n_group_used groups of the best top-2 sums */
             const int per = E / r->n_group;
-            for (int g = 0; g < r->n_group; g++) {
-                const float *sg = sel + (size_t)g * per;
-                int a = 0;
-                for (int i = 1; i < per; i++) a = sg[i] > sg[a] ? i : a;
-                int c2 = -1;
-                for (int i = 0; i < per; i++)
-                    if (i != a && (c2 < 0 || sg[i] > sg[c2])) c2 = i;
-                gscore[g] = sg[a] + (c2 >= 0 ? sg[c2] : 0.0f);
-            }
+            for (int g = 0; g < r->n_group; g++)
+                gscore[g] = om_moe_group_score(sel + (size_t)g * per, per);
             memset(gtaken, 0, (size_t)r->n_group);
             for (int i = 0; i < r->n_group_used; i++) gtaken[cpu__argmax_free(gscore, gtaken, r->n_group)] = 1;
             for (size_t e = 0; e < E; e++) taken[e] = !gtaken[e / per];   /* masked out */

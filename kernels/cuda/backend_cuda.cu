@@ -28,6 +28,16 @@
  * attention passes backend_attn.window to both kernels (k_attn.cu), which never read a
  * block-table entry wholly before the window.
  *
+ * DeepSeek-V2/V3 (MLA and MoE). mla_kv_write is one kernel (k_mla.cu: RMSNorm of the latent
+ * and RoPE of the key, k_norm/k_rope's arithmetic, stored in the cache type); mla_attention
+ * rotates q's RoPE parts with cuk_rope, copies them after the latent (a strided device copy),
+ * takes each head through k_b and v_b with cu__per_head (head by head through cu__matmul: see
+ * there why not one batched cuBLAS call) and attends with k_mla.cu's latent kernel. moe_route
+ * is k_moe.cu's kernel, its ids and weights downloaded (a host wait: the plan is made on the
+ * host); moe_experts uploads the host plan once per call, then per expert gathers its rows,
+ * gate/up (matmul_n), SwiGLU, down and a scaled scatter to y; sum_rows and gather_rows are
+ * k_ew.cu kernels (gather_rows uploads its host row list).
+ *
  * Batch invariance. The GEMV computes each (t, n) with the same operations whatever T is
  * (chunks of 8 positions), and so do the element-wise kernels and the decode attention kernel;
  * cuBLAS (whose kernel choice, tiling and split-K depend on T) and the prefill attention kernel
@@ -70,7 +80,8 @@
  *                             attention, not batch-invariant (default 1: invariant)
  *
  * Only a GPU can check: everything that runs on the device (tests/gpu/run.sh: the reference
- * suites, the scheduler, tp=2, serving, bench). What this machine checks is that the file
+ * suites, the scheduler, tp=2, serving, bench), the MLA/MoE glue above included (the kernels
+ * it calls are tested under the CPU shim, tests/cuda/test_k_mla.cc and test_k_moe.cc). What this machine checks is that the file
  * compiles for sm_80/sm_90 under the ptxas gate, links, and that sampan_cuda_new without a
  * device returns NULL with its one-line message.
  */
@@ -138,6 +149,8 @@ typedef struct {
     int rows_cap;
     cudaEvent_t ev_pass, ev_tab, ev_rows;   /* the staging copies out of h_pass, h_tab, h_rows */
     cu_buf act, gv, attn, lg;       /* GEMM activations, GEMV activations, attention, logits */
+    cu_buf rows, idx;               /* MLA / MoE: gathered rows and their products; uploaded
+                                       row indices, plan and routing results */
     uint16_t *gelu;                 /* device (65536): om_gelu_fill's table, for geglu */
     cu_wentry *w;                   /* sorted by dev */
     int n_w, cap_w;
@@ -822,6 +835,180 @@ static int cu__logits(backend *b, float *logits, const float *x, int C, float *s
     return 0;
 }
 
+/* ---- multi-head latent attention (DeepSeek) ---------------------------------------------- */
+
+static int cu__mla_kv_write(backend *b, const backend_kv *kv, int l, const float *kva,
+                            const float *norm, float eps, int T, const backend_mla *a) {
+    cu_ctx *c = cu__c(b);
+    CU_ENTER(b);
+    if (T <= 0) return 0;
+    if (kv->n_kv_heads != 1 || kv->head_dim != a->rank + a->rope_dims)
+        return cu__msg(b, "mla_kv_write: a latent cache has 1 KV head of R + Dr = %d, not %d of %d",
+                       a->rank + a->rope_dims, kv->n_kv_heads, kv->head_dim);
+    if (cu__need_pass(b, "mla_kv_write", T) || cu__tables(b, kv->block_size)) return -1;
+    const size_t off = (size_t)l * cu__kv_layer_bytes(kv);
+    CU_TRY(b, "cuk_mla_kv_write",
+           cuk_mla_kv_write((char *)kv->k + off, kv->type, kva, norm, eps, c->d_pass + c->T,
+                            c->d_tab, c->max_blocks, T, a->rank, a->rope_dims, kv->block_size,
+                            a->rope.base, a->rope.freq_factors, &a->rope.scaling, CU_ST(c)));
+    return 0;
+}
+
+/* out (T, H, ostride) from column o0 = w[h] . in[:, h] where in is (T, H, stride) from column
+ * c0, for every head h: head by head, the head's columns gathered into c->rows (a strided
+ * device copy), one cu__matmul (so GEMV, or cuBLAS in the fast mode, as every product), the
+ * result spread back. Why not one strided-batched cuBLAS call: `weight` made each head's
+ * matrix its own allocation (no common stride), quantized types need the GEMV or their BF16
+ * copies, and the default mode promises batch invariance, which only the GEMV keeps. */
+static int cu__per_head(backend *b, const kern_weight *w, int H, const float *in, int stride,
+                        int c0, float *out, int ostride, int o0, int T) {
+    cu_ctx *c = cu__c(b);
+    const int K = (int)w[0].n_cols, N = (int)w[0].n_rows;
+    if (cu__grow(b, &c->rows, (size_t)T * (K + N) * sizeof(float), "per-head rows")) return -1;
+    float *g = (float *)c->rows.p, *y = g + (size_t)T * K;
+    for (int h = 0; h < H; h++) {
+        CU_TRY(b, "cudaMemcpy2DAsync (a head's columns)",
+               cudaMemcpy2DAsync(g, (size_t)K * sizeof(float), in + (size_t)h * stride + c0,
+                                 (size_t)H * stride * sizeof(float), (size_t)K * sizeof(float),
+                                 (size_t)T, cudaMemcpyDeviceToDevice, c->st));
+        if (cu__matmul(b, y, &w[h], g, T)) return -1;
+        CU_TRY(b, "cudaMemcpy2DAsync (a head's products)",
+               cudaMemcpy2DAsync(out + (size_t)h * ostride + o0, (size_t)H * ostride * sizeof(float),
+                                 y, (size_t)N * sizeof(float), (size_t)N * sizeof(float),
+                                 (size_t)T, cudaMemcpyDeviceToDevice, c->st));
+    }
+    return 0;
+}
+
+static int cu__mla_attention(backend *b, const backend_kv *kv, int l, float *out, float *q,
+                             float *qlat, float *olat, int T, const backend_mla *a) {
+    cu_ctx *c = cu__c(b);
+    CU_ENTER(b);
+    if (T <= 0) return 0;
+    const int H = a->n_heads, R = a->rank, Dn = a->nope_dims, Dr = a->rope_dims;
+    const int Dq = Dn + Dr, D = R + Dr;
+    if (kv->n_kv_heads != 1 || kv->head_dim != D)
+        return cu__msg(b, "mla_attention: a latent cache has 1 KV head of R + Dr = %d, not %d of %d",
+                       D, kv->n_kv_heads, kv->head_dim);
+    if (Dn % 2)   /* cuk_rope rotates (2i, 2i+1) as one float2 */
+        return cu__msg(b, "mla_attention: %d no-RoPE dims per head (odd) put the RoPE part off an "
+                       "8-byte boundary", Dn);
+    if (cu__need_pass(b, "mla_attention", T) || cu__tables(b, kv->block_size)) return -1;
+    CU_TRY(b, "cuk_rope (MLA queries)",
+           cuk_rope(q + Dn, c->d_pass + c->T, T, H, Dq, Dr, a->rope.base, 0, a->rope.freq_factors,
+                    &a->rope.scaling, CU_ST(c)));
+    /* the RoPE part joins the absorbed query as it is */
+    CU_TRY(b, "cudaMemcpy2DAsync (MLA RoPE queries)",
+           cudaMemcpy2DAsync(qlat + R, (size_t)D * sizeof(float), q + Dn, (size_t)Dq * sizeof(float),
+                             (size_t)Dr * sizeof(float), (size_t)T * H, cudaMemcpyDeviceToDevice,
+                             c->st));
+    if (cu__per_head(b, a->k_b, H, q, Dq, 0, qlat, D, 0, T)) return -1;   /* q_nope -> latent */
+    const size_t off = (size_t)l * cu__kv_layer_bytes(kv);
+    int k = cuk_mla_attention((const char *)kv->k + off, kv->type, kv->block_size, D, R, olat,
+                              qlat, c->d_pass + c->T, c->d_tab, c->max_blocks, T, H, a->scale,
+                              CU_ST(c));
+    if (k)
+        return cu__msg(b, "cuk_mla_attention (T=%d H=%d D=%d Dv=%d): %s", T, H, D, R,
+                       cudaGetErrorString((cudaError_t)k));
+    return cu__per_head(b, a->v_b, H, olat, R, 0, out, a->v_dim, 0, T);   /* latent -> values */
+}
+
+/* ---- DeepSeekMoE ------------------------------------------------------------------------- */
+
+/* c->idx holding n 4-byte words uploaded from host src (pageable: the copy has read src when
+ * it returns; stream order keeps earlier kernels' reads of c->idx before it) */
+static int cu__idx_upload(backend *b, const void *src, size_t n, const char *what) {
+    cu_ctx *c = cu__c(b);
+    if (cu__grow(b, &c->idx, n * 4, what)) return -1;
+    if (n)
+        CU_TRY(b, "cudaMemcpyAsync (MoE indices)",
+               cudaMemcpyAsync(c->idx.p, src, n * 4, cudaMemcpyHostToDevice, c->st));
+    return 0;
+}
+
+static int cu__moe_route(backend *b, int32_t *ids, float *w, const float *logits, int T,
+                         const backend_route *r) {
+    cu_ctx *c = cu__c(b);
+    CU_ENTER(b);
+    if (T <= 0) return 0;
+    const size_t n = (size_t)T * r->k;
+    if (cu__grow(b, &c->idx, 2 * n * 4, "MoE routing")) return -1;
+    int32_t *d_ids = (int32_t *)c->idx.p;
+    float *d_w = (float *)(d_ids + n);
+    int k = cuk_moe_route(d_ids, d_w, logits, r->bias, T, r->n_expert, r->k, r->n_group,
+                          r->n_group_used, r->gating, r->norm, r->scale, CU_ST(c));
+    if (k)
+        return cu__msg(b, "cuk_moe_route (T=%d E=%d k=%d groups %d/%d gating %d): %s", T,
+                       r->n_expert, r->k, r->n_group_used, r->n_group, r->gating,
+                       cudaGetErrorString((cudaError_t)k));
+    CU_TRY(b, "cudaMemcpyAsync (MoE ids)",
+           cudaMemcpyAsync(ids, d_ids, n * 4, cudaMemcpyDeviceToHost, c->st));
+    CU_TRY(b, "cudaMemcpyAsync (MoE weights)",
+           cudaMemcpyAsync(w, d_w, n * 4, cudaMemcpyDeviceToHost, c->st));
+    CU_TRY(b, "cudaStreamSynchronize", cudaStreamSynchronize(c->st));
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0)
+            return cu__msg(b, "MoE routing of position %zu found %zu of %d experts", i / r->k,
+                           i % r->k, r->k);
+    return 0;
+}
+
+static int cu__moe_experts(backend *b, float *y, const float *x, int C, const backend_moe *m) {
+    cu_ctx *c = cu__c(b);
+    CU_ENTER(b);
+    const int El = m->n_expert, pairs = El > 0 ? m->off[El] : 0;
+    int most = 0;
+    for (int e = 0; e < El; e++)
+        most = m->off[e + 1] - m->off[e] > most ? m->off[e + 1] - m->off[e] : most;
+    if (!most) return 0;
+    const int Fe = (int)m->gate[0].n_rows;
+    /* the plan, uploaded once: rows | dst | weights */
+    if (cu__grow(b, &c->idx, 3 * (size_t)pairs * 4, "MoE plan")) return -1;
+    int32_t *d_row = (int32_t *)c->idx.p, *d_dst = d_row + pairs;
+    float *d_w = (float *)(d_dst + pairs);
+    CU_TRY(b, "cudaMemcpyAsync (MoE plan)",
+           cudaMemcpyAsync(d_row, m->row, (size_t)pairs * 4, cudaMemcpyHostToDevice, c->st));
+    CU_TRY(b, "cudaMemcpyAsync (MoE plan)",
+           cudaMemcpyAsync(d_dst, m->dst, (size_t)pairs * 4, cudaMemcpyHostToDevice, c->st));
+    CU_TRY(b, "cudaMemcpyAsync (MoE plan)",
+           cudaMemcpyAsync(d_w, m->w, (size_t)pairs * 4, cudaMemcpyHostToDevice, c->st));
+    if (cu__grow(b, &c->rows, (size_t)most * (2 * (size_t)C + 2 * (size_t)Fe) * sizeof(float),
+                 "MoE rows"))
+        return -1;
+    float *g = (float *)c->rows.p, *hg = g + (size_t)most * C, *hu = hg + (size_t)most * Fe;
+    float *yd = hu + (size_t)most * Fe;
+    for (int e = 0; e < El; e++) {
+        const int p0 = m->off[e], n = m->off[e + 1] - p0;
+        if (!n) continue;
+        CU_TRY(b, "cuk_gather_rows (MoE)", cuk_gather_rows(g, x, d_row + p0, n, C, CU_ST(c)));
+        float *const outs[2] = { hg, hu };
+        const kern_weight *const ws[2] = { &m->gate[e], &m->up[e] };
+        if (cu__matmul_n(b, 2, outs, ws, g, n)) return -1;
+        CU_TRY(b, "cuk_swiglu (MoE)", cuk_swiglu(hg, hg, hu, (size_t)n * Fe, CU_ST(c)));
+        if (cu__matmul(b, yd, &m->down[e], hg, n)) return -1;
+        CU_TRY(b, "cuk_scatter_rows_scaled",
+               cuk_scatter_rows_scaled(y, yd, d_dst + p0, d_w + p0, n, C, CU_ST(c)));
+    }
+    return 0;
+}
+
+static int cu__sum_rows(backend *b, float *out, const float *y, int n, int k, int C) {
+    CU_ENTER(b);
+    if (n <= 0) return 0;
+    CU_TRY(b, "cuk_sum_rows", cuk_sum_rows(out, y, n, k, C, CU_ST(cu__c(b))));
+    return 0;
+}
+
+static int cu__gather_rows(backend *b, float *out, const float *x, const int32_t *rows, int n,
+                           int C) {
+    CU_ENTER(b);
+    if (n <= 0) return 0;
+    if (cu__idx_upload(b, rows, (size_t)n, "gathered row indices")) return -1;
+    CU_TRY(b, "cuk_gather_rows",
+           cuk_gather_rows(out, x, (const int32_t *)cu__c(b)->idx.p, n, C, CU_ST(cu__c(b))));
+    return 0;
+}
+
 /* ---- host threads ------------------------------------------------------------------------ */
 
 static int cu__n_threads(const backend *b) {
@@ -851,6 +1038,8 @@ static void cu__free(backend *b) {
         cu__buf_release(&c->gv);
         cu__buf_release(&c->attn);
         cu__buf_release(&c->lg);
+        cu__buf_release(&c->rows);
+        cu__buf_release(&c->idx);
         if (c->h_pass) cudaFreeHost(c->h_pass);
         if (c->h_tab) cudaFreeHost(c->h_tab);
         if (c->h_rows) cudaFreeHost(c->h_rows);
@@ -899,12 +1088,12 @@ static const backend_i cu_iface = {
     /* .parallel    = */ cu__parallel,
     /* .geglu       = */ cu__geglu,
     /* .scale       = */ cu__scale,
-    /* .mla_kv_write = */ NULL,
-    /* .mla_attention = */ NULL,
-    /* .moe_route   = */ NULL,
-    /* .moe_experts = */ NULL,
-    /* .sum_rows    = */ NULL,
-    /* .gather_rows = */ NULL,
+    /* .mla_kv_write = */ cu__mla_kv_write,
+    /* .mla_attention = */ cu__mla_attention,
+    /* .moe_route   = */ cu__moe_route,
+    /* .moe_experts = */ cu__moe_experts,
+    /* .sum_rows    = */ cu__sum_rows,
+    /* .gather_rows = */ cu__gather_rows,
 };
 
 /* the visible devices, or -1 with the runtime's reason in why */

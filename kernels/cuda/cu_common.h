@@ -42,4 +42,14 @@
 
 #define CU_WARP 32
 
+/* 1 / x, correctly rounded, without the subroutine call of IEEE division (whose register
+ * saves ptxas reports as spills) */
+static __device__ __forceinline__ float cu_rcp(float x) {
+#if defined(__CUDA_ARCH__)
+    return __frcp_rn(x);
+#else
+    return 1.0f / x;
+#endif
+}
+
 #endif

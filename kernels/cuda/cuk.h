@@ -1,8 +1,9 @@
 /* kernels/cuda/cuk.h — every host wrapper of the CUDA kernels, for the CUDA backend
  * (kernels/cuda/backend_cuda.cu): one include instead of one per kernel family.
  *
- *   cuk_ops.h   k_norm, k_rope, k_ew, k_dequant, k_kv, k_gemv: element-wise ops, embedding,
- *               dequantization, the paged KV write and the decode GEMV (T <= 8)
+ *   cuk_ops.h   k_norm, k_rope, k_ew, k_dequant, k_kv, k_gemv, k_mla, k_moe: element-wise
+ *               ops, embedding, dequantization, the paged KV write, the decode GEMV (T <= 8),
+ *               latent attention (MLA) and MoE routing
  *   cuk_attn.h  k_attn: attention over the paged KV cache (decode and prefill kernels)
  *   cu_blas.h   cu_blas: the prefill products through cuBLAS (tensor cores)
  *

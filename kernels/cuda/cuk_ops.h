@@ -1,6 +1,6 @@
 /* kernels/cuda/cuk_ops.h — C-callable host wrappers of the CUDA element-wise, dequantization,
- * KV-write and decode-GEMV kernels (k_norm.cu, k_rope.cu, k_ew.cu, k_dequant.cu, k_kv.cu,
- * k_gemv.cu).
+ * KV-write, decode-GEMV, latent-attention and MoE-routing kernels (k_norm.cu, k_rope.cu,
+ * k_ew.cu, k_dequant.cu, k_kv.cu, k_gemv.cu, k_mla.cu, k_moe.cu).
  *
  * Legend: T = positions in the batch, C = model dim, H = heads, D = head dim, K = input
  * features, N = output features (rows of a weight). Every pointer is a device pointer unless
@@ -14,8 +14,12 @@
  *   rope         angles bit for bit the CPU's; sin/cos within 1 ulp of glibc's
  *   swiglu       CUDA expf (2 ulp) where the CPU has its own exp: within 1e-6 relative
  *   geglu        the CPU's half table (built on the host, uploaded): bit for bit
- *   scale, add, bias, gather, interleave, pad, dequant, embed, kv_write: bit for bit
+ *   scale, add, bias, gather, scatter, sum_rows, interleave, pad, dequant, embed, kv_write:
+ *                bit for bit
  *   gemv         the CPU's kern_matmul up to the order of float additions (see k_gemv.cu)
+ *   mla_kv_write cuk_rmsnorm then cuk_rope bit for bit (so the CPU's as those two are)
+ *   mla_attention kern_attn_group up to the order of float additions (see k_mla.cu)
+ *   moe_route    the CPU's rules exactly; weights within 1e-6 relative (expf, see k_moe.cu)
  */
 #ifndef SAMPAN_CUK_OPS_H
 #define SAMPAN_CUK_OPS_H
@@ -59,6 +63,12 @@ int cuk_bias(float *x, const float *b, int T, int N, cuk_stream stream);
 /* out (n, C) = in[rows[i]] (rows: n int32, each in [0, rows of in)); out must not overlap in */
 int cuk_gather_rows(float *out, const float *in, const int32_t *rows, int n, int C,
                     cuk_stream stream);
+/* out[dst[i]] (rows of C) = in[i] * w[i] for i < n (dst, w: n int32 / floats, device); the dst
+ * rows are distinct; out must not overlap in */
+int cuk_scatter_rows_scaled(float *out, const float *in, const int32_t *dst, const float *w, int n,
+                            int C, cuk_stream stream);
+/* out (n, C) = the k rows y[i*k .. i*k + k) summed in that order, for i < n (k >= 1) */
+int cuk_sum_rows(float *out, const float *y, int n, int k, int C, cuk_stream stream);
 /* out (T, tp*n) from in (tp, T, n): out row t = in[0][t] | in[1][t] | ... (the all-gathered
  * columns of model.c's gather_cols); out must not overlap in */
 int cuk_interleave(float *out, const float *in, int tp, int T, int n, cuk_stream stream);
@@ -89,6 +99,37 @@ int cuk_embed(float *out, const void *w, int type, int64_t n_rows, int64_t row0,
 int cuk_kv_write(void *k_cache, void *v_cache, int elem_type, const float *k, const float *v,
                  const int32_t *pos, const int32_t *tables, int max_blocks, int T, int Hkv,
                  int D, int block_size, cuk_stream stream);
+
+/* ---- k_mla.cu ---- */
+/* Multi-head latent attention's cache write of one layer: kva (T, R + Dr) f32 is each
+ * position's latent then its RoPE key; the latent is RMS-normed by norm (R), the key rotated
+ * (pairs (2i, 2i+1), Dr even; freq_factors (Dr/2) and scaling may be NULL) at pos[t], and the
+ * R + Dr values stored to cache (n_blocks, block_size, R + Dr) of elem_type (QT_F32, QT_F16 or
+ * QT_BF16, rounded to nearest even) at block tables[t * max_blocks + pos[t] / block_size],
+ * slot pos[t] % block_size (a negative block id skips the position). */
+int cuk_mla_kv_write(void *cache, int elem_type, const float *kva, const float *norm, float eps,
+                     const int32_t *pos, const int32_t *tables, int max_blocks, int T, int R,
+                     int Dr, int block_size, float freq_base, const float *freq_factors,
+                     const kern_rope_scaling *scaling, cuk_stream stream);
+/* out (T, H, Dv) = attention of q (T, H, D) over one KV head: cache (n_blocks, block_size, D)
+ * of elem_type, keys the whole rows, values their first Dv elements (Dv <= D); query t reads
+ * positions 0..pos[t] through row t of tables (T, max_blocks); scale applied to q.k. T <=
+ * 65535; cudaErrorInvalidValue when the queries of one head and their accumulators (D + Dv
+ * floats) do not fit 48 KB of shared memory. */
+int cuk_mla_attention(const void *cache, int elem_type, int block_size, int D, int Dv,
+                      float *out, const float *q, const int32_t *pos, const int32_t *tables,
+                      int max_blocks, int T, int H, float scale, cuk_stream stream);
+
+/* ---- k_moe.cu ---- */
+/* DeepSeekMoE routing of T positions from router logits (T, E): ids (T, k) in ascending order
+ * and weights (T, k), both device, by cpu__moe_route's rules (runtime/backend_cpu.c): gating
+ * 1 softmax, 2 sigmoid; bias (E) or NULL added for selection only; n_group > 1: group-limited
+ * (E a multiple of n_group, 1 <= n_group_used <= n_group); norm: the weights over their sum
+ * (clamped at 2^-14), then times scale. A position with fewer than k selectable experts gets
+ * -1 ids past those it found. 1 <= k <= E. */
+int cuk_moe_route(int32_t *ids, float *w, const float *logits, const float *bias, int T, int E,
+                  int k, int n_group, int n_group_used, int gating, int norm, float scale,
+                  cuk_stream stream);
 
 /* ---- k_gemv.cu ---- */
 /* Decode GEMV: out (T,N) = x (T,K) · W^T for 1 <= T <= 8; W is N rows of K elements of type

@@ -114,16 +114,6 @@ static __device__ __forceinline__ float ka__h2f(uint32_t h) {
 #endif
 }
 
-/* 1 / x, correctly rounded, without the subroutine call of IEEE division (whose register
- * saves ptxas reports as spills) */
-static __device__ __forceinline__ float ka__rcp(float x) {
-#if defined(__CUDA_ARCH__)
-    return __frcp_rn(x);
-#else
-    return 1.0f / x;
-#endif
-}
-
 static __device__ __forceinline__ void ka__unpack4(float4 v, float *x) {
     x[0] = v.x; x[1] = v.y; x[2] = v.z; x[3] = v.w;
 }
@@ -380,7 +370,7 @@ KA_UNROLL
         for (int w = 1; w < KA_NW; w++) s += sc[(w * GM + g) * D + d];
         const size_t row = (size_t)t * a.H + h_lo + g;
         if (a.ns == 1) {
-            a.out[row * D + d] = s * ka__rcp(fin[GM + g]);
+            a.out[row * D + d] = s * cu_rcp(fin[GM + g]);
         } else {
             const size_t slot = row * a.ns + split;
             a.part[slot * D + d] = s;
@@ -407,7 +397,7 @@ __global__ void __launch_bounds__(KA_NT) cuk__attn_merge(ka_params a) {
     __syncthreads();
     float L = 0.0f;
     for (int s = sf; s < nu; s++) L = fmaf(a.part_ml[(base + s) * 2 + 1], w[s], L);
-    const float inv_l = ka__rcp(L);
+    const float inv_l = cu_rcp(L);
     for (int d = tid; d < a.D; d += KA_NT) {
         float acc = 0.0f;
         for (int s = sf; s < nu; s++) acc = fmaf(a.part[(base + s) * a.D + d], w[s], acc);
@@ -599,7 +589,7 @@ KA_UNROLL
         const int r = ty + 16 * i, tq = r / Gu, g = r - tq * Gu;
         if (tq >= nq) continue;
         float *dst = a.out + ((size_t)(t0 + tq) * a.H + h_lo + g) * D;
-        const float inv_l = ka__rcp(l[i]);
+        const float inv_l = cu_rcp(l[i]);
 KA_UNROLL
         for (int c = 0; c < NC; c++) {
             const int col = 4 * tx + 32 * c;

@@ -1,6 +1,7 @@
 /* kernels/cuda/k_ew.cu — the forward pass's element-wise ops that are not norms or RoPE:
- * SwiGLU, GeGLU, scaling, residual add, bias over rows, row gather, the tensor-parallel column
- * interleave and the -inf padding of logit rows.
+ * SwiGLU, GeGLU, scaling, residual add, bias over rows, row gather, the MoE rows (scaled
+ * scatter, sums of k rows), the tensor-parallel column interleave and the -inf padding of logit
+ * rows.
  *
  * All are bound by memory: grid-stride loops with consecutive threads on consecutive floats
  * (coalesced), a grid capped at a few waves of blocks. Row-shaped ops put rows on grid.y (a
@@ -73,6 +74,32 @@ __global__ void cuk__gather_rows(float *__restrict__ out, const float *__restric
     }
 }
 
+/* out[dst[i]] = in[i] * w[i], rows of C (an expert's outputs to their tokens' rows) */
+__global__ void cuk__scatter_rows_scaled(float *__restrict__ out, const float *__restrict__ in,
+                                         const int32_t *__restrict__ dst,
+                                         const float *__restrict__ w, int n, int C) {
+    for (int r = blockIdx.y; r < n; r += gridDim.y) {
+        const float *src = in + (size_t)r * C;
+        float *d = out + (size_t)dst[r] * C;
+        const float wr = w[r];
+        for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < C; j += gridDim.x * blockDim.x)
+            d[j] = src[j] * wr;
+    }
+}
+
+/* out (n,C): row i = y[i*k] + y[i*k + 1] + ... in that order (the CPU's) */
+__global__ void cuk__sum_rows(float *__restrict__ out, const float *__restrict__ y, int n, int k,
+                              int C) {
+    for (int r = blockIdx.y; r < n; r += gridDim.y) {
+        const float *yr = y + (size_t)r * k * C;
+        for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < C; j += gridDim.x * blockDim.x) {
+            float s = yr[j];
+            for (int i = 1; i < k; i++) s += yr[(size_t)i * C + j];
+            out[(size_t)r * C + j] = s;
+        }
+    }
+}
+
 /* out (T, tp*n) from in (tp, T, n): output piece (t, r) of n floats is input row (r, t) */
 __global__ void cuk__interleave(float *__restrict__ out, const float *__restrict__ in, int tp,
                                 int T, int n) {
@@ -139,6 +166,23 @@ extern "C" int cuk_gather_rows(float *out, const float *in, const int32_t *rows,
     if (n == 0 || C == 0) return 0;
     CU_LAUNCH(cuk__gather_rows, cuk__grid2((size_t)C, (size_t)n), dim3(CUK_EW_THREADS), 0,
               (cudaStream_t)stream, out, in, rows, n, C);
+    return CU_LAST_ERROR();
+}
+
+extern "C" int cuk_scatter_rows_scaled(float *out, const float *in, const int32_t *dst,
+                                       const float *w, int n, int C, cuk_stream stream) {
+    if (n < 0 || C < 0) return (int)cudaErrorInvalidValue;
+    if (n == 0 || C == 0) return 0;
+    CU_LAUNCH(cuk__scatter_rows_scaled, cuk__grid2((size_t)C, (size_t)n), dim3(CUK_EW_THREADS), 0,
+              (cudaStream_t)stream, out, in, dst, w, n, C);
+    return CU_LAST_ERROR();
+}
+
+extern "C" int cuk_sum_rows(float *out, const float *y, int n, int k, int C, cuk_stream stream) {
+    if (n < 0 || k < 1 || C < 0) return (int)cudaErrorInvalidValue;
+    if (n == 0 || C == 0) return 0;
+    CU_LAUNCH(cuk__sum_rows, cuk__grid2((size_t)C, (size_t)n), dim3(CUK_EW_THREADS), 0,
+              (cudaStream_t)stream, out, y, n, k, C);
     return CU_LAST_ERROR();
 }
 

@@ -11,7 +11,7 @@
  */
 #include "cu_common.h"
 #include "cuk_ops.h"
-#include "ops_math.h"
+#include "cuk_rows.cuh"
 
 enum { CUK_NORM_THREADS = 256 };
 
@@ -21,15 +21,7 @@ __global__ void cuk__rmsnorm(float *out, const float *x, const float *w, int C, 
     const size_t t = blockIdx.x;
     const float *xr = x + t * C;
     float *orow = out + t * C;
-    double s = 0.0;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) s += (double)xr[i] * (double)xr[i];
-    red[threadIdx.x] = s;
-    __syncthreads();
-    for (int h = blockDim.x / 2; h > 0; h /= 2) {
-        if ((int)threadIdx.x < h) red[threadIdx.x] += red[threadIdx.x + h];
-        __syncthreads();
-    }
-    const float scale = om_rms_scale(red[0], C, eps);
+    const float scale = cuk__rms_block_scale(xr, C, eps, red);
     for (int i = threadIdx.x; i < C; i += blockDim.x) orow[i] = om_mul_rn(xr[i], scale) * w[i];
 }
 

@@ -14,7 +14,7 @@
  */
 #include "cu_common.h"
 #include "cuk_ops.h"
-#include "ops_math.h"
+#include "cuk_rows.cuh"
 
 enum { CUK_ROPE_THREADS = 256 };
 
@@ -25,15 +25,7 @@ __global__ void cuk__rope(float *x, const int32_t *pos, int H, int D, int n_rot,
     CU_DYN_SMEM(float, cs);
     const int half = n_rot / 2;
     const int t = blockIdx.x, p = pos[t];
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        const float theta = om_rope_theta(p, theta_scale, i);
-        const float a = om_rope_scaled(freq_factors ? theta / freq_factors[i] : theta, i,
-                                       sc.freq_scale, sc.ext_factor, sc.corr_lo, sc.corr_hi);
-        float s, c;
-        om_sincos(a, &s, &c);
-        cs[i] = c * mscale;
-        cs[half + i] = s * mscale;
-    }
+    cuk__rope_cs(cs, p, half, theta_scale, freq_factors, sc, mscale);
     __syncthreads();
     float *xt = x + (size_t)t * H * D;
     for (int u = threadIdx.x; u < H * half; u += blockDim.x) {

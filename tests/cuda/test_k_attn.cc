@@ -32,16 +32,6 @@ struct ta_cache {
 
 static size_t ta_esize(int type) { return type == QT_F32 ? 4 : 2; }
 
-/* a random value of the cache's type, stored at element i */
-static void ta_put(std::vector<uint8_t> &buf, int type, size_t i, float x) {
-    if (type == QT_F32) {
-        memcpy(&buf[4 * i], &x, 4);
-    } else {
-        uint16_t h = type == QT_F16 ? qt_f32_to_f16(x) : qt_f32_to_bf16(x);
-        memcpy(&buf[2 * i], &h, 2);
-    }
-}
-
 /* n_seq sequences of up to max_len positions; blocks drawn from a shuffled pool with spares */
 static void ta_cache_make(ta_cache &c, int type, int D, int group, int n_kv_global, int tp,
                           int rank, int bs, int n_seq, int max_len) {
@@ -66,14 +56,14 @@ static void ta_cache_make(ta_cache &c, int type, int D, int group, int n_kv_glob
     c.k.assign(n_el * ta_esize(type), 0);
     c.v.assign(n_el * ta_esize(type), 0);
     for (size_t i = 0; i < n_el; i++) {
-        ta_put(c.k, type, i, tk_unif(-1.0f, 1.0f));
-        ta_put(c.v, type, i, tk_unif(-1.0f, 1.0f));
+        tk_elem_put(c.k, type, i, tk_unif(-1.0f, 1.0f));
+        tk_elem_put(c.v, type, i, tk_unif(-1.0f, 1.0f));
     }
     c.spare = pool[c.n_blocks - 1];
     const size_t blk_el = (size_t)c.Hkv * bs * D;
     for (size_t i = 0; i < blk_el; i++) {
-        ta_put(c.k, type, (size_t)c.spare * blk_el + i, NAN);
-        ta_put(c.v, type, (size_t)c.spare * blk_el + i, NAN);
+        tk_elem_put(c.k, type, (size_t)c.spare * blk_el + i, NAN);
+        tk_elem_put(c.v, type, (size_t)c.spare * blk_el + i, NAN);
     }
     c.dk = tk_dev(c.k.data(), c.k.size());
     c.dv = tk_dev(c.v.data(), c.v.size());
@@ -143,18 +133,6 @@ static void ta_reference(std::vector<float> &ref, const ta_cache &c, const ta_ba
     }
 }
 
-/* element i of a cache as f32 */
-static float ta_get(const std::vector<uint8_t> &buf, int type, size_t i) {
-    if (type == QT_F32) {
-        float x;
-        memcpy(&x, &buf[4 * i], 4);
-        return x;
-    }
-    uint16_t h;
-    memcpy(&h, &buf[2 * i], 2);
-    return type == QT_F16 ? qt_f16_to_f32(h) : qt_bf16_to_f32(h);
-}
-
 /* the exact answer, in double, for scale: how far the CPU and the GPU each are from it */
 static double ta_exact_cpu = 0.0, ta_exact_gpu = 0.0;
 static void ta_exact(std::vector<float> &ex, const ta_cache &c, const ta_batch &b) {
@@ -172,14 +150,14 @@ static void ta_exact(std::vector<float> &ex, const ta_cache &c, const ta_batch &
                 const int32_t blk = b.tables[(size_t)t * c.max_blocks + p / c.bs];
                 row[p] = (((size_t)blk * c.Hkv + kvh) * c.bs + p % c.bs) * D;
                 double s = 0.0;
-                for (int d = 0; d < D; d++) s += (double)q[d] * ta_get(c.k, c.type, row[p] + d);
+                for (int d = 0; d < D; d++) s += (double)q[d] * tk_elem_get(c.k, c.type, row[p] + d);
                 w[p] = s / sqrt((double)D);
                 mx = w[p] > mx ? w[p] : mx;
             }
             for (int p = first; p < n; p++) l += (w[p] = exp(w[p] - mx));
             for (int d = 0; d < D; d++) {
                 double o = 0.0;
-                for (int p = first; p < n; p++) o += w[p] * ta_get(c.v, c.type, row[p] + d);
+                for (int p = first; p < n; p++) o += w[p] * tk_elem_get(c.v, c.type, row[p] + d);
                 ex[((size_t)t * c.H + h) * D + d] = (float)(o / l);
             }
         }

@@ -13,6 +13,7 @@
 #include <vector>
 
 extern "C" {
+#include "backend.h"
 #include "kern.h"
 }
 
@@ -60,6 +61,38 @@ static inline uint32_t tk_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     return u;
+}
+
+/* element i of a KV cache buffer of type (QT_F32, QT_F16 or QT_BF16) as f32, and x stored
+ * there (rounded by the CPU's conversions) */
+static inline float tk_elem_get(const std::vector<uint8_t> &buf, int type, size_t i) {
+    if (type == QT_F32) {
+        float x;
+        memcpy(&x, &buf[4 * i], 4);
+        return x;
+    }
+    uint16_t h;
+    memcpy(&h, &buf[2 * i], 2);
+    return type == QT_F16 ? qt_f16_to_f32(h) : qt_bf16_to_f32(h);
+}
+static inline void tk_elem_put(std::vector<uint8_t> &buf, int type, size_t i, float x) {
+    if (type == QT_F32) {
+        memcpy(&buf[4 * i], &x, 4);
+    } else {
+        uint16_t h = type == QT_F16 ? qt_f32_to_f16(x) : qt_f32_to_bf16(x);
+        memcpy(&buf[2 * i], &h, 2);
+    }
+}
+
+/* the CPU backend on one thread (the reference of the backend slots), or exit(1) */
+static inline backend *tk_cpu_backend(void) {
+    char err[256];
+    backend *b = backend_cpu_new(1, err, sizeof err);
+    if (!b) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
+    return b;
 }
 
 /* ../shared from the environment (meson sets SAMPAN_SHARED), or NULL */
