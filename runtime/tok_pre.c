@@ -72,6 +72,11 @@ static const tok__pre_def tok__pre_defs[] = {
       { "[\\r\\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", RX_DS_CJK, "\\p{N}" } },
     { "deepseek-llm", 0, 0,
       { "[\\r\\n]", RX_DS_LETTERS, RX_DS_PUNCT, "\\s+$", RX_DS_CJK, "\\p{N}+" } },
+    /* DeepSeek-V3 / R1 (llama.cpp's DEEPSEEK3_LLM) */
+    { "deepseek-v3", 0, 0,
+      { "\\p{N}{1,3}", "[\\x{4E00}-\\x{9FA5}\\x{3040}-\\x{309F}\\x{30A0}-\\x{30FF}]+",
+        "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+|"
+        " ?[\\p{P}\\p{S}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" } },
     { "llama3|llama-v3|llama-bpe|falcon3|falcon-h1|pixtral|midm-2.0|lfm2", 1, 1, { RX_LLAMA3 } },
     { "dbrx|smaug-bpe", 0, 0, { RX_LLAMA3 } },
     { "qwen2|deepseek-r1-qwen|stablelm2|megrez", 0, 0, { RX_QWEN2 } },

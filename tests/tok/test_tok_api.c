@@ -201,6 +201,7 @@ static void test_pre(void) {
         { "default", "Hello|" SP "world|'|s|" SP "|" SP "|123|45|!!|" NL },
         { "deepseek-coder", "Hello|" SP "world|'|s|" SP SP "|1|2|3|4|5|!!|" NL },
         { "deepseek-llm", "Hello|" SP "world|'|s|" SP SP "|12345|!!|" NL },
+        { "deepseek-v3", "Hello|" SP "world|'s|" SP SP "|123|45|!!" NL },
     };
     char err[256];
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
