@@ -16,7 +16,8 @@ reference file does not exercise:
   plain-q  q_lora_rank 0: a plain attn_q (as V2-Lite) of deterministic pseudo-random values
            replaces attn_q_a / attn_q_a_norm / attn_q_b;
 and the file as it is. `sampan score --logits` over 32 tokens: the logits of 3000 vocabulary
-rows at every position within 1e-4 x max |ref|, and each variant's differ from the file's.
+rows at every position within 1e-4 x max |ref|, and each variant's differ from the file's. A file
+of an older conversion (an unsplit attn_kv_b) is refused in one line naming it.
 """
 import atexit, math, os, random, shutil, struct, subprocess, sys, tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -198,4 +199,12 @@ for name, (kv, ts) in variants.items():
         first = got
     else:   # the variant takes effect: its logits are not the file's
         check(got != first, f"{name}: logits differ from the unmodified file's")
+# an older conversion's unsplit attn_kv_b: refused in one line that names it
+old = [(n.replace("attn_k_b", "attn_kv_b"), d, r) for n, d, r in tensors if "attn_v_b" not in n]
+path = os.path.join(tmp, "tiny-deepseek-kv-b.gguf")
+write(path, kvs, old)
+r = subprocess.run([sampan, "run", "-m", path, "-p", "hi", "-n", "1"], capture_output=True, text=True, timeout=120)
+lines = [l for l in r.stderr.splitlines() if l.strip()]
+check(r.returncode not in (0,) and r.returncode < 126 and len(lines) == 1 and "attn_kv_b" in lines[0]
+      and "convert" in lines[0], f"unsplit attn_kv_b refused: exit {r.returncode}, {lines[:2]}")
 finish()
