@@ -12,7 +12,8 @@
  * the CPU backend's with the same unpacked weights.
  *
  * Checks, per model of ../shared/models (stories260K, tiny-llama-f32, tiny-qwen2-f32 with QKV
- * biases, small-llama-q4_k_m) and KV type (f32, f16): a prompt prefilled in chunks of 7, then
+ * biases, small-llama-q4_k_m, tiny-deepseek-f32: MLA's latent cache and the MoE slots, whose
+ * routing results and expert plan are host memory) and KV type (f32, f16): a prompt prefilled in chunks of 7, then
  * 5 decode steps, logits of every step memcmp-equal between "devsim" and "cpu" (SAMPAN_PACK
  * off); the same for the synthetic tiny-gemma3 and tiny-qwen3-yarn (RoPE scaling); and that
  * the check itself fails when an op is given a host pointer.
@@ -227,6 +228,67 @@ static int ds__logits(backend *b, float *logits, const float *x, int C, float *s
     CPU(logits(in, logits, x, C, scratch, h));
 }
 
+/* the seam's host arguments must not be device memory */
+#define HOST(op, ptr)                                                                         \
+    do {                                                                                      \
+        if (ds__in(b, (ptr), 1)) {                                                            \
+            snprintf(b->err, sizeof b->err, "devsim: %s: '%s' must be host memory", op, #ptr); \
+            return -1;                                                                        \
+        }                                                                                     \
+    } while (0)
+static int ds__mla_kv_write(backend *b, const backend_kv *kv, int l, const float *kva,
+                            const float *norm, float eps, int T, const backend_mla *a) {
+    DEV("mla_kv_write", kv->k, 1);
+    DEV("mla_kv_write", kva, F(T) * (a->rank + a->rope_dims));
+    DEV("mla_kv_write", norm, F(a->rank));
+    CPU(mla_kv_write(in, kv, l, kva, norm, eps, T, a));
+}
+static int ds__mla_attention(backend *b, const backend_kv *kv, int l, float *out, float *q,
+                             float *qlat, float *olat, int T, const backend_mla *a) {
+    const int H = a->n_heads;
+    DEV("mla_attention", kv->k, 1);
+    DEV("mla_attention", out, F(T) * H * a->v_dim);
+    DEV("mla_attention", q, F(T) * H * (a->nope_dims + a->rope_dims));
+    DEV("mla_attention", qlat, F(T) * H * (a->rank + a->rope_dims));
+    DEV("mla_attention", olat, F(T) * H * a->rank);
+    for (int h = 0; h < H; h++) {
+        DEV("mla_attention", a->k_b[h].data, ds__wbytes(&a->k_b[h]));
+        DEV("mla_attention", a->v_b[h].data, ds__wbytes(&a->v_b[h]));
+    }
+    CPU(mla_attention(in, kv, l, out, q, qlat, olat, T, a));
+}
+static int ds__moe_route(backend *b, int32_t *ids, float *w, const float *logits, int T,
+                         const backend_route *r) {
+    HOST("moe_route", ids);
+    HOST("moe_route", w);
+    DEV("moe_route", logits, F(T) * r->n_expert);
+    if (r->bias) DEV("moe_route", r->bias, F(r->n_expert));
+    CPU(moe_route(in, ids, w, logits, T, r));
+}
+static int ds__moe_experts(backend *b, float *y, const float *x, int C, const backend_moe *m) {
+    HOST("moe_experts", m->off);
+    for (int e = 0; e < m->n_expert; e++)
+        for (int i = m->off[e]; i < m->off[e + 1]; i++) {
+            DEV("moe_experts", y + (size_t)m->dst[i] * C, F(C));
+            DEV("moe_experts", x + (size_t)m->row[i] * C, F(C));
+            DEV("moe_experts", m->gate[e].data, ds__wbytes(&m->gate[e]));
+            DEV("moe_experts", m->up[e].data, ds__wbytes(&m->up[e]));
+            DEV("moe_experts", m->down[e].data, ds__wbytes(&m->down[e]));
+        }
+    CPU(moe_experts(in, y, x, C, m));
+}
+static int ds__sum_rows(backend *b, float *out, const float *y, int n, int k, int C) {
+    DEV("sum_rows", out, F(n) * C);
+    DEV("sum_rows", y, F(n) * k * C);
+    CPU(sum_rows(in, out, y, n, k, C));
+}
+static int ds__gather_rows(backend *b, float *out, const float *x, const int32_t *rows, int n, int C) {
+    HOST("gather_rows", rows);
+    DEV("gather_rows", out, F(n) * C);
+    for (int i = 0; i < n; i++) DEV("gather_rows", x + (size_t)rows[i] * C, F(C));
+    CPU(gather_rows(in, out, x, rows, n, C));
+}
+
 static const backend_i ds_iface = {
     /* .version     = */ BACKEND_VERSION,
     /* .name        = */ "devsim",
@@ -255,12 +317,12 @@ static const backend_i ds_iface = {
     /* .parallel    = */ NULL,
     /* .geglu       = */ ds__geglu,
     /* .scale       = */ ds__scale,
-    /* .mla_kv_write = */ NULL,
-    /* .mla_attention = */ NULL,
-    /* .moe_route   = */ NULL,
-    /* .moe_experts = */ NULL,
-    /* .sum_rows    = */ NULL,
-    /* .gather_rows = */ NULL,
+    /* .mla_kv_write = */ ds__mla_kv_write,
+    /* .mla_attention = */ ds__mla_attention,
+    /* .moe_route   = */ ds__moe_route,
+    /* .moe_experts = */ ds__moe_experts,
+    /* .sum_rows    = */ ds__sum_rows,
+    /* .gather_rows = */ ds__gather_rows,
 };
 
 static backend *ds_new(const backend_opts *o, char *err, size_t errlen) {
@@ -390,7 +452,8 @@ int main(void) {
         return n_fail ? 1 : 77;
     }
     fclose(f);
-    const char *names[] = { "stories260K", "tiny-llama-f32", "tiny-qwen2-f32", "small-llama-q4_k_m" };
+    const char *names[] = { "stories260K", "tiny-llama-f32", "tiny-qwen2-f32", "small-llama-q4_k_m",
+                            "tiny-deepseek-f32" };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         compare(dir ? dir : "../shared", names[i], QT_F32);
         compare(dir ? dir : "../shared", names[i], QT_F16);
