@@ -807,11 +807,12 @@ static void each_matrix(model *m, void (*fn)(model *m, kern_weight *w, void *ctx
     for (int l = sh->layer0; l < sh->layer1; l++)
         for (size_t i = 0; i < sizeof layer_tensors / sizeof layer_tensors[0]; i++) {
             const tensor_spec *ts = &layer_tensors[i];
-            kern_weight *w = (kern_weight *)((char *)&m->layers[l] + ts->field);
+            char *slot = (char *)&m->layers[l] + ts->field;
+            kern_weight *w = (kern_weight *)slot;
             if (ts->kind == T_MATRIX && w->data) fn(m, w, ctx);
             if (ts->kind == T_HEADS || ts->kind == T_EXPERTS) {   /* each matrix of the stack */
                 kern_weight *arr;
-                memcpy(&arr, w, sizeof arr);
+                memcpy(&arr, slot, sizeof arr);
                 int n = arr ? (ts->kind == T_HEADS ? sh->n_heads : sh->n_expert) : 0;
                 for (int j = 0; j < n; j++) fn(m, &arr[j], ctx);
             }
@@ -826,11 +827,12 @@ void model_each_weight(const model *m, void (*fn)(void *ctx, const kern_weight *
     for (int l = sh->layer0; l < sh->layer1; l++)
         for (size_t i = 0; i < sizeof layer_tensors / sizeof layer_tensors[0]; i++) {
             const tensor_spec *ts = &layer_tensors[i];
-            const kern_weight *w = (const kern_weight *)((const char *)&m->layers[l] + ts->field);
+            const char *slot = (const char *)&m->layers[l] + ts->field;
+            const kern_weight *w = (const kern_weight *)slot;
             if (ts->kind == T_MATRIX && w->data) fn(ctx, w, 1.0);
             if (ts->kind == T_HEADS || ts->kind == T_EXPERTS) {
                 const kern_weight *arr;
-                memcpy(&arr, w, sizeof arr);
+                memcpy(&arr, slot, sizeof arr);
                 int n = arr ? (ts->kind == T_HEADS ? sh->n_heads : sh->n_expert) : 0;
                 for (int j = 0; j < n; j++) fn(ctx, &arr[j], ts->kind == T_HEADS ? 1.0 : routed);
             }
